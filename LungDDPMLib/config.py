@@ -1,0 +1,200 @@
+"""Serialisable configuration: the denoiser architecture, the noise schedule and the named presets.
+
+Configurations are frozen dataclasses so that a checkpoint can store exactly what built it (as JSON) and
+rebuild it later without guessing; presets name the architectures users meet (the published Lung-DDPM,
+its Lung-DDPM+ successor, and a small one that runs on a CPU).
+
+Example:
+    >>> from LungDDPMLib.config import preset
+    >>> cfg = preset("lung-ddpm")
+    >>> cfg.unet.channel_mult
+    (1, 1, 2, 3, 4)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from typing import Any, Dict, Tuple
+
+from .errors import InputError
+
+#: Names of the layout channels a model can be conditioned on, in the order they are stacked.
+LAYOUT_CHANNELS = ("lung", "nodule")
+#: Label values in a layout volume.
+LABEL_BACKGROUND, LABEL_LUNG, LABEL_NODULE = 0, 1, 2
+
+
+@dataclass(frozen=True)
+class UNetConfig:
+    """Architecture of the 3D UNet denoiser (guided-diffusion layout, ``dims=3``).
+
+    Attributes:
+        model_channels: base width; level ``i`` has ``model_channels * channel_mult[i]`` channels.
+        channel_mult: width multipliers, one per resolution level (len - 1 downsamplings).
+        num_res_blocks: residual blocks per level on the way down (one more on the way up).
+        attention_levels: level indices (0 = full resolution) that get self-attention; the
+            middle block always has attention.
+        num_heads: attention heads (the published model uses 1).
+        layout_channels: which layout channels are stacked after the noisy image (``lung``, ``nodule``).
+        out_channels: predicted channels (1: epsilon of the CT).
+        dropout: dropout inside residual blocks.
+        max_period: period of the sinusoidal time embedding (the published model uses 1000).
+    """
+
+    model_channels: int = 64
+    channel_mult: Tuple[int, ...] = (1, 1, 2, 3, 4)
+    num_res_blocks: int = 1
+    attention_levels: Tuple[int, ...] = (3,)
+    num_heads: int = 1
+    layout_channels: Tuple[str, ...] = LAYOUT_CHANNELS
+    out_channels: int = 1
+    dropout: float = 0.0
+    max_period: float = 1000.0
+
+    def __post_init__(self) -> None:
+        if self.model_channels < 1 or self.num_res_blocks < 1 or self.num_heads < 1:
+            raise InputError(f"model_channels, num_res_blocks and num_heads must be >= 1, got {self}")
+        if not self.channel_mult:
+            raise InputError("channel_mult must name at least one level")
+        if any(int(m) < 1 for m in self.channel_mult):
+            raise InputError(f"channel_mult entries must be >= 1, got {self.channel_mult}")
+        bad = [lvl for lvl in self.attention_levels if not 0 <= lvl < len(self.channel_mult)]
+        if bad:
+            raise InputError(f"attention_levels {bad} outside 0..{len(self.channel_mult) - 1}")
+        unknown = [c for c in self.layout_channels if c not in LAYOUT_CHANNELS]
+        if unknown or len(set(self.layout_channels)) != len(self.layout_channels):
+            raise InputError(f"layout_channels must be distinct names from {LAYOUT_CHANNELS}, got {self.layout_channels}")
+
+    @staticmethod
+    def num_groups(width: int) -> int:
+        """GroupNorm groups for a width: 32 as published, fewer for the narrow test models."""
+        for groups in (32, 16, 8, 4, 2, 1):
+            if width % groups == 0:
+                return groups
+        return 1
+
+    @property
+    def in_channels(self) -> int:
+        """Input channels: the noisy image plus one channel per layout map."""
+        return self.out_channels + len(self.layout_channels)
+
+    @property
+    def downsample_factor(self) -> int:
+        """Every spatial size must be a multiple of this."""
+        return 2 ** (len(self.channel_mult) - 1)
+
+
+@dataclass(frozen=True)
+class ScheduleConfig:
+    """The forward noising process: a cosine schedule over ``timesteps`` discrete levels."""
+
+    timesteps: int = 250
+    kind: str = "cosine"
+    cosine_s: float = 0.008
+    max_beta: float = 0.999
+
+    def __post_init__(self) -> None:
+        if self.timesteps < 2:
+            raise InputError(f"timesteps must be >= 2, got {self.timesteps}")
+        if self.kind != "cosine":
+            raise InputError(f"unknown schedule kind {self.kind!r}; only 'cosine' is supported")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Everything needed to rebuild a model and to feed it correctly.
+
+    Attributes:
+        unet: the denoiser architecture.
+        schedule: the noise schedule it was trained with.
+        grid: spatial size (D, H, W) the model was trained on.
+        normalization: how CT intensities map to [-1, 1] (``hu-window`` or ``lungddpm-compat``).
+        spatial_mode: ``full`` (whole volume resized to the grid) or ``roi`` (nodule-centred crops).
+        preset: the preset name this was built from, if any (informational).
+    """
+
+    unet: UNetConfig = field(default_factory=UNetConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    grid: Tuple[int, int, int] = (128, 128, 128)
+    normalization: str = "lungddpm-compat"
+    spatial_mode: str = "full"
+    preset: str = ""
+
+    def __post_init__(self) -> None:
+        if len(self.grid) != 3 or any(int(g) < 1 for g in self.grid):
+            raise InputError(f"grid must be three positive sizes, got {self.grid}")
+        factor = self.unet.downsample_factor
+        if any(int(g) % factor for g in self.grid):
+            raise InputError(f"grid {tuple(self.grid)} must be divisible by {factor} for {len(self.unet.channel_mult)} levels")
+        if self.normalization not in ("hu-window", "lungddpm-compat"):
+            raise InputError(f"unknown normalization {self.normalization!r}")
+        if self.spatial_mode not in ("full", "roi"):
+            raise InputError(f"unknown spatial_mode {self.spatial_mode!r}")
+
+    def to_dict(self) -> Dict[str, Any]:
+        """Plain JSON-compatible dict (tuples become lists)."""
+        return json.loads(json.dumps(dataclasses.asdict(self)))
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, data: Dict[str, Any]) -> ModelConfig:
+        """Rebuild from :meth:`to_dict` output; unknown keys are an error so typos do not pass silently."""
+        try:
+            unet = dict(data.get("unet", {}))
+            for key in ("channel_mult", "attention_levels", "layout_channels"):
+                if key in unet:
+                    unet[key] = tuple(unet[key])
+            rest = {k: v for k, v in data.items() if k not in ("unet", "schedule")}
+            if "grid" in rest:
+                rest["grid"] = tuple(int(g) for g in rest["grid"])
+            return cls(unet=UNetConfig(**unet), schedule=ScheduleConfig(**data.get("schedule", {})), **rest)
+        except TypeError as exc:
+            raise InputError(f"invalid model configuration: {exc}") from exc
+
+    @classmethod
+    def from_json(cls, text: str) -> ModelConfig:
+        return cls.from_dict(json.loads(text))
+
+
+_PRESETS: Dict[str, ModelConfig] = {
+    # The published Lung-DDPM: 40,226,433 parameters, 128^3, lung + nodule layout.
+    "lung-ddpm": ModelConfig(preset="lung-ddpm"),
+    # Lung-DDPM+: nodule-only layout, 64^3 crops at native resolution, attention at 16^3.
+    "lung-ddpm-plus": ModelConfig(
+        unet=UNetConfig(channel_mult=(1, 2, 3, 4), attention_levels=(2,), layout_channels=("nodule",)),
+        grid=(64, 64, 64),
+        spatial_mode="roi",
+        preset="lung-ddpm-plus",
+    ),
+    # A CPU-friendly model: same topology, a fraction of the width, 64^3 grid, our HU window.
+    "small": ModelConfig(
+        unet=UNetConfig(model_channels=16, channel_mult=(1, 2, 2, 4), attention_levels=(3,), num_heads=2),
+        grid=(64, 64, 64),
+        normalization="hu-window",
+        preset="small",
+    ),
+    # A few thousand parameters, for tests and smoke runs.
+    "tiny": ModelConfig(
+        unet=UNetConfig(model_channels=8, channel_mult=(1, 2), attention_levels=(1,), num_heads=1),
+        grid=(32, 32, 32),
+        normalization="hu-window",
+        preset="tiny",
+    ),
+}
+
+
+def preset_names() -> Tuple[str, ...]:
+    return tuple(_PRESETS)
+
+
+def preset(name: str, **overrides: Any) -> ModelConfig:
+    """Return a named configuration, optionally with top-level fields replaced (e.g. ``grid``)."""
+    try:
+        cfg = _PRESETS[name]
+    except KeyError:
+        raise InputError(f"unknown preset {name!r}; choose one of {', '.join(_PRESETS)}") from None
+    return dataclasses.replace(cfg, **overrides) if overrides else cfg

@@ -1,0 +1,88 @@
+"""The diffusion model object: the UNet (``denoise_fn``) plus the schedule buffers.
+
+Its ``state_dict`` has exactly the published checkpoint's layout (13 schedule buffers at the top level and the
+UNet's weights under ``denoise_fn.``), so the released Lung-DDPM weights load into it with ``strict=True``.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..config import LABEL_LUNG, LABEL_NODULE, ModelConfig
+from ..errors import InputError
+from ..model import UNet3D
+from .schedule import SCHEDULE_BUFFERS, NoiseSchedule
+
+
+class DiffusionModel(nn.Module):
+    """Conditional epsilon-prediction diffusion model over 3D volumes.
+
+    Example:
+        >>> from LungDDPMLib.config import preset
+        >>> m = DiffusionModel(preset("tiny"))
+        >>> layout = torch.zeros(1, 32, 32, 32, dtype=torch.long)
+        >>> m.eps(torch.randn(1, 1, 32, 32, 32), torch.tensor([10]), m.condition(layout)).shape
+        torch.Size([1, 1, 32, 32, 32])
+    """
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.denoise_fn = UNet3D(config.unet)
+        self.schedule = NoiseSchedule(config.schedule)
+
+    # The published file stores the schedule tables at the top level, not under "schedule.".
+    def state_dict(self, *args, **kwargs):  # type: ignore[no-untyped-def,override]
+        sd = super().state_dict(*args, **kwargs)
+        prefix = kwargs.get("prefix", "")
+        for name in SCHEDULE_BUFFERS:
+            sd[prefix + name] = sd.pop(prefix + "schedule." + name)
+        return sd
+
+    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):  # type: ignore[no-untyped-def,override]
+        remapped = {("schedule." + k if k in SCHEDULE_BUFFERS else k): v for k, v in state_dict.items()}
+        return super().load_state_dict(remapped, strict=strict, assign=assign)
+
+    @property
+    def num_timesteps(self) -> int:
+        return self.schedule.num_timesteps
+
+    def condition(self, layout: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        """Turn a label layout (B, D, H, W) with 0/1/2 into the model's layout channels in [-1, 1].
+
+        Channel ``lung`` is (label == 1) and ``nodule`` is (label == 2), each scaled to {-1, 1}, as published.
+        """
+        if layout.dim() != 4:
+            raise InputError(f"layout must have shape (B, D, H, W), got {tuple(layout.shape)}")
+        label_of = {"lung": LABEL_LUNG, "nodule": LABEL_NODULE}
+        chans = [(layout == label_of[name]).to(dtype) * 2 - 1 for name in self.config.unet.layout_channels]
+        return torch.stack(chans, dim=1)
+
+    def eps(self, x_t: torch.Tensor, t: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+        """Predicted noise for noisy images ``x_t`` (B, 1, D, H, W) at levels ``t`` (B,) given ``cond``."""
+        return self.denoise_fn(torch.cat([x_t, cond.to(x_t.dtype)], dim=1), t)
+
+    def loss(
+        self,
+        x0: torch.Tensor,
+        cond: torch.Tensor,
+        *,
+        generator: Optional[torch.Generator] = None,
+        kind: str = "l1",
+        t: Optional[torch.Tensor] = None,
+    ) -> torch.Tensor:
+        """Training loss: noise ``x0`` to random levels and compare predicted with true noise (L1 as published)."""
+        b = x0.shape[0]
+        if t is None:
+            t = torch.randint(0, self.num_timesteps, (b,), device=x0.device, generator=generator)
+        noise = torch.randn(x0.shape, device=x0.device, dtype=x0.dtype, generator=generator)
+        pred = self.eps(self.schedule.q_sample(x0, t, noise), t, cond)
+        if kind == "l1":
+            return (pred.float() - noise.float()).abs().mean()
+        if kind == "l2":
+            return F.mse_loss(pred.float(), noise.float())
+        raise InputError(f"unknown loss {kind!r}; use 'l1' or 'l2'")
