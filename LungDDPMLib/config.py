@@ -65,7 +65,9 @@ class UNetConfig:
             raise InputError(f"attention_levels {bad} outside 0..{len(self.channel_mult) - 1}")
         unknown = [c for c in self.layout_channels if c not in LAYOUT_CHANNELS]
         if unknown or len(set(self.layout_channels)) != len(self.layout_channels):
-            raise InputError(f"layout_channels must be distinct names from {LAYOUT_CHANNELS}, got {self.layout_channels}")
+            raise InputError(
+                f"layout_channels must be distinct names from {LAYOUT_CHANNELS}, got {self.layout_channels}"
+            )
 
     @staticmethod
     def num_groups(width: int) -> int:
@@ -127,7 +129,9 @@ class ModelConfig:
             raise InputError(f"grid must be three positive sizes, got {self.grid}")
         factor = self.unet.downsample_factor
         if any(int(g) % factor for g in self.grid):
-            raise InputError(f"grid {tuple(self.grid)} must be divisible by {factor} for {len(self.unet.channel_mult)} levels")
+            raise InputError(
+                f"grid {tuple(self.grid)} must be divisible by {factor} for {len(self.unet.channel_mult)} levels"
+            )
         if self.normalization not in ("hu-window", "lungddpm-compat"):
             raise InputError(f"unknown normalization {self.normalization!r}")
         if self.spatial_mode not in ("full", "roi"):

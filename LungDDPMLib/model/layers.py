@@ -93,7 +93,9 @@ class ResBlock(TimestepBlock):
 
     def __init__(self, channels: int, emb_channels: int, out_channels: int, dropout: float = 0.0) -> None:
         super().__init__()
-        self.in_layers = nn.Sequential(normalization(channels), nn.SiLU(), nn.Conv3d(channels, out_channels, 3, padding=1))
+        self.in_layers = nn.Sequential(
+            normalization(channels), nn.SiLU(), nn.Conv3d(channels, out_channels, 3, padding=1)
+        )
         self.emb_layers = nn.Sequential(nn.SiLU(), nn.Linear(emb_channels, out_channels))
         self.out_layers = nn.Sequential(
             normalization(out_channels),

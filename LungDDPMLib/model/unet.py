@@ -70,7 +70,9 @@ class UNet3D(nn.Module):
                     layers.append(Upsample(ch))
                 self.output_blocks.append(TimestepSequential(*layers))
 
-        self.out = nn.Sequential(normalization(ch), nn.SiLU(), zero_module(nn.Conv3d(ch, config.out_channels, 3, padding=1)))
+        self.out = nn.Sequential(
+            normalization(ch), nn.SiLU(), zero_module(nn.Conv3d(ch, config.out_channels, 3, padding=1))
+        )
 
     def set_attention_backend(self, use_sdpa: bool) -> None:
         """Switch every attention block between SDPA (default) and the literal published formulation."""

@@ -1,0 +1,236 @@
+"""Reading and writing model checkpoints, safely.
+
+Two formats are understood:
+
+* ``lung-ddpm`` - the published file: ``{'step', 'model', 'ema'}``, each the state dict of the whole diffusion
+  wrapper (13 schedule buffers + ``denoise_fn.*`` weights). It carries no configuration, so the architecture is
+  recognised from the weights (input channels and depth) and must then match a preset exactly.
+* ``lungddpm`` - ours: the same state dicts plus a JSON configuration record and provenance, so a file always
+  says what built it.
+
+Every file is opened with ``torch.load(weights_only=True)``: a pickle that would run code is refused, never
+executed. Saving writes a temporary file in the same folder and renames it, so a crash never leaves a
+half-written checkpoint under the final name.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import pickle
+import tempfile
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, Mapping, Optional, Union
+
+import torch
+
+from .config import ModelConfig, preset
+from .diffusion import DiffusionModel
+from .errors import CheckpointError, UnsafeCheckpointError
+
+PathLike = Union[str, "os.PathLike[str]"]
+FORMAT_OURS = "lungddpm"
+FORMAT_PUBLISHED = "lung-ddpm"
+FORMAT_VERSION = 1
+
+
+@dataclass
+class LoadedCheckpoint:
+    """A model rebuilt from a file, with what the file said about itself."""
+
+    model: DiffusionModel
+    config: ModelConfig
+    format: str
+    step: int
+    weights: str
+    sha256: str
+    path: str
+    provenance: Dict[str, Any] = field(default_factory=dict)
+
+
+def file_sha256(path: PathLike, chunk: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(chunk), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def read_checkpoint_file(path: PathLike) -> Dict[str, Any]:
+    """Open a checkpoint with ``weights_only=True`` and turn every failure into a clear :class:`CheckpointError`."""
+    p = Path(path)
+    if not p.is_file():
+        raise CheckpointError(f"checkpoint not found: {p}")
+    try:
+        data = torch.load(p, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        text = str(exc)
+        if "weights_only" in text or "Unsupported global" in text or "GLOBAL" in text:
+            raise UnsafeCheckpointError(
+                f"{p} contains Python objects that would run code when loaded; refusing to load it. "
+                "Only load files from sources you trust, and re-save them as plain tensors "
+                "(a dict of state dicts) if you need to use them."
+            ) from None
+        raise CheckpointError(
+            f"{p} is not a readable checkpoint (corrupt or not a torch file): {text.splitlines()[0]}"
+        ) from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as exc:
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise CheckpointError(
+            f"{p} is not a readable checkpoint (corrupt, truncated or not a torch file): {first}"
+        ) from None
+    if not isinstance(data, dict):
+        raise CheckpointError(f"{p} holds a {type(data).__name__}, not a checkpoint dictionary")
+    return data
+
+
+def detect_format(data: Mapping[str, Any]) -> str:
+    if data.get("format") == FORMAT_OURS:
+        return FORMAT_OURS
+    sd = data.get("ema", data.get("model"))
+    if isinstance(sd, Mapping) and any(str(k).startswith("denoise_fn.") for k in sd):
+        return FORMAT_PUBLISHED
+    raise CheckpointError(
+        "unrecognised checkpoint: expected a LungDDPM file (with 'format': 'lungddpm') or a published Lung-DDPM "
+        f"file ({{'step', 'model', 'ema'}} with 'denoise_fn.' weights); found keys {sorted(map(str, data))[:8]}"
+    )
+
+
+def infer_published_config(state_dict: Mapping[str, torch.Tensor]) -> ModelConfig:
+    """Pick the preset that a published-format state dict was made with, from its first conv and its depth."""
+    first = state_dict.get("denoise_fn.input_blocks.0.0.weight")
+    if first is None or first.dim() != 5:
+        raise CheckpointError("published-format checkpoint lacks 'denoise_fn.input_blocks.0.0.weight' (a 3D conv)")
+    in_ch = int(first.shape[1])
+    for name in ("lung-ddpm", "lung-ddpm-plus"):
+        cfg = preset(name)
+        if cfg.unet.in_channels == in_ch:
+            return cfg
+    raise CheckpointError(f"no known architecture takes {in_ch} input channels (Lung-DDPM takes 3, Lung-DDPM+ 2)")
+
+
+def check_state_dict(model: DiffusionModel, state_dict: Mapping[str, torch.Tensor], where: str) -> None:
+    """Compare keys and shapes before loading, so the error names every mismatch rather than the first one."""
+    expected = model.state_dict()
+    missing = [k for k in expected if k not in state_dict]
+    unexpected = [k for k in state_dict if k not in expected]
+    wrong = [
+        f"{k}: file {tuple(state_dict[k].shape)} vs model {tuple(expected[k].shape)}"
+        for k in expected
+        if k in state_dict and tuple(getattr(state_dict[k], "shape", ())) != tuple(expected[k].shape)
+    ]
+    if missing or unexpected or wrong:
+        parts = []
+        for label, items in (("missing keys", missing), ("unexpected keys", unexpected), ("wrong shapes", wrong)):
+            if items:
+                more = f" (+{len(items) - 6} more)" if len(items) > 6 else ""
+                parts.append(f"{label}: {', '.join(items[:6])}{more}")
+        raise CheckpointError(
+            f"{where} does not fit the {model.config.preset or 'configured'} architecture - it was made for another "
+            "model. " + "; ".join(parts)
+        )
+
+
+def load_checkpoint(
+    path: PathLike, *, weights: str = "ema", map_location: Union[str, torch.device] = "cpu"
+) -> LoadedCheckpoint:
+    """Rebuild a :class:`DiffusionModel` from either checkpoint format.
+
+    Args:
+        path: the ``.pt`` file.
+        weights: ``"ema"`` (default, what sampling should use) or ``"model"`` (the raw training weights).
+        map_location: device for the returned model.
+    Raises:
+        UnsafeCheckpointError: the file would run code when unpickled.
+        CheckpointError: unreadable file, unknown format, or weights that do not fit the architecture.
+    Example:
+        >>> ckpt = load_checkpoint("Lung-DDPM-LIDC-IDRI-100000-steps.pt")  # doctest: +SKIP
+        >>> ckpt.config.preset, ckpt.step  # doctest: +SKIP
+        ('lung-ddpm', 100000)
+    """
+    if weights not in ("ema", "model"):
+        raise CheckpointError(f"weights must be 'ema' or 'model', got {weights!r}")
+    data = read_checkpoint_file(path)
+    fmt = detect_format(data)
+    state = data.get(weights)
+    if state is None and weights == "ema":
+        state, weights = data.get("model"), "model"
+    if not isinstance(state, Mapping):
+        raise CheckpointError(f"{path} has no '{weights}' state dict")
+    provenance: Dict[str, Any] = {}
+    if fmt == FORMAT_OURS:
+        try:
+            config = ModelConfig.from_json(str(data["config"]))
+            provenance = json.loads(str(data.get("provenance", "{}")))
+        except (KeyError, ValueError) as exc:
+            raise CheckpointError(f"{path} has a damaged configuration record: {exc}") from None
+    else:
+        config = infer_published_config(state)
+    model = DiffusionModel(config)
+    check_state_dict(model, state, str(path))
+    model.load_state_dict(state, strict=True)
+    model.eval().to(map_location)
+    step = data.get("step", 0)
+    return LoadedCheckpoint(
+        model=model,
+        config=config,
+        format=fmt,
+        step=int(step.item() if isinstance(step, torch.Tensor) else step),
+        weights=weights,
+        sha256=file_sha256(path),
+        path=str(path),
+        provenance=provenance,
+    )
+
+
+def atomic_torch_save(obj: Any, path: PathLike) -> None:
+    """``torch.save`` to a temporary sibling, flush to disk, then rename over ``path`` (atomic on POSIX and NTFS)."""
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            torch.save(obj, fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def save_checkpoint(
+    path: PathLike,
+    model: DiffusionModel,
+    *,
+    ema: Optional[DiffusionModel] = None,
+    step: int = 0,
+    provenance: Optional[Mapping[str, Any]] = None,
+    extra: Optional[Mapping[str, Any]] = None,
+) -> Path:
+    """Write our self-describing format atomically.
+
+    ``extra`` holds further plain data (optimiser state, RNG states) that must itself be loadable with
+    ``weights_only=True``: tensors, numbers, strings, lists and dicts.
+    """
+    payload: Dict[str, Any] = {
+        "format": FORMAT_OURS,
+        "format_version": FORMAT_VERSION,
+        "config": model.config.to_json(),
+        "step": int(step),
+        "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "provenance": json.dumps(dict(provenance or {}), sort_keys=True, default=str),
+    }
+    if ema is not None:
+        payload["ema"] = {k: v.detach().cpu() for k, v in ema.state_dict().items()}
+    if extra:
+        clash = set(extra) & set(payload)
+        if clash:
+            raise ValueError(f"extra keys {sorted(clash)} would overwrite checkpoint fields")
+        payload.update(extra)
+    atomic_torch_save(payload, path)
+    return Path(path)

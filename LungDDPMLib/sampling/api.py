@@ -1,0 +1,243 @@
+"""Sampling API: validated inputs, seeded per-sample noise, AAS, progress, cancel, device and precision.
+
+This is the one entry point the CLI, the worker and the Slicer module call; the samplers themselves stay short.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from typing import Callable, List, Optional, Sequence, Union
+
+import numpy as np
+import torch
+
+from ..config import LABEL_BACKGROUND, LABEL_LUNG, LABEL_NODULE
+from ..device import autocast_context
+from ..diffusion import DiffusionModel
+from ..errors import InputError, SamplingCancelled
+from .aas import AASBlender, AASConfig
+from .samplers import SAMPLERS, make_timesteps, sample_ddim, sample_ddpm, sample_dpmpp_2m
+
+ArrayLike = Union[np.ndarray, torch.Tensor]
+
+
+@dataclass(frozen=True)
+class SamplerConfig:
+    """Which sampler, how many network evaluations, and its options.
+
+    Attributes:
+        name: ``dpm++`` (DPM-Solver++ 2M, default), ``ddim`` or ``ddpm`` (ancestral over all T levels, as published).
+        steps: network evaluations; ``None`` takes the sampler's default (20, 50, T).
+        eta: DDIM stochasticity (0 = deterministic).
+        spacing: timestep spacing (``trailing``, ``linspace``, ``logsnr``); ``None`` takes the sampler's default.
+        clip_x0: clamp x0 estimates to [-1, 1] as published.
+    """
+
+    name: str = "dpm++"
+    steps: Optional[int] = None
+    eta: float = 0.0
+    spacing: Optional[str] = None
+    clip_x0: bool = True
+
+    def __post_init__(self) -> None:
+        if self.name not in SAMPLERS:
+            raise InputError(f"unknown sampler {self.name!r}; choose one of {', '.join(SAMPLERS)}")
+        if not 0.0 <= self.eta <= 1.0:
+            raise InputError(f"eta must lie in [0, 1], got {self.eta}")
+
+
+@dataclass(frozen=True)
+class StepInfo:
+    """Progress of one sampling call, passed to the callback after every network evaluation."""
+
+    step: int
+    total: int
+    level: int
+    elapsed_s: float
+    eta_s: float
+
+
+def _as_tensor(name: str, value: ArrayLike) -> torch.Tensor:
+    if isinstance(value, np.ndarray):
+        return torch.from_numpy(np.array(value, copy=True))
+    if isinstance(value, torch.Tensor):
+        return value.detach().clone()
+    raise InputError(f"{name} must be a numpy array or torch tensor, got {type(value).__name__}")
+
+
+def _validate(
+    model: DiffusionModel,
+    layout: ArrayLike,
+    reference: Optional[ArrayLike],
+    known_mask: Optional[ArrayLike],
+) -> tuple:
+    lay = _as_tensor("layout", layout)
+    if lay.dim() != 3:
+        raise InputError(f"layout must be a 3D label volume (D, H, W), got shape {tuple(lay.shape)}")
+    if lay.is_floating_point():
+        if not torch.isfinite(lay).all():
+            raise InputError("layout contains NaN or infinite values")
+        if not torch.equal(lay, lay.round()):
+            raise InputError("layout must hold integer labels (0 background, 1 lung, 2 nodule)")
+    lay = lay.long()
+    bad = sorted(set(torch.unique(lay).tolist()) - {LABEL_BACKGROUND, LABEL_LUNG, LABEL_NODULE})
+    if bad:
+        raise InputError(f"layout has labels {bad[:5]}; only 0 (background), 1 (lung) and 2 (nodule) are allowed")
+    factor = model.config.unet.downsample_factor
+    if any(s % factor for s in lay.shape):
+        raise InputError(f"layout shape {tuple(lay.shape)} must be divisible by {factor} on every axis for this model")
+    ref = None
+    if reference is not None:
+        ref = _as_tensor("reference", reference).float()
+        if ref.shape != lay.shape:
+            raise InputError(f"reference shape {tuple(ref.shape)} differs from layout shape {tuple(lay.shape)}")
+        if not torch.isfinite(ref).all():
+            raise InputError("reference contains NaN or infinite values")
+        lo, hi = float(ref.min()), float(ref.max())
+        if lo < -1.001 or hi > 1.001:
+            raise InputError(
+                f"reference must be normalised to [-1, 1] (range found {lo:.3g}..{hi:.3g}); "
+                "preprocess the CT first (HU values cannot be fed to the model directly)"
+            )
+    known = None
+    if known_mask is not None:
+        known = _as_tensor("known_mask", known_mask)
+        if known.shape != lay.shape:
+            raise InputError(f"known_mask shape {tuple(known.shape)} differs from layout shape {tuple(lay.shape)}")
+        known = known.bool()
+    return lay, ref, known
+
+
+def _generators(seeds: Sequence[int], device: torch.device) -> List[torch.Generator]:
+    gens = []
+    for seed in seeds:
+        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= int(seed) < 2**63:
+            raise InputError(f"seeds must be non-negative integers, got {seed!r}")
+        gens.append(torch.Generator(device=device).manual_seed(int(seed)))
+    return gens
+
+
+def sample(
+    model: DiffusionModel,
+    layout: ArrayLike,
+    reference: Optional[ArrayLike] = None,
+    *,
+    sampler: Optional[SamplerConfig] = None,
+    aas: Optional[AASConfig] = None,
+    seeds: Sequence[int] = (0,),
+    known_mask: Optional[ArrayLike] = None,
+    precision: str = "fp32",
+    batch_size: Optional[int] = None,
+    callback: Optional[Callable[[StepInfo], None]] = None,
+    should_stop: Optional[Callable[[], bool]] = None,
+) -> torch.Tensor:
+    """Generate one volume per seed for a layout, on the model's device.
+
+    Args:
+        model: a :class:`DiffusionModel` already on the device to use (it is not moved).
+        layout: (D, H, W) labels 0/1/2 on the model grid.
+        reference: (D, H, W) real CT normalised to [-1, 1], needed for AAS.
+        sampler: sampler settings (default DPM-Solver++ 2M, 20 steps).
+        aas: AAS settings; default: on when a reference is given, off otherwise.
+        seeds: one sample per seed; a sample depends only on its seed (not on the others in the batch).
+        known_mask: (D, H, W) voxels to keep from the reference; default ``layout == 0``.
+        precision: ``fp32`` or ``bf16`` (autocast for the network only).
+        batch_size: samples per network call (default: all at once).
+        callback: receives a :class:`StepInfo` after every network evaluation.
+        should_stop: polled before every evaluation; returning True raises :class:`SamplingCancelled`.
+    Returns:
+        (N, D, H, W) float32 tensor on the CPU, values in [-1, 1] (AAS known voxels equal ``reference`` exactly).
+    Example:
+        >>> from LungDDPMLib.config import preset
+        >>> m = DiffusionModel(preset("tiny"))
+        >>> lay = torch.zeros(32, 32, 32, dtype=torch.long); lay[8:24, 8:24, 8:24] = 1
+        >>> out = sample(m, lay, torch.zeros(32, 32, 32), sampler=SamplerConfig("ddim", steps=2))
+        >>> out.shape, bool((out[0][lay == 0] == 0).all())
+        (torch.Size([1, 32, 32, 32]), True)
+    """
+    sampler = sampler or SamplerConfig()
+    lay, ref, known = _validate(model, layout, reference, known_mask)
+    if aas is None:
+        aas = AASConfig(enabled=ref is not None)
+    if aas.enabled and ref is None:
+        raise InputError("AAS needs the real reference CT: pass reference=..., or disable AAS")
+    seeds = list(seeds)
+    if not seeds:
+        raise InputError("seeds must name at least one sample")
+    schedule = model.schedule
+    defaults = SAMPLERS[sampler.name]
+    steps = sampler.steps if sampler.steps is not None else (defaults["steps"] or schedule.num_timesteps)
+    if sampler.name == "ddpm" and steps != schedule.num_timesteps:
+        raise InputError(f"the DDPM sampler walks all {schedule.num_timesteps} levels; use ddim or dpm++ for fewer")
+    timesteps = make_timesteps(schedule, steps, sampler.spacing or str(defaults["spacing"]))
+    device = next(model.parameters()).device
+    autocast = autocast_context(device, precision)
+    chunk = batch_size or len(seeds)
+    if chunk < 1:
+        raise InputError(f"batch_size must be >= 1, got {batch_size}")
+
+    outputs = []
+    total = len(timesteps) * math.ceil(len(seeds) / chunk)
+    done = 0
+    start = time.perf_counter()
+    for first in range(0, len(seeds), chunk):
+        gens = _generators(seeds[first : first + chunk], device)
+        b = len(gens)
+        shape = (1, 1, *lay.shape)
+
+        def noise(gens: List[torch.Generator] = gens, shape: tuple = shape) -> torch.Tensor:
+            return torch.cat([torch.randn(shape, generator=g, device=device) for g in gens])
+
+        cond = model.condition(lay.to(device)[None].expand(b, -1, -1, -1))
+
+        def eps_fn(x: torch.Tensor, t: torch.Tensor, cond: torch.Tensor = cond) -> torch.Tensor:
+            with autocast:
+                return model.eps(x, t, cond).float()
+
+        blender = None
+        if aas.enabled:
+            mask = known if known is not None else lay == LABEL_BACKGROUND
+            blender = AASBlender(
+                schedule,
+                ref.to(device)[None, None].expand(b, 1, -1, -1, -1),
+                mask.to(device)[None, None].expand(b, 1, -1, -1, -1),
+                aas,
+                noise,
+            )
+
+        def hook(
+            x: torch.Tensor, i: int, t_from: int, t_to: int, blender: Optional[AASBlender] = blender
+        ) -> torch.Tensor:
+            nonlocal done
+            done += 1
+            if blender is not None:
+                x = blender(x, i, t_from, t_to)
+            if callback is not None:
+                elapsed = time.perf_counter() - start
+                callback(StepInfo(done, total, t_from, elapsed, elapsed / done * (total - done)))
+            if should_stop is not None and done < total and should_stop():
+                raise SamplingCancelled(done, total)
+            return x
+
+        if should_stop is not None and should_stop():
+            raise SamplingCancelled(done, total)
+        was_training = model.training
+        model.eval()
+        try:
+            x = noise()
+            if blender is not None:
+                x = blender.start(x, timesteps[0])
+            if sampler.name == "ddpm":
+                x = sample_ddpm(eps_fn, x, schedule, noise=noise, hook=hook, clip_x0=sampler.clip_x0)
+            elif sampler.name == "ddim":
+                x = sample_ddim(
+                    eps_fn, x, schedule, timesteps, noise=noise, hook=hook, eta=sampler.eta, clip_x0=sampler.clip_x0
+                )
+            else:
+                x = sample_dpmpp_2m(eps_fn, x, schedule, timesteps, noise=noise, hook=hook, clip_x0=sampler.clip_x0)
+        finally:
+            model.train(was_training)
+        outputs.append(x[:, 0].float().cpu())
+    return torch.cat(outputs)
