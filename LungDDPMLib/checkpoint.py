@@ -20,7 +20,6 @@ import json
 import os
 import pickle
 import tempfile
-import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, Mapping, Optional, Union
@@ -77,7 +76,7 @@ def read_checkpoint_file(path: PathLike) -> Dict[str, Any]:
         raise CheckpointError(
             f"{p} is not a readable checkpoint (corrupt or not a torch file): {text.splitlines()[0]}"
         ) from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as exc:
+    except Exception as exc:  # the unpickler fails in many ways on damaged bytes (IndexError, EOFError, ...)
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise CheckpointError(
             f"{p} is not a readable checkpoint (corrupt, truncated or not a torch file): {first}"

@@ -1,0 +1,201 @@
+"""The sampling API with a real (tiny) network: AAS exactness, seeds, progress, cancel and bad input."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from LungDDPMLib.config import preset
+from LungDDPMLib.diffusion import DiffusionModel
+from LungDDPMLib.errors import InputError, SamplingCancelled
+from LungDDPMLib.sampling import AASConfig, SamplerConfig, StepInfo, feather_weights, sample
+
+N = 16
+
+
+@pytest.fixture(scope="module")
+def model() -> DiffusionModel:
+    torch.manual_seed(0)
+    m = DiffusionModel(preset("tiny"))
+    with torch.no_grad():  # untrained output layers are zero; make the network say something
+        for p in m.parameters():
+            p.add_(torch.randn_like(p) * 0.1)
+    return m.eval()
+
+
+@pytest.fixture(scope="module")
+def layout() -> torch.Tensor:
+    lay = torch.zeros(N, N, N, dtype=torch.long)
+    lay[3:13, 2:14, 3:13] = 1
+    lay[6:10, 6:10, 6:10] = 2
+    return lay
+
+
+@pytest.fixture(scope="module")
+def reference() -> torch.Tensor:
+    g = torch.Generator().manual_seed(5)
+    return (torch.rand(N, N, N, generator=g) * 1.6 - 0.8).float()
+
+
+SAMPLER_CASES = [SamplerConfig("ddpm"), SamplerConfig("ddim", steps=10), SamplerConfig("dpm++", steps=8)]
+
+
+@pytest.mark.parametrize("cfg", SAMPLER_CASES, ids=lambda c: c.name)
+def test_aas_known_voxels_equal_reference_exactly(model, layout, reference, cfg) -> None:
+    out = sample(model, layout, reference, sampler=cfg, seeds=[1, 2])
+    known = layout == 0
+    assert out.shape == (2, N, N, N)
+    assert float((out[:, known] - reference[known]).abs().max()) == 0.0
+    assert float((out[:, ~known] - reference[~known]).abs().mean()) > 1e-3  # the layout region is generated
+
+
+def test_faithful_mode_reproduces_the_published_off_by_one(model, layout, reference) -> None:
+    out = sample(model, layout, reference, sampler=SamplerConfig("ddpm"), aas=AASConfig(faithful=True), seeds=[1])
+    diff = (out[0][layout == 0] - reference[layout == 0]).abs()
+    assert float(diff.max()) > 0
+    # What remains is the level-0 noise, sqrt(1 - alphabar_0) ~ 0.0139 per voxel (plus tiny scaling of the image).
+    assert float(diff.pow(2).mean().sqrt()) == pytest.approx(0.0139, rel=0.1)
+
+
+def test_blend_from_zero_switches_blending_off(model, layout, reference) -> None:
+    out = sample(model, layout, reference, sampler=SamplerConfig("ddim", steps=5), aas=AASConfig(blend_from=0))
+    assert float((out[0][layout == 0] - reference[layout == 0]).abs().max()) > 0.1
+
+
+def test_partial_blend_from_still_ends_exact(model, layout, reference) -> None:
+    cfg = SamplerConfig("ddim", steps=10)
+    out = sample(model, layout, reference, sampler=cfg, aas=AASConfig(blend_from=100))
+    assert float((out[0][layout == 0] - reference[layout == 0]).abs().max()) == 0.0
+
+
+def test_feathered_seam_keeps_known_exact_and_blends_a_ring(model, layout, reference) -> None:
+    cfg = SamplerConfig("dpm++", steps=6)
+    hard = sample(model, layout, reference, sampler=cfg, seeds=[3])[0]
+    soft = sample(model, layout, reference, sampler=cfg, aas=AASConfig(feather_voxels=2), seeds=[3])[0]
+    known = layout == 0
+    assert float((soft[known] - reference[known]).abs().max()) == 0.0
+    w = feather_weights(known[None, None], 2)[0, 0]
+    ring = (w > 0) & ~known
+    assert ring.any() and torch.unique(w[ring]).tolist() == pytest.approx([1 / 3, 2 / 3])
+    # The ring is pulled towards the reference relative to the hard seam.
+    assert (soft[ring] - reference[ring]).abs().mean() < (hard[ring] - reference[ring]).abs().mean()
+    deep = (w == 0) & ~known
+    assert deep.any()
+
+
+def test_custom_known_mask(model, layout, reference) -> None:
+    known = torch.zeros(N, N, N, dtype=torch.bool)
+    known[:, :, :4] = True
+    out = sample(model, layout, reference, sampler=SamplerConfig("ddim", steps=4), known_mask=known.numpy())
+    assert torch.equal(out[0][known], reference[known])
+
+
+def test_same_seed_same_output_and_independent_of_batch(model, layout, reference) -> None:
+    cfg = SamplerConfig("ddim", steps=5, eta=1.0)
+    a = sample(model, layout, reference, sampler=cfg, seeds=[7, 8, 9])
+    b = sample(model, layout, reference, sampler=cfg, seeds=[7, 8, 9])
+    assert torch.equal(a, b)
+    alone = sample(model, layout, reference, sampler=cfg, seeds=[8])
+    torch.testing.assert_close(alone[0], a[1], atol=1e-4, rtol=0)  # conv kernels differ slightly by batch size
+    chunked = sample(model, layout, reference, sampler=cfg, seeds=[7, 8, 9], batch_size=1)
+    torch.testing.assert_close(chunked, a, atol=1e-4, rtol=0)  # conv kernels differ slightly by batch size
+    assert not torch.allclose(a[0], a[1])
+
+
+def test_global_rng_is_not_used(model, layout) -> None:
+    cfg = SamplerConfig("ddim", steps=3, eta=1.0)
+    torch.manual_seed(1)
+    a = sample(model, layout, seeds=[4])
+    torch.manual_seed(999)
+    b = sample(model, layout, seeds=[4])
+    assert torch.equal(a, b)
+    assert sample(model, layout, sampler=cfg, seeds=[4]).shape == (1, N, N, N)
+
+
+def test_inputs_are_not_modified(model, layout, reference) -> None:
+    lay_np, ref_np = layout.numpy().copy(), reference.numpy().copy()
+    lay_before, ref_before = lay_np.copy(), ref_np.copy()
+    sample(model, lay_np, ref_np, sampler=SamplerConfig("ddim", steps=3))
+    assert np.array_equal(lay_np, lay_before) and np.array_equal(ref_np, ref_before)
+    ref_t = reference.clone()
+    sample(model, layout, ref_t, sampler=SamplerConfig("ddim", steps=3))
+    assert torch.equal(ref_t, reference)
+
+
+def test_progress_callback_reports_every_step(model, layout, reference) -> None:
+    seen: list = []
+    sample(
+        model,
+        layout,
+        reference,
+        sampler=SamplerConfig("dpm++", steps=6),
+        seeds=[1, 2],
+        batch_size=1,
+        callback=seen.append,
+    )
+    assert [s.step for s in seen] == list(range(1, 13))
+    assert all(isinstance(s, StepInfo) and s.total == 12 for s in seen)
+    assert seen[-1].eta_s == 0.0 and seen[0].eta_s > 0
+
+
+def test_cancel_stops_within_one_step(model, layout, reference) -> None:
+    steps: list = []
+
+    def stop_after_three() -> bool:
+        return len(steps) >= 3
+
+    with pytest.raises(SamplingCancelled) as info:
+        sample(
+            model,
+            layout,
+            reference,
+            sampler=SamplerConfig("ddpm"),
+            callback=steps.append,
+            should_stop=stop_after_three,
+        )
+    assert len(steps) == 3 and info.value.step == 3 and info.value.total == 250
+    with pytest.raises(SamplingCancelled):
+        sample(model, layout, reference, should_stop=lambda: True)
+
+
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        ({"reference": torch.zeros(N, N, 8)}, "differs from layout shape"),
+        ({"reference": torch.full((N, N, N), float("nan"))}, "NaN"),
+        ({"reference": torch.full((N, N, N), -1000.0)}, r"normalised to \[-1, 1\]"),
+        ({"layout": torch.zeros(1, N, N, N)}, "3D label volume"),
+        ({"layout": torch.full((N, N, N), 4)}, r"labels \[4\]"),
+        ({"layout": torch.full((N, N, N), 0.5)}, "integer labels"),
+        ({"layout": torch.zeros(15, N, N, dtype=torch.long)}, "divisible by 2"),
+        ({"sampler": SamplerConfig("ddim", steps=0)}, "between 1 and 250"),
+        ({"sampler": SamplerConfig("ddim", steps=251)}, "between 1 and 250"),
+        ({"sampler": SamplerConfig("ddpm", steps=20)}, "walks all 250 levels"),
+        ({"sampler": SamplerConfig("dpm++", spacing="leading")}, "unknown timestep spacing"),
+        ({"seeds": []}, "at least one"),
+        ({"seeds": [-1]}, "non-negative"),
+        ({"reference": None, "aas": AASConfig(enabled=True)}, "AAS needs the real reference"),
+        ({"precision": "fp8"}, "unknown precision"),
+    ],
+)
+def test_bad_input_gets_a_clear_error(model, layout, reference, kwargs, match) -> None:
+    args = {"layout": layout, "reference": reference, **kwargs}
+    with pytest.raises(InputError, match=match):
+        sample(model, args.pop("layout"), args.pop("reference"), **args)
+
+
+def test_unknown_sampler_and_bad_eta() -> None:
+    with pytest.raises(InputError, match="unknown sampler 'euler'"):
+        SamplerConfig("euler")
+    with pytest.raises(InputError, match="eta"):
+        SamplerConfig("ddim", eta=2.0)
+
+
+def test_bf16_autocast_path_runs_and_stays_close(model, layout, reference) -> None:
+    cfg = SamplerConfig("ddim", steps=4)
+    fp32 = sample(model, layout, reference, sampler=cfg)
+    bf16 = sample(model, layout, reference, sampler=cfg, precision="bf16")
+    assert bf16.dtype == torch.float32
+    assert torch.equal(bf16[0][layout == 0], reference[layout == 0])
+    assert float((bf16 - fp32).abs().mean()) < 0.05
