@@ -18,6 +18,19 @@ from ..model import UNet3D
 from .schedule import SCHEDULE_BUFFERS, NoiseSchedule
 
 
+def _flatten_schedule_keys(module: nn.Module, state_dict: dict, prefix: str, local_metadata: dict) -> None:
+    for name in SCHEDULE_BUFFERS:
+        key = prefix + "schedule." + name
+        if key in state_dict:
+            state_dict[prefix + name] = state_dict.pop(key)
+
+
+def _nest_schedule_keys(state_dict: dict, prefix: str, *args: object) -> None:
+    for name in SCHEDULE_BUFFERS:
+        if prefix + name in state_dict:
+            state_dict[prefix + "schedule." + name] = state_dict.pop(prefix + name)
+
+
 class DiffusionModel(nn.Module):
     """Conditional epsilon-prediction diffusion model over 3D volumes.
 
@@ -34,18 +47,11 @@ class DiffusionModel(nn.Module):
         self.config = config
         self.denoise_fn = UNet3D(config.unet)
         self.schedule = NoiseSchedule(config.schedule)
-
-    # The published file stores the schedule tables at the top level, not under "schedule.".
-    def state_dict(self, *args, **kwargs):  # type: ignore[no-untyped-def,override]
-        sd = super().state_dict(*args, **kwargs)
-        prefix = kwargs.get("prefix", "")
-        for name in SCHEDULE_BUFFERS:
-            sd[prefix + name] = sd.pop(prefix + "schedule." + name)
-        return sd
-
-    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):  # type: ignore[no-untyped-def,override]
-        remapped = {("schedule." + k if k in SCHEDULE_BUFFERS else k): v for k, v in state_dict.items()}
-        return super().load_state_dict(remapped, strict=strict, assign=assign)
+        # The published file stores the schedule tables at the wrapper's top level, not under "schedule.".
+        # Hooks (rather than overriding state_dict) keep that layout when this module sits inside DDP or another
+        # module, since those recurse through the hooks and not through an overridden method.
+        self._register_state_dict_hook(_flatten_schedule_keys)
+        self._register_load_state_dict_pre_hook(_nest_schedule_keys)
 
     @property
     def num_timesteps(self) -> int:

@@ -108,3 +108,13 @@ def test_bad_configuration_is_rejected_with_named_value() -> None:
         UNetConfig(channel_mult=(1, 2), attention_levels=(5,))
     with pytest.raises(ValueError, match="layout_channels"):
         UNetConfig(layout_channels=("lung", "heart"))
+
+
+def test_published_key_layout_survives_nesting_in_a_wrapper() -> None:
+    """DDP and other wrappers recurse through hooks, not through an overridden state_dict()."""
+    inner = DiffusionModel(preset("tiny"))
+    wrapper = torch.nn.ModuleDict({"module": inner})
+    keys = set(wrapper.state_dict())
+    assert "module.betas" in keys and not any(".schedule." in k for k in keys)
+    other = torch.nn.ModuleDict({"module": DiffusionModel(preset("tiny"))})
+    other.load_state_dict(wrapper.state_dict(), strict=True)
