@@ -1,0 +1,265 @@
+"""Training datasets: paired CT/layout files from folders, and phantoms generated on the fly.
+
+Both preprocess each volume once to the model grid (``full`` mode; cached in memory and optionally on
+disk, because reading, resampling and phantom generation cost far more than a training step) and then
+augment on every access with nodule-centred random crops and flips. Augmentation draws from a Generator
+seeded by ``(seed, epoch, index)``, so runs are reproducible and DataLoader workers do not repeat each
+other. Items are dicts: ``ct`` float32 ``(1, D, H, W)`` in [-1, 1], ``layout`` int64 ``(D, H, W)`` with
+0 background, 1 lung, 2 nodule, and ``name``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from ..config import LABEL_NODULE
+from ..errors import InputError
+from .io import READ_SUFFIXES, PathLike, file_suffix, read_ct, strip_suffix
+from .layout import load_layout
+from .normalize import DEFAULT_HU_WINDOW
+from .pipeline import preprocess
+from .validation import warn
+
+CT_TAGS = ("ct", "image", "img", "volume", "scan")
+LAYOUT_TAGS = ("layout", "label", "labels", "labelmap", "seg", "segmentation", "mask")
+_TAG = re.compile(r"^(.*?)[_\-.]([A-Za-z]+)$")
+
+
+def _key_and_tag(path: Path) -> Tuple[str, str]:
+    stem = strip_suffix(path)
+    m = _TAG.match(stem)
+    if m and m.group(2).lower() in CT_TAGS + LAYOUT_TAGS:
+        return m.group(1).lower(), m.group(2).lower()
+    return stem.lower(), ""
+
+
+def _images(folder: Path) -> List[Path]:
+    if not folder.is_dir():
+        raise InputError(f"folder not found: {folder}")
+    return sorted(p for p in folder.iterdir() if p.is_file() and file_suffix(p) in READ_SUFFIXES)
+
+
+def pair_files(ct_dir: PathLike, layout_dir: Optional[PathLike] = None) -> List[Tuple[str, Path, Path]]:
+    """Match CTs and layouts by name: ``case1.nii.gz`` with ``case1.nii.gz`` in another folder, or
+    ``case1_ct.nrrd`` with ``case1_layout.nrrd`` (also ``_label``, ``_seg``, ``_mask``) in one folder.
+    A plain label map is preferred over a ``.seg.nrrd`` with the same name."""
+    ct_dir = Path(ct_dir)
+    cts: Dict[str, Path] = {}
+    layouts: Dict[str, Path] = {}
+
+    def add_layout(key: str, path: Path) -> None:
+        if key not in layouts or (file_suffix(layouts[key]) == ".seg.nrrd" and file_suffix(path) != ".seg.nrrd"):
+            layouts[key] = path
+
+    for path in _images(ct_dir):
+        key, tag = _key_and_tag(path)
+        if layout_dir is None and (tag in LAYOUT_TAGS or file_suffix(path) == ".seg.nrrd"):
+            add_layout(key, path)
+        else:
+            cts.setdefault(key, path)
+    if layout_dir is not None:
+        for path in _images(Path(layout_dir)):
+            add_layout(_key_and_tag(path)[0], path)
+    names = sorted(set(cts) & set(layouts))
+    unmatched = sorted(set(cts) ^ set(layouts))
+    if not names:
+        raise InputError(
+            f"no CT/layout pairs found in {ct_dir}"
+            + (f" and {layout_dir}" if layout_dir else "")
+            + "; name them alike (case1.nii.gz in both folders, or case1_ct.nrrd + case1_layout.nrrd)"
+        )
+    if unmatched:
+        warn(f"{len(unmatched)} file(s) without a partner are ignored: {unmatched[:10]}")
+    return [(n, cts[n], layouts[n]) for n in names]
+
+
+class _PreprocessedDataset(Dataset):
+    """Shared caching and augmentation; subclasses implement :meth:`_prepare` and :meth:`_cache_key`."""
+
+    def __init__(
+        self,
+        grid: Sequence[int] = (64, 64, 64),
+        normalization: str = "hu-window",
+        crop_size: Optional[Sequence[int]] = None,
+        nodule_crop_prob: float = 0.8,
+        flip_axes: Sequence[int] = (2,),
+        flip_prob: float = 0.5,
+        seed: int = 0,
+        cache_dir: Optional[PathLike] = None,
+        cache_in_memory: bool = True,
+        preprocess_options: Optional[Dict[str, Any]] = None,
+    ) -> None:
+        self.grid = tuple(int(g) for g in grid)
+        if crop_size is not None and (len(crop_size) != 3 or any(c > g or c < 1 for c, g in zip(crop_size, self.grid))):
+            raise InputError(f"crop_size {crop_size} must be three sizes no larger than the grid {self.grid}")
+        if any(a not in (0, 1, 2) for a in flip_axes):
+            raise InputError(f"flip_axes {flip_axes} must be array axes 0 (z), 1 (y) or 2 (x)")
+        self.normalization = normalization
+        self.crop_size = tuple(int(c) for c in crop_size) if crop_size is not None else None
+        self.nodule_crop_prob = float(nodule_crop_prob)
+        self.flip_axes = tuple(flip_axes)
+        self.flip_prob = float(flip_prob)
+        self.seed = int(seed)
+        self.epoch = 0
+        self.cache_dir = Path(cache_dir) if cache_dir is not None else None
+        self.cache_in_memory = cache_in_memory
+        self.preprocess_options = dict(preprocess_options or {})
+        self._memory: Dict[int, Tuple[np.ndarray, np.ndarray]] = {}
+
+    def set_epoch(self, epoch: int) -> None:
+        """Change the augmentation draw (call once per epoch)."""
+        self.epoch = int(epoch)
+
+    # ---- to implement ----------------------------------------------------------------------------------
+    def _prepare(self, index: int) -> Tuple[Any, Any]:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def _cache_key(self, index: int) -> Dict[str, Any]:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def name(self, index: int) -> str:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    # ---- caching -----------------------------------------------------------------------------------------
+    def _preprocess(self, ct, layout) -> Tuple[np.ndarray, np.ndarray]:
+        options = {"crop": "volume", "window": DEFAULT_HU_WINDOW, **self.preprocess_options}
+        items, _ = preprocess(ct, layout, self.normalization, "full", self.grid, **options)
+        return items[0].ct, items[0].layout
+
+    def _cache_path(self, index: int) -> Path:
+        key = {
+            "grid": self.grid,
+            "normalization": self.normalization,
+            "options": self.preprocess_options,
+            **self._cache_key(index),
+        }
+        digest = hashlib.sha1(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:16]
+        return self.cache_dir / f"{self.name(index)}-{digest}.npz"
+
+    def arrays(self, index: int) -> Tuple[np.ndarray, np.ndarray]:
+        """Preprocessed (not augmented) CT and layout of item ``index``."""
+        if index in self._memory:
+            return self._memory[index]
+        path = self._cache_path(index) if self.cache_dir is not None else None
+        if path is not None and path.exists():
+            with np.load(path) as data:
+                arrays = (data["ct"], data["layout"])
+        else:
+            arrays = self._preprocess(*self._prepare(index))
+            if path is not None:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                tmp = path.with_suffix(".tmp.npz")
+                np.savez_compressed(tmp, ct=arrays[0], layout=arrays[1])
+                tmp.replace(path)
+        if self.cache_in_memory:
+            self._memory[index] = arrays
+        return arrays
+
+    # ---- augmentation --------------------------------------------------------------------------------------
+    def _crop(self, ct: np.ndarray, layout: np.ndarray, rng: np.random.Generator) -> Tuple[np.ndarray, np.ndarray]:
+        size = np.asarray(self.crop_size)
+        shape = np.asarray(ct.shape)
+        nodules = np.argwhere(layout == LABEL_NODULE) if rng.random() < self.nodule_crop_prob else np.zeros((0, 3))
+        if len(nodules):
+            centre = nodules[rng.integers(len(nodules))] + rng.integers(-(size // 4), size // 4 + 1)
+        else:
+            centre = np.array([rng.integers(0, n) for n in shape])
+        start = np.clip(centre - size // 2, 0, shape - size)
+        sl = tuple(slice(int(a), int(a + n)) for a, n in zip(start, size))
+        return ct[sl], layout[sl]
+
+    def __getitem__(self, index: int) -> Dict[str, Any]:
+        if not 0 <= index < len(self):
+            raise IndexError(index)
+        ct, layout = self.arrays(index)
+        rng = np.random.default_rng([self.seed, self.epoch, index])
+        if self.crop_size is not None:
+            ct, layout = self._crop(ct, layout, rng)
+        for axis in self.flip_axes:
+            if rng.random() < self.flip_prob:
+                ct, layout = np.flip(ct, axis), np.flip(layout, axis)
+        return {
+            "ct": torch.from_numpy(np.ascontiguousarray(ct, dtype=np.float32)[None]),
+            "layout": torch.from_numpy(np.ascontiguousarray(layout).astype(np.int64)),
+            "name": self.name(index),
+        }
+
+
+class PairedFolderDataset(_PreprocessedDataset):
+    """CT/layout pairs from folders (see :func:`pair_files`), layouts read like the CLI reads them."""
+
+    def __init__(
+        self,
+        ct_dir: PathLike,
+        layout_dir: Optional[PathLike] = None,
+        lung_labels: Union[int, Sequence[int], None] = None,
+        nodule_labels: Union[int, Sequence[int], None] = None,
+        auto_lung: str = "if-missing",
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.pairs = pair_files(ct_dir, layout_dir)
+        self.lung_labels, self.nodule_labels, self.auto_lung = lung_labels, nodule_labels, auto_lung
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+    def name(self, index: int) -> str:
+        return self.pairs[index][0]
+
+    def _prepare(self, index: int):
+        _, ct_path, layout_path = self.pairs[index]
+        ct = read_ct(ct_path)
+        return ct, load_layout(layout_path, ct, self.lung_labels, self.nodule_labels, auto_lung=self.auto_lung)
+
+    def _cache_key(self, index: int) -> Dict[str, Any]:
+        out = {"labels": [self.lung_labels, self.nodule_labels, self.auto_lung]}
+        for role, path in zip(("ct", "layout"), self.pairs[index][1:]):
+            st = path.stat()
+            out[role] = [str(path.resolve()), st.st_size, st.st_mtime_ns]
+        return out
+
+
+class PhantomDataset(_PreprocessedDataset):
+    """``length`` phantoms, phantom ``i`` generated with seed ``base_seed + i`` (on first access)."""
+
+    def __init__(
+        self,
+        length: int,
+        phantom_size: Sequence[int] = (128, 128, 80),
+        phantom_spacing: Sequence[float] = (1.6, 1.6, 3.0),
+        base_seed: int = 0,
+        nodules: Any = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        if length < 1:
+            raise InputError(f"PhantomDataset length must be >= 1, got {length}")
+        self.length = int(length)
+        self.phantom_size = tuple(int(v) for v in phantom_size)
+        self.phantom_spacing = tuple(float(v) for v in phantom_spacing)
+        self.base_seed = int(base_seed)
+        self.nodules = nodules
+
+    def __len__(self) -> int:
+        return self.length
+
+    def name(self, index: int) -> str:
+        return f"phantom{self.base_seed + index:05d}"
+
+    def _prepare(self, index: int):
+        from ..phantom import make_phantom
+
+        ph = make_phantom(self.phantom_size, self.phantom_spacing, seed=self.base_seed + index, nodules=self.nodules)
+        return ph.ct, ph.layout
+
+    def _cache_key(self, index: int) -> Dict[str, Any]:
+        return {"phantom": [self.phantom_size, self.phantom_spacing, self.base_seed + index, repr(self.nodules)]}

@@ -1,0 +1,237 @@
+"""Reading and writing volumes with SimpleITK, keeping the geometry exact.
+
+Users bring CTs as NRRD, NIfTI, MetaImage or a DICOM series folder, with any spacing and orientation. The
+result has to go back to them on exactly the same grid, so the :class:`Geometry` of every input is captured
+and compared, and everything that goes wrong while reading becomes an :class:`InputError` that names the
+file and says what to do, instead of an ITK traceback.
+
+Precision: NRRD and MetaImage store geometry as decimal text and round-trip to ~1e-15; NIfTI stores it in
+float32, so spacing/origin/direction round-trip to ~1e-7 relative.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Dict, Sequence, Tuple, Union
+
+import numpy as np
+import SimpleITK as sitk
+
+from ..errors import InputError
+from .validation import check_ct_intensities, check_dimension, check_memory, warn
+
+PathLike = Union[str, Path]
+READ_SUFFIXES = (".seg.nrrd", ".nrrd", ".nhdr", ".nii.gz", ".nii", ".mha", ".mhd")
+WRITE_SUFFIXES = (".seg.nrrd", ".nrrd", ".nii.gz", ".nii", ".mha")
+
+
+def file_suffix(path: PathLike) -> str:
+    """The recognised (possibly double) suffix of ``path`` in lower case, or its last suffix."""
+    name = Path(path).name.lower()
+    for suffix in READ_SUFFIXES:
+        if name.endswith(suffix):
+            return suffix
+    return Path(name).suffix
+
+
+def strip_suffix(path: PathLike) -> str:
+    """File name without its image suffix (``a.nii.gz`` -> ``a``, ``b.seg.nrrd`` -> ``b``)."""
+    name = Path(path).name
+    suffix = file_suffix(name)
+    return name[: len(name) - len(suffix)] if suffix and name.lower().endswith(suffix) else name
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """Where a volume's voxels are in patient space (SimpleITK conventions, LPS, (x, y, z) order)."""
+
+    size: Tuple[int, int, int]
+    spacing: Tuple[float, float, float]
+    origin: Tuple[float, float, float]
+    direction: Tuple[float, ...]
+
+    @classmethod
+    def of(cls, image: sitk.Image) -> Geometry:
+        return cls(
+            tuple(int(v) for v in image.GetSize()),
+            tuple(float(v) for v in image.GetSpacing()),
+            tuple(float(v) for v in image.GetOrigin()),
+            tuple(float(v) for v in image.GetDirection()),
+        )
+
+    def apply(self, image: sitk.Image) -> sitk.Image:
+        """Stamp this geometry on ``image`` (whose size must match) and return it."""
+        if tuple(image.GetSize()) != self.size:
+            raise InputError(f"array of size {image.GetSize()} cannot take the geometry of size {self.size}")
+        image.SetSpacing(self.spacing)
+        image.SetOrigin(self.origin)
+        image.SetDirection(self.direction)
+        return image
+
+    def image_from_array(self, array: np.ndarray) -> sitk.Image:
+        """A SimpleITK image from a ``(z, y, x)`` array with this geometry."""
+        return self.apply(sitk.GetImageFromArray(np.ascontiguousarray(array)))
+
+    def matches(self, other: Geometry, tol: float = 1e-4) -> bool:
+        """Same grid up to ``tol`` (relative for spacing, mm for origin, absolute for direction)."""
+        return (
+            self.size == other.size
+            and np.allclose(self.spacing, other.spacing, rtol=tol, atol=0)
+            and np.allclose(self.origin, other.origin, atol=tol * max(1.0, max(self.spacing)))
+            and np.allclose(self.direction, other.direction, atol=tol)
+        )
+
+    @property
+    def direction_matrix(self) -> np.ndarray:
+        return np.asarray(self.direction, dtype=np.float64).reshape(3, 3)
+
+    def index_to_physical(self, index: np.ndarray) -> np.ndarray:
+        """Physical points of continuous ``(x, y, z)`` indices, shape (..., 3)."""
+        index = np.asarray(index, dtype=np.float64)
+        return np.asarray(self.origin) + (index * np.asarray(self.spacing)) @ self.direction_matrix.T
+
+    def physical_bounds(self) -> Tuple[np.ndarray, np.ndarray]:
+        """Axis-aligned physical box around the voxel centres (for overlap checks and messages)."""
+        n = np.asarray(self.size) - 1
+        corners = np.array([[i, j, k] for i in (0, n[0]) for j in (0, n[1]) for k in (0, n[2])], dtype=float)
+        pts = self.index_to_physical(corners)
+        return pts.min(axis=0), pts.max(axis=0)
+
+    def to_dict(self) -> Dict[str, Any]:
+        return {
+            "size": list(self.size),
+            "spacing": list(self.spacing),
+            "origin": list(self.origin),
+            "direction": list(self.direction),
+        }
+
+    @classmethod
+    def from_dict(cls, data: Dict[str, Any]) -> Geometry:
+        return cls(
+            tuple(int(v) for v in data["size"]),
+            tuple(float(v) for v in data["spacing"]),
+            tuple(float(v) for v in data["origin"]),
+            tuple(float(v) for v in data["direction"]),
+        )
+
+    def describe(self) -> str:
+        lo, hi = self.physical_bounds()
+        return (
+            f"size {self.size}, spacing {tuple(round(s, 4) for s in self.spacing)} mm, "
+            f"extent {np.round(lo, 1).tolist()}..{np.round(hi, 1).tolist()} mm"
+        )
+
+
+def _bytes_per_voxel(reader: sitk.ImageFileReader) -> int:
+    try:
+        probe = sitk.Image([1] * reader.GetDimension(), reader.GetPixelID(), reader.GetNumberOfComponents())
+        return int(sitk.GetArrayViewFromImage(probe).dtype.itemsize) * reader.GetNumberOfComponents()
+    except RuntimeError:
+        return 8
+
+
+def _read_file(path: Path, allow_multicomponent: bool) -> sitk.Image:
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(path))
+    try:
+        reader.ReadImageInformation()
+    except RuntimeError as exc:
+        raise InputError(
+            f"cannot read {path}: not a valid {file_suffix(path)} image or the file is corrupt "
+            f"({str(exc).strip().splitlines()[-1][:200]})"
+        ) from None
+    n_voxels = int(np.prod(reader.GetSize()))
+    check_memory(n_voxels * _bytes_per_voxel(reader) * 3, f"reading {path.name} ({reader.GetSize()})")
+    try:
+        image = reader.Execute()
+    except RuntimeError as exc:
+        raise InputError(
+            f"cannot read the voxels of {path}: the file is truncated or corrupt "
+            f"({str(exc).strip().splitlines()[-1][:200]})"
+        ) from None
+    if not allow_multicomponent:
+        check_dimension(image, str(path))
+    return image
+
+
+def read_dicom_series(folder: PathLike) -> sitk.Image:
+    """Read the DICOM series in ``folder`` (the largest one if there are several, with a warning)."""
+    folder = Path(folder)
+    try:
+        series = sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(folder))
+    except RuntimeError:
+        series = ()
+    if not series:
+        raise InputError(
+            f"no DICOM series found in folder {folder}; point to the folder that holds the "
+            "slice files, or give an image file (.nrrd, .nii.gz, .mha)"
+        )
+    files = {sid: sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), sid) for sid in series}
+    chosen = max(series, key=lambda sid: len(files[sid]))
+    if len(series) > 1:
+        warn(
+            f"{folder} holds {len(series)} DICOM series; using {chosen} ({len(files[chosen])} files). "
+            "Put each series in its own folder to choose another."
+        )
+    if len(files[chosen]) < 2:
+        raise InputError(f"the DICOM series in {folder} has a single slice; LungDDPM needs a 3D series")
+    reader = sitk.ImageSeriesReader()
+    reader.SetFileNames(files[chosen])
+    try:
+        image = reader.Execute()
+    except RuntimeError as exc:
+        raise InputError(
+            f"cannot read the DICOM series in {folder}: {str(exc).strip().splitlines()[-1][:200]}"
+        ) from None
+    check_dimension(image, f"the DICOM series in {folder}")
+    return image
+
+
+def read_image(path: PathLike, allow_multicomponent: bool = False) -> sitk.Image:
+    """Read a 3D volume from NRRD, NIfTI, MetaImage or a DICOM series folder, geometry intact.
+
+    ``allow_multicomponent`` lets Slicer's layered 4D ``.seg.nrrd`` through; everything else must be a
+    single-component 3D volume.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise InputError(f"file not found: {path}")
+    if path.is_dir():
+        return read_dicom_series(path)
+    suffix = file_suffix(path)
+    if suffix not in READ_SUFFIXES and suffix != ".dcm":
+        raise InputError(
+            f"unsupported file type {suffix or '(none)'} for {path}; use "
+            f"{', '.join(READ_SUFFIXES)} or a DICOM series folder"
+        )
+    if suffix == ".dcm":
+        return read_dicom_series(path.parent)
+    return _read_file(path, allow_multicomponent)
+
+
+def read_ct(path: PathLike, check_intensities: bool = True) -> sitk.Image:
+    """Read a CT and check that it is a 3D volume in Hounsfield units."""
+    image = read_image(path)
+    if check_intensities:
+        check_ct_intensities(image, f"the CT {Path(path).name}")
+    return image
+
+
+def write_image(image: sitk.Image, path: PathLike, compress: bool = True) -> Path:
+    """Write NRRD (.nrrd, .seg.nrrd), NIfTI (.nii, .nii.gz) or MetaImage (.mha); returns the path."""
+    path = Path(path)
+    suffix = file_suffix(path)
+    if suffix not in WRITE_SUFFIXES:
+        raise InputError(f"cannot write {path}: choose one of {', '.join(WRITE_SUFFIXES)}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        sitk.WriteImage(image, str(path), compress and suffix != ".nii")
+    except RuntimeError as exc:
+        raise InputError(f"cannot write {path}: {str(exc).strip().splitlines()[-1][:200]}") from None
+    return path
+
+
+def same_geometry(images: Sequence[sitk.Image], tol: float = 1e-4) -> bool:
+    first = Geometry.of(images[0])
+    return all(first.matches(Geometry.of(img), tol) for img in images[1:])

@@ -1,0 +1,271 @@
+"""Layouts: the lung/nodule label map that conditions synthesis, from whatever the user drew.
+
+Users bring label maps with their own label values (left and right lung as 1 and 2, nodules as 3...), or
+Slicer segmentations with named segments, often cropped to the drawn region or on another grid than the
+CT. Everything is converted to one uint8 volume on the CT grid with the values of
+:mod:`LungDDPMLib.config` (0 background, 1 lung, 2 nodule), and checked for the mistakes that would
+silently ruin a synthesis: no lung, absent label values, a layout that misses the CT.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Iterable, Optional, Sequence, Tuple, Union
+
+import numpy as np
+import SimpleITK as sitk
+from scipy import ndimage as ndi
+
+from ..config import LABEL_BACKGROUND, LABEL_LUNG, LABEL_NODULE
+from ..errors import InputError
+from .io import Geometry, PathLike, file_suffix, read_image
+from .segmentation import Segmentation, read_segmentation, segment_names
+from .validation import warn
+
+AUTO_LUNG_MODES = ("never", "if-missing", "always")
+NODULE_WORDS = ("nodule", "lesion", "tumor", "tumour", "mass")
+
+
+def _values(values: Union[int, Iterable[int]]) -> Tuple[int, ...]:
+    if isinstance(values, (int, np.integer)):
+        return (int(values),)
+    out = tuple(int(v) for v in values)
+    return out
+
+
+def layout_from_labelmap(
+    labels: sitk.Image, lung_values: Union[int, Sequence[int]] = (1,), nodule_values: Union[int, Sequence[int]] = (2,)
+) -> sitk.Image:
+    """Map a label map's values to the layout values (several lung or nodule values are merged).
+
+    Raises :class:`InputError` when no requested lung value is present; absent nodule values only warn,
+    because a layout without nodules is a valid (healthy) synthesis.
+    """
+    lung_values, nodule_values = _values(lung_values), _values(nodule_values)
+    overlap = set(lung_values) & set(nodule_values)
+    if overlap:
+        raise InputError(
+            f"label value(s) {sorted(overlap)} are given both as lung and as nodule; each value can be only one of them"
+        )
+    if LABEL_BACKGROUND in lung_values or LABEL_BACKGROUND in nodule_values:
+        raise InputError("label value 0 is background and cannot be a lung or nodule value")
+    array = sitk.GetArrayViewFromImage(labels)
+    if not np.issubdtype(array.dtype, np.integer):
+        if not np.all(np.mod(array, 1) == 0):
+            raise InputError(
+                "the label map has non-integer values; is it a CT or a probability map? "
+                "Threshold it or give a label map with integer values"
+            )
+        array = array.astype(np.int64)
+    present = set(np.unique(array).tolist())
+    listing = ", ".join(str(v) for v in sorted(present)[:20])
+    missing_lung = [v for v in lung_values if v not in present]
+    if len(missing_lung) == len(lung_values):
+        raise InputError(
+            f"lung label value(s) {list(lung_values)} not found in the label map, which contains "
+            f"{listing}; pass the right lung values (e.g. --lung-labels) or use the automatic "
+            "lung mask"
+        )
+    if missing_lung:
+        warn(f"lung label value(s) {missing_lung} not found (the label map contains {listing}); using the others")
+    missing_nodule = [v for v in nodule_values if v not in present]
+    if nodule_values and len(missing_nodule) == len(nodule_values):
+        warn(
+            f"nodule label value(s) {list(nodule_values)} not found (the label map contains {listing}); "
+            "the synthesis will have no nodule"
+        )
+    out = np.zeros(array.shape, dtype=np.uint8)
+    out[np.isin(array, lung_values)] = LABEL_LUNG
+    if nodule_values:
+        out[np.isin(array, nodule_values)] = LABEL_NODULE
+    return Geometry.of(labels).image_from_array(out)
+
+
+def _match(seg: Segmentation, names: Tuple[str, ...], default_test) -> list:
+    if names:
+        found, missing = [], []
+        for name in names:
+            s = seg.find(name)
+            (found if s is not None else missing).append(s if s is not None else name)
+        if missing:
+            raise InputError(
+                f"segment(s) {missing} not found in {seg.path or 'the segmentation'}; it has "
+                f"{seg.names} (names are matched case-insensitively)"
+            )
+        return found
+    return [s for s in seg.segments if default_test(s.name.strip().lower())]
+
+
+def layout_from_segmentation(
+    seg: Union[Segmentation, PathLike],
+    lung_names: Union[str, Sequence[str], None] = None,
+    nodule_names: Union[str, Sequence[str], None] = None,
+) -> sitk.Image:
+    """Build a layout from named segments of a Slicer segmentation.
+
+    Without explicit names, every segment whose name contains "lung" (and no nodule word) is lung, and
+    every segment named like a nodule ("nodule", "lesion", "tumor", "mass") is a nodule.
+    """
+    seg = seg if isinstance(seg, Segmentation) else read_segmentation(seg)
+    is_nodule = lambda n: any(w in n for w in NODULE_WORDS)  # noqa: E731
+    lungs = _match(seg, segment_names(lung_names), lambda n: "lung" in n and not is_nodule(n))
+    nodules = _match(seg, segment_names(nodule_names), is_nodule)
+    if not lungs:
+        raise InputError(
+            f"no lung segment in {seg.path or 'the segmentation'} (segments: {seg.names}); name "
+            "the lung segment(s) 'lung', pass their names, or use the automatic lung mask"
+        )
+    if not nodules:
+        warn(
+            f"no nodule segment in {seg.path or 'the segmentation'} (segments: {seg.names}); "
+            "the synthesis will have no nodule"
+        )
+    out = np.zeros(seg.layers[0].shape, dtype=np.uint8)
+    for s in lungs:
+        out[seg.mask(s)] = LABEL_LUNG
+    for s in nodules:
+        out[seg.mask(s)] = LABEL_NODULE
+    return Geometry.of(seg.reference).image_from_array(out)
+
+
+def resample_to_reference(layout: sitk.Image, reference: sitk.Image) -> sitk.Image:
+    """Put a layout on the CT grid (nearest neighbour); unchanged if it is already on it.
+
+    Raises when the layout had foreground but none of it falls inside the CT, which means the two files
+    are not in the same patient coordinate system.
+    """
+    if Geometry.of(layout).matches(Geometry.of(reference), tol=1e-5):
+        out = sitk.Cast(layout, sitk.sitkUInt8)
+        out.CopyInformation(reference)
+        return out
+    out = sitk.Resample(layout, reference, sitk.Transform(), sitk.sitkNearestNeighbor, 0, sitk.sitkUInt8)
+    if sitk.GetArrayViewFromImage(layout).any() and not sitk.GetArrayViewFromImage(out).any():
+        raise InputError(
+            "the layout does not overlap the CT: layout "
+            + Geometry.of(layout).describe()
+            + "; CT "
+            + Geometry.of(reference).describe()
+            + ". Check that both come from the same scan and that the "
+            "layout was not saved in another coordinate system (e.g. RAS instead of LPS)"
+        )
+    return out
+
+
+def auto_lung_mask(ct: sitk.Image, threshold: float = -400.0) -> sitk.Image:
+    """Lung mask from a CT: air-like voxels not connected to the air around the body, the one or two
+    largest such components, holes (vessels, nodules) filled slice by slice. Good enough to condition
+    synthesis; the trachea and main bronchi may be included. Assumes axial slices along the array's
+    first axis, as in any CT series."""
+    hu = sitk.GetArrayViewFromImage(ct)
+    air = hu < threshold
+    labels, n = ndi.label(air)
+    if n == 0:
+        raise InputError(
+            f"the CT has no voxels below {threshold} HU, so no lung can be found automatically; "
+            "draw the lungs in the layout"
+        )
+    # Air outside the body touches the in-plane borders; the lungs do not, although the trachea may leave
+    # the volume through its top or bottom face, so those faces do not count.
+    border = np.unique(np.concatenate([labels[:, [0, -1]].ravel(), labels[:, :, [0, -1]].ravel()]))
+    sizes = np.bincount(labels.ravel(), minlength=n + 1)
+    sizes[0] = 0
+    sizes[border] = 0
+    if sizes.max() == 0:
+        raise InputError(
+            "no enclosed air region (lung) found in the CT; it may be cropped through the body "
+            "or not contain the lungs; draw the lungs in the layout"
+        )
+    order = np.argsort(sizes)[::-1]
+    keep = [order[0]] + [i for i in order[1:2] if sizes[i] > 0.2 * sizes[order[0]]]
+    mask = np.isin(labels, keep)
+    for k in range(mask.shape[0]):
+        if mask[k].any():
+            mask[k] = ndi.binary_fill_holes(mask[k])
+    out = Geometry.of(ct).image_from_array(mask.astype(np.uint8) * LABEL_LUNG)
+    return out
+
+
+def check_layout(layout: sitk.Image, ct: Optional[sitk.Image] = None, auto_lung: str = "never") -> sitk.Image:
+    """Validate a layout on the CT grid; may replace or add the lung with the automatic mask.
+
+    ``auto_lung``: ``never`` (an empty lung is an error), ``if-missing`` (use the automatic mask when the
+    layout has no lung) or ``always`` (lung from the CT, nodules from the layout).
+    """
+    if auto_lung not in AUTO_LUNG_MODES:
+        raise InputError(f"unknown auto_lung mode {auto_lung!r}; choose one of {', '.join(AUTO_LUNG_MODES)}")
+    array = sitk.GetArrayFromImage(layout).astype(np.uint8)
+    bad = np.setdiff1d(np.unique(array), [LABEL_BACKGROUND, LABEL_LUNG, LABEL_NODULE])
+    if len(bad):
+        raise InputError(
+            f"the layout has values {bad.tolist()}; a layout may only contain 0 (background), "
+            "1 (lung) and 2 (nodule). Convert it with layout_from_labelmap"
+        )
+    has_lung = bool((array == LABEL_LUNG).any())
+    if auto_lung == "always" or (auto_lung == "if-missing" and not has_lung):
+        if ct is None:
+            raise InputError("the automatic lung mask needs the CT")
+        lung = sitk.GetArrayFromImage(auto_lung_mask(ct)) > 0
+        array[(array != LABEL_NODULE) & lung] = LABEL_LUNG
+        if auto_lung == "always":
+            array[(array == LABEL_LUNG) & ~lung] = LABEL_BACKGROUND
+        has_lung = bool(lung.any())
+    if not has_lung:
+        raise InputError(
+            "the layout has no lung voxels (value 1); draw the lungs, give the right lung label "
+            "values or segment names, or use the automatic lung mask (auto_lung='if-missing')"
+        )
+    nodules = array == LABEL_NODULE
+    if not nodules.any():
+        warn("the layout has no nodule: the synthesis will show healthy lung")
+    else:
+        labels, n = ndi.label(nodules)
+        lung = array == LABEL_LUNG
+        outside = []
+        for i, box in enumerate(ndi.find_objects(labels), start=1):
+            grown = tuple(slice(max(s.start - 1, 0), s.stop + 1) for s in box)
+            touching = ndi.binary_dilation(labels[grown] == i) & lung[grown]
+            if not touching.any():
+                outside.append([int((s.start + s.stop) // 2) for s in box][::-1])
+        if outside:
+            warn(
+                f"{len(outside)} of {n} nodule(s) lie outside the lung (centre voxel(s) x,y,z {outside}); "
+                "they will be synthesised anyway"
+            )
+    out = Geometry.of(layout).image_from_array(array)
+    return out
+
+
+def load_layout(
+    path: PathLike,
+    reference: sitk.Image,
+    lung_labels: Union[int, Sequence[int], None] = None,
+    nodule_labels: Union[int, Sequence[int], None] = None,
+    lung_segments: Union[str, Sequence[str], None] = None,
+    nodule_segments: Union[str, Sequence[str], None] = None,
+    auto_lung: str = "never",
+) -> sitk.Image:
+    """Read a layout (label map or ``.seg.nrrd``), convert, resample onto ``reference`` and check it.
+
+    A ``.seg.nrrd`` (or any NRRD with Slicer segment entries) is read by segment names; anything else is a
+    label map read with ``lung_labels`` (default 1) and ``nodule_labels`` (default 2).
+    """
+    path = Path(path)
+    image = read_image(path, allow_multicomponent=True)
+    is_seg = any(k.startswith("Segment") and k.endswith("_Name") for k in image.GetMetaDataKeys())
+    if is_seg:
+        seg = read_segmentation(image)
+        seg.path = str(path)
+        layout = layout_from_segmentation(seg, lung_segments, nodule_segments)
+    else:
+        if file_suffix(path) == ".seg.nrrd":
+            raise InputError(f"{path} has no segment table (Segment<N>_Name); re-save it from Slicer")
+        if image.GetDimension() != 3 or image.GetNumberOfComponentsPerPixel() != 1:
+            raise InputError(
+                f"the layout {path} must be a 3D label map, got a {image.GetDimension()}D image "
+                f"with {image.GetNumberOfComponentsPerPixel()} component(s)"
+            )
+        layout = layout_from_labelmap(
+            image, (1,) if lung_labels is None else lung_labels, (2,) if nodule_labels is None else nodule_labels
+        )
+    layout = resample_to_reference(layout, reference)
+    return check_layout(layout, reference, auto_lung)

@@ -1,0 +1,246 @@
+"""Preprocessing for the model and its inverse, with a JSON record of every parameter.
+
+``preprocess`` turns a CT and its layout into model inputs: one item in ``full`` mode, one per nodule patch
+in ``roi`` mode, each a float32 ``(D, H, W)`` CT in [-1, 1] plus a uint8 layout on the model grid.
+``postprocess`` takes the model's outputs back to HU on the native grid and composites them into the
+original CT. The :class:`PreprocessRecord` in between holds everything needed for the inverse (boxes,
+grid geometry, HU window or per-slice ranges); it is plain JSON, so it can be stored as provenance with
+the result and the inverse can run in another process.
+
+Arrays are SimpleITK order ``(z, y, x)`` throughout; ``D`` is the axial slice axis.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+import SimpleITK as sitk
+
+from ..errors import InputError
+from . import normalize as N
+from .io import Geometry
+from .spatial import (
+    PAD_HU,
+    Box,
+    composite,
+    crop_geometry,
+    extract,
+    full_box,
+    grid_geometry,
+    layout_region,
+    lung_box,
+    nodule_boxes,
+    resample,
+)
+
+RECORD_VERSION = 1
+SPATIAL_MODES = ("full", "roi")
+CROPS = ("volume", "lung")
+
+
+@dataclass
+class PatchRecord:
+    box: Box
+    grid_geometry: Geometry
+    norm: N.NormRecord
+    nodule_ids: List[int] = field(default_factory=list)
+
+    def to_dict(self) -> Dict[str, Any]:
+        return {
+            "start": list(self.box.start),
+            "size": list(self.box.size),
+            "grid_geometry": self.grid_geometry.to_dict(),
+            "norm": self.norm.to_dict(),
+            "nodule_ids": list(self.nodule_ids),
+        }
+
+    @classmethod
+    def from_dict(cls, d: Dict[str, Any]) -> PatchRecord:
+        return cls(
+            Box(tuple(d["start"]), tuple(d["size"])),
+            Geometry.from_dict(d["grid_geometry"]),
+            N.NormRecord.from_dict(d["norm"]),
+            list(d.get("nodule_ids", [])),
+        )
+
+
+@dataclass
+class PreprocessRecord:
+    """Everything :func:`preprocess` did, to undo it and to document a result."""
+
+    normalization: str
+    spatial_mode: str
+    grid: Tuple[int, int, int]
+    native: Geometry
+    pixel_type: str
+    patches: List[PatchRecord]
+    compat_order: str = N.COMPAT_ORDERS[0]
+    crop: str = "volume"
+    margin_mm: float = 0.0
+    version: int = RECORD_VERSION
+
+    def to_dict(self) -> Dict[str, Any]:
+        return {
+            "version": self.version,
+            "normalization": self.normalization,
+            "spatial_mode": self.spatial_mode,
+            "grid": list(self.grid),
+            "native": self.native.to_dict(),
+            "pixel_type": self.pixel_type,
+            "compat_order": self.compat_order,
+            "crop": self.crop,
+            "margin_mm": self.margin_mm,
+            "patches": [p.to_dict() for p in self.patches],
+        }
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict())
+
+    @classmethod
+    def from_dict(cls, d: Dict[str, Any]) -> PreprocessRecord:
+        if d.get("version") != RECORD_VERSION:
+            raise InputError(
+                f"preprocessing record version {d.get('version')} is not supported (expected {RECORD_VERSION})"
+            )
+        return cls(
+            d["normalization"],
+            d["spatial_mode"],
+            tuple(int(g) for g in d["grid"]),
+            Geometry.from_dict(d["native"]),
+            d["pixel_type"],
+            [PatchRecord.from_dict(p) for p in d["patches"]],
+            d.get("compat_order", N.COMPAT_ORDERS[0]),
+            d.get("crop", "volume"),
+            float(d.get("margin_mm", 0.0)),
+        )
+
+    @classmethod
+    def from_json(cls, text: str) -> PreprocessRecord:
+        return cls.from_dict(json.loads(text))
+
+
+@dataclass
+class ModelInput:
+    """One item for the model: CT in [-1, 1] and layout, both ``(D, H, W)`` on the model grid."""
+
+    ct: np.ndarray
+    layout: np.ndarray
+    patch: int
+
+
+def _check(normalization: str, spatial_mode: str, grid: Sequence[int], crop: str, compat_order: str) -> None:
+    N.check_mode(normalization)
+    if spatial_mode not in SPATIAL_MODES:
+        raise InputError(f"unknown spatial_mode {spatial_mode!r}; choose one of {', '.join(SPATIAL_MODES)}")
+    if len(grid) != 3 or any(int(g) < 2 for g in grid):
+        raise InputError(f"grid must be three sizes (D, H, W) >= 2, got {tuple(grid)}")
+    if crop not in CROPS:
+        raise InputError(f"unknown crop {crop!r}; choose one of {', '.join(CROPS)}")
+    if compat_order not in N.COMPAT_ORDERS:
+        raise InputError(f"unknown compat_order {compat_order!r}; choose one of {', '.join(N.COMPAT_ORDERS)}")
+
+
+def preprocess(
+    ct: sitk.Image,
+    layout: sitk.Image,
+    normalization: str = "lungddpm-compat",
+    spatial_mode: str = "full",
+    grid: Sequence[int] = (128, 128, 128),
+    crop: str = "volume",
+    margin_mm: float = 10.0,
+    window: Tuple[float, float] = N.DEFAULT_HU_WINDOW,
+    compat_order: str = N.COMPAT_ORDERS[0],
+    roi_merge: bool = True,
+) -> Tuple[List[ModelInput], PreprocessRecord]:
+    """CT (HU) + layout on the same grid -> model inputs and the record that inverts them.
+
+    Args:
+        grid: model grid ``(D, H, W)``; in ``roi`` mode also the patch size in native voxels.
+        crop: ``full`` mode only: ``volume`` (whole image, as published) or ``lung`` (layout bounding box
+            plus ``margin_mm``).
+        compat_order: ``lungddpm-compat`` only: ``scale-then-resize`` (published training) or
+            ``resize-then-scale`` (published sampling script).
+        roi_merge: ``roi`` mode: nodules that fit one patch share it.
+    """
+    _check(normalization, spatial_mode, grid, crop, compat_order)
+    native = Geometry.of(ct)
+    if not Geometry.of(layout).matches(native, tol=1e-5):
+        raise InputError("the layout is not on the CT grid; resample it first (data.layout.load_layout does)")
+    hu = sitk.GetArrayViewFromImage(ct).astype(np.float32)
+    lay = sitk.GetArrayFromImage(layout).astype(np.uint8)
+    grid = tuple(int(g) for g in grid)
+    if spatial_mode == "full":
+        boxes = [(full_box(native.size) if crop == "volume" else lung_box(lay, native.spacing, margin_mm), [])]
+    else:
+        boxes = nodule_boxes(lay, grid[::-1], roi_merge)
+    items, patches = [], []
+    for index, (box, ids) in enumerate(boxes):
+        crop_geo = crop_geometry(native, box)
+        grid_geo = grid_geometry(crop_geo, grid)
+        ct_crop = extract(hu, box, PAD_HU)
+        lay_grid = resample(extract(lay, box, 0), crop_geo, grid_geo, linear=False)
+        if normalization == "lungddpm-compat" and compat_order == "resize-then-scale":
+            x, norm = N.forward(resample(ct_crop, crop_geo, grid_geo, linear=True, fill=PAD_HU), normalization)
+        else:
+            x, norm = N.forward(ct_crop, normalization, window)
+            x = resample(x, crop_geo, grid_geo, linear=True, fill=-1.0)
+        items.append(ModelInput(np.clip(x, -1.0, 1.0).astype(np.float32), lay_grid, index))
+        patches.append(PatchRecord(box, grid_geo, norm, ids))
+    record = PreprocessRecord(
+        normalization,
+        spatial_mode,
+        grid,
+        native,
+        ct.GetPixelIDTypeAsString(),
+        patches,
+        compat_order,
+        crop if spatial_mode == "full" else "roi",
+        float(margin_mm),
+    )
+    return items, record
+
+
+def to_native_hu(output: np.ndarray, record: PreprocessRecord, patch: int = 0) -> np.ndarray:
+    """One model output ``(D, H, W)`` in [-1, 1] -> HU on its native box ``(z, y, x)``."""
+    p = record.patches[patch]
+    if tuple(output.shape) != tuple(record.grid):
+        raise InputError(f"model output has shape {tuple(output.shape)}, the record expects {record.grid}")
+    crop_geo = crop_geometry(record.native, p.box)
+    x = np.clip(np.asarray(output, dtype=np.float32), -1.0, 1.0)
+    if record.normalization == "lungddpm-compat" and record.compat_order == "resize-then-scale":
+        return resample(N.inverse(x, p.norm), p.grid_geometry, crop_geo, linear=True, fill=PAD_HU)
+    return N.inverse(resample(x, p.grid_geometry, crop_geo, linear=True, fill=-1.0), p.norm)
+
+
+def postprocess(
+    outputs: Sequence[np.ndarray],
+    record: PreprocessRecord,
+    original: sitk.Image,
+    layout: sitk.Image,
+    feather_mm: float = 0.0,
+    region: Optional[np.ndarray] = None,
+) -> sitk.Image:
+    """Model outputs -> HU at the original geometry, composited into the original CT.
+
+    The original CT is kept bit-exact outside ``region`` (default: the layout's lung and nodules, limited
+    to the patches that were synthesised); the result has the original's pixel type and geometry.
+    """
+    if len(outputs) != len(record.patches):
+        raise InputError(f"{len(outputs)} model output(s) for {len(record.patches)} patch(es) in the record")
+    if not Geometry.of(original).matches(record.native, tol=1e-5):
+        raise InputError("the original CT is not the one this record was made from (different geometry)")
+    shape = record.native.size[::-1]
+    synthetic = np.zeros(shape, dtype=np.float32)
+    coverage = np.zeros(shape, dtype=bool)
+    for i, out in enumerate(outputs):
+        box = record.patches[i].box
+        hu = to_native_hu(np.asarray(out), record, i)
+        vol, inner = box.slices_zyx(shape)
+        synthetic[vol] = hu[inner]
+        coverage[vol] = True
+    if region is None:
+        region = layout_region(sitk.GetArrayViewFromImage(layout))
+    return composite(original, synthetic, region, feather_mm, coverage)

@@ -1,0 +1,70 @@
+"""Shared fixtures for the data and phantom tests: one small phantom per session and a DICOM writer."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+from LungDDPMLib.phantom import NoduleSpec, make_phantom
+
+SMALL_SIZE = (96, 96, 64)
+SMALL_SPACING = (2.0, 2.0, 3.0)
+SMALL_NODULES = (
+    NoduleSpec(14.0, "solid", "lobulated", side="right"),
+    NoduleSpec(12.0, "part-solid", "spiculated", side="left"),
+    NoduleSpec(10.0, "ground-glass", "round", juxta_pleural=True, side="left"),
+)
+
+
+@pytest.fixture(scope="session")
+def small_phantom():
+    """96x96x64 phantom at 2x2x3 mm with one nodule of every kind (about 0.3 s)."""
+    return make_phantom(SMALL_SIZE, SMALL_SPACING, seed=7, nodules=list(SMALL_NODULES))
+
+
+def _write_dicom_series(image: sitk.Image, folder: Path) -> Path:
+    """Write an int16 CT as a DICOM series (one file per slice), geometry in the standard tags."""
+    folder.mkdir(parents=True, exist_ok=True)
+    image = sitk.Cast(image, sitk.sitkInt16)
+    d = image.GetDirection()
+    writer = sitk.ImageFileWriter()
+    writer.KeepOriginalImageUIDOn()
+    series = "1.2.826.0.1.3680043.2.1125.1." + str(abs(hash(str(folder))) % 10**12)
+    for k in range(image.GetDepth()):
+        sl = image[:, :, k]
+        pos = image.TransformIndexToPhysicalPoint((0, 0, k))
+        tags = {
+            "0008|0060": "CT",
+            "0020|000d": series + ".0",
+            "0020|000e": series,
+            "0020|0013": str(k + 1),
+            "0020|0032": "\\".join(f"{v:.10f}" for v in pos),
+            "0020|0037": "\\".join(f"{v:.10f}" for v in (d[0], d[3], d[6], d[1], d[4], d[7])),
+            "0028|0030": f"{image.GetSpacing()[1]:.10f}\\{image.GetSpacing()[0]:.10f}",
+            "0018|0050": f"{image.GetSpacing()[2]:.10f}",
+            "0028|1052": "0",
+            "0028|1053": "1",
+            "0008|0018": series + f".{k + 1}",
+        }
+        for key, value in tags.items():
+            sl.SetMetaData(key, value)
+        writer.SetFileName(str(folder / f"slice{k:04d}.dcm"))
+        writer.Execute(sl)
+    return folder
+
+
+@pytest.fixture
+def write_dicom_series():
+    return _write_dicom_series
+
+
+def rotated_direction(angle_deg: float = 20.0) -> tuple:
+    """A proper rotation about an oblique axis: non-identity, non-axis-aligned direction cosines."""
+    axis = np.array([1.0, 2.0, 3.0]) / np.sqrt(14.0)
+    a = np.radians(angle_deg)
+    k = np.array([[0, -axis[2], axis[1]], [axis[2], 0, -axis[0]], [-axis[1], axis[0], 0]])
+    r = np.eye(3) + np.sin(a) * k + (1 - np.cos(a)) * k @ k
+    return tuple(r.ravel())
