@@ -80,15 +80,20 @@ class DiffusionModel(nn.Module):
         generator: Optional[torch.Generator] = None,
         kind: str = "l1",
         t: Optional[torch.Tensor] = None,
+        noise: Optional[torch.Tensor] = None,
     ) -> torch.Tensor:
-        """Training loss: noise ``x0`` to random levels and compare predicted with true noise (L1 as published)."""
-        b = x0.shape[0]
+        """Training loss: noise ``x0`` to levels ``t`` and compare predicted with true noise (L1 as published).
+
+        ``t`` and ``noise`` are drawn from ``generator`` when not given (levels first, then noise); the trainer
+        passes its own per-sample draws so that results do not depend on how a batch is split across processes.
+        """
+        if kind not in ("l1", "l2"):
+            raise InputError(f"unknown loss {kind!r}; use 'l1' or 'l2'")
         if t is None:
-            t = torch.randint(0, self.num_timesteps, (b,), device=x0.device, generator=generator)
-        noise = torch.randn(x0.shape, device=x0.device, dtype=x0.dtype, generator=generator)
-        pred = self.eps(self.schedule.q_sample(x0, t, noise), t, cond)
+            t = torch.randint(0, self.num_timesteps, (x0.shape[0],), device=x0.device, generator=generator)
+        if noise is None:
+            noise = torch.randn(x0.shape, device=x0.device, dtype=x0.dtype, generator=generator)
+        pred = self.eps(self.schedule.q_sample(x0, t, noise), t, cond).float()
         if kind == "l1":
-            return (pred.float() - noise.float()).abs().mean()
-        if kind == "l2":
-            return F.mse_loss(pred.float(), noise.float())
-        raise InputError(f"unknown loss {kind!r}; use 'l1' or 'l2'")
+            return (pred - noise.float()).abs().mean()
+        return F.mse_loss(pred, noise.float())

@@ -1,0 +1,68 @@
+"""The training loss and the randomness it consumes, owned by the run's seed rather than by global state.
+
+The noise level and noise of every sample come from a generator re-seeded by (seed, update, place of the sample
+in the global batch). The draw therefore does not depend on the micro-batch size or on the number of processes:
+2 processes with batch 1 compute the same update as 1 process with batch 2, and resuming needs no RNG state.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Iterator, Tuple
+
+import torch
+from torch import nn
+
+from ..config import ModelConfig
+from ..diffusion import DiffusionModel
+from .datasets import derive_seed
+
+
+def seeded_model(config: ModelConfig, seed: int) -> DiffusionModel:
+    """A freshly initialised model whose weights depend only on ``seed`` (the caller's RNG is left alone)."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(derive_seed(seed, "init"))
+        return DiffusionModel(config)
+
+
+class LossModule(nn.Module):
+    """The training loss as ``forward``, so that DDP sees the call and averages the gradients.
+
+    It calls :meth:`DiffusionModel.loss` with ``t`` and ``noise`` drawn per sample by :func:`draw_noise`.
+    """
+
+    def __init__(self, model: DiffusionModel, kind: str) -> None:
+        super().__init__()
+        assert kind in ("l1", "l2")
+        self.model = model
+        self.kind = kind
+
+    def forward(self, ct: torch.Tensor, layout: torch.Tensor, t: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+        return self.model.loss(ct, self.model.condition(layout), kind=self.kind, t=t, noise=noise)
+
+
+def draw_noise(
+    generator: torch.Generator, seed: int, step_index: int, first: int, ct: torch.Tensor, num_timesteps: int
+) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Noise levels (B,) and noise like ``ct`` for samples at ``first, first+1, ...`` of update ``step_index``.
+
+    Each sample re-seeds ``generator`` (on ``ct``'s device) and draws its level, then its noise - the order
+    :meth:`DiffusionModel.loss` uses - so a one-sample draw equals the engine's.
+    """
+    ts, noises = [], []
+    for j in range(ct.shape[0]):
+        generator.manual_seed(derive_seed(seed, "noise", step_index, first + j))
+        ts.append(torch.randint(0, num_timesteps, (1,), device=ct.device, generator=generator))
+        noises.append(torch.randn(ct.shape[1:], device=ct.device, dtype=ct.dtype, generator=generator)[None])
+    return torch.cat(ts), torch.cat(noises)
+
+
+@contextlib.contextmanager
+def owned_rng(device: torch.device, seed: int) -> Iterator[None]:
+    """Run with the global RNG (used by dropout) seeded from the run, restoring the caller's RNG state afterwards."""
+    cuda = [device.index or 0] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=cuda):
+        torch.default_generator.manual_seed(seed)
+        if cuda:
+            torch.cuda.manual_seed(seed)
+        yield
