@@ -114,6 +114,10 @@ class ModelConfig:
         grid: spatial size (D, H, W) the model was trained on.
         normalization: how CT intensities map to [-1, 1] (``hu-window`` or ``lungddpm-compat``).
         spatial_mode: ``full`` (whole volume resized to the grid) or ``roi`` (nodule-centred crops).
+        crop: in ``full`` mode, resample the whole ``volume`` or the ``lung`` bounding box (plus a margin).
+        crop_margin_mm: margin around the lung box.
+        array_order: axis order of the arrays the network was trained on: ``zyx`` (SimpleITK, ours) or ``xyz``
+            (nibabel, the published models); data are transposed to this order before the network sees them.
         preset: the preset name this was built from, if any (informational).
     """
 
@@ -122,6 +126,9 @@ class ModelConfig:
     grid: Tuple[int, int, int] = (128, 128, 128)
     normalization: str = "lungddpm-compat"
     spatial_mode: str = "full"
+    crop: str = "volume"
+    crop_margin_mm: float = 10.0
+    array_order: str = "zyx"
     preset: str = ""
 
     def __post_init__(self) -> None:
@@ -136,6 +143,10 @@ class ModelConfig:
             raise InputError(f"unknown normalization {self.normalization!r}")
         if self.spatial_mode not in ("full", "roi"):
             raise InputError(f"unknown spatial_mode {self.spatial_mode!r}")
+        if self.crop not in ("volume", "lung"):
+            raise InputError(f"unknown crop {self.crop!r}; use 'volume' or 'lung'")
+        if self.array_order not in ("zyx", "xyz"):
+            raise InputError(f"unknown array_order {self.array_order!r}; use 'zyx' or 'xyz'")
 
     def to_dict(self) -> Dict[str, Any]:
         """Plain JSON-compatible dict (tuples become lists)."""
@@ -166,12 +177,13 @@ class ModelConfig:
 
 _PRESETS: Dict[str, ModelConfig] = {
     # The published Lung-DDPM: 40,226,433 parameters, 128^3, lung + nodule layout.
-    "lung-ddpm": ModelConfig(preset="lung-ddpm"),
+    "lung-ddpm": ModelConfig(array_order="xyz", preset="lung-ddpm"),
     # Lung-DDPM+: nodule-only layout, 64^3 crops at native resolution, attention at 16^3.
     "lung-ddpm-plus": ModelConfig(
         unet=UNetConfig(channel_mult=(1, 2, 3, 4), attention_levels=(2,), layout_channels=("nodule",)),
         grid=(64, 64, 64),
         spatial_mode="roi",
+        array_order="xyz",
         preset="lung-ddpm-plus",
     ),
     # A CPU-friendly model: same topology, a fraction of the width, 64^3 grid, our HU window.
@@ -179,6 +191,7 @@ _PRESETS: Dict[str, ModelConfig] = {
         unet=UNetConfig(model_channels=16, channel_mult=(1, 2, 2, 4), attention_levels=(3,), num_heads=2),
         grid=(64, 64, 64),
         normalization="hu-window",
+        crop="lung",
         preset="small",
     ),
     # A few thousand parameters, for tests and smoke runs.

@@ -39,3 +39,12 @@ def test_published_preset_describes_the_paper_model() -> None:
     assert cfg.schedule.timesteps == 250 and cfg.normalization == "lungddpm-compat"
     plus = preset("lung-ddpm-plus")
     assert plus.unet.layout_channels == ("nodule",) and plus.spatial_mode == "roi"
+
+
+def test_array_order_and_crop_fields() -> None:
+    assert preset("lung-ddpm").array_order == "xyz" and preset("small").array_order == "zyx"
+    assert preset("small").crop == "lung"
+    with pytest.raises(InputError, match="array_order"):
+        preset("small", array_order="yxz")
+    with pytest.raises(InputError, match="crop"):
+        preset("small", crop="chest")

@@ -1,0 +1,38 @@
+"""``lungddpm info CHECKPOINT``: describe a checkpoint as JSON, loading it safely."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("info", help="describe a checkpoint (format, architecture, sha256) as JSON")
+    p.add_argument("checkpoint", help="a .pt file: a LungDDPM checkpoint or the published Lung-DDPM file")
+    p.add_argument("--weights", choices=("ema", "model"), default="ema", help="which weights to inspect")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..checkpoint import load_checkpoint
+    from ..model import count_parameters
+
+    ckpt = load_checkpoint(args.checkpoint, weights=args.weights)
+    cfg = ckpt.config
+    info = {
+        "path": ckpt.path,
+        "format": ckpt.format,
+        "preset": cfg.preset or None,
+        "parameters": count_parameters(ckpt.model.denoise_fn),
+        "timesteps": cfg.schedule.timesteps,
+        "layout_channels": list(cfg.unet.layout_channels),
+        "normalization": cfg.normalization,
+        "spatial_mode": cfg.spatial_mode,
+        "grid": list(cfg.grid),
+        "step": ckpt.step,
+        "weights": ckpt.weights,
+        "sha256": ckpt.sha256,
+        "provenance": ckpt.provenance,
+    }
+    print(json.dumps(info, indent=2))
+    return 0
