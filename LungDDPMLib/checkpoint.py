@@ -20,6 +20,7 @@ import json
 import os
 import pickle
 import tempfile
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, Mapping, Optional, Union
@@ -27,6 +28,7 @@ from typing import Any, Dict, Mapping, Optional, Union
 import torch
 
 from .config import ModelConfig, preset
+from .device import resolve_device
 from .diffusion import DiffusionModel
 from .errors import CheckpointError, UnsafeCheckpointError
 
@@ -141,7 +143,7 @@ def load_checkpoint(
     Args:
         path: the ``.pt`` file.
         weights: ``"ema"`` (default, what sampling should use) or ``"model"`` (the raw training weights).
-        map_location: device for the returned model.
+        map_location: device for the returned model (``auto``, ``cpu``, ``cuda:N``...; checked first).
     Raises:
         UnsafeCheckpointError: the file would run code when unpickled.
         CheckpointError: unreadable file, unknown format, or weights that do not fit the architecture.
@@ -156,6 +158,7 @@ def load_checkpoint(
     fmt = detect_format(data)
     state = data.get(weights)
     if state is None and weights == "ema":
+        warnings.warn(f"{path} has no EMA weights; using the raw training weights", RuntimeWarning, stacklevel=2)
         state, weights = data.get("model"), "model"
     if not isinstance(state, Mapping):
         raise CheckpointError(f"{path} has no '{weights}' state dict")
@@ -171,7 +174,7 @@ def load_checkpoint(
     model = DiffusionModel(config)
     check_state_dict(model, state, str(path))
     model.load_state_dict(state, strict=True)
-    model.eval().to(map_location)
+    model.eval().to(resolve_device(map_location))
     step = data.get("step", 0)
     return LoadedCheckpoint(
         model=model,

@@ -176,11 +176,16 @@ class _PreprocessedDataset(Dataset):
         sl = tuple(slice(int(a), int(a + n)) for a, n in zip(start, size))
         return ct[sl], layout[sl]
 
-    def __getitem__(self, index: int) -> Dict[str, Any]:
+    #: The trainer's sampler may pass ``(index, epoch)`` so that crops and flips change every epoch even in
+    #: DataLoader worker processes, which never see :meth:`set_epoch` calls made in the main process.
+    accepts_epoch = True
+
+    def __getitem__(self, key: Union[int, Tuple[int, int]]) -> Dict[str, Any]:
+        index, epoch = key if isinstance(key, tuple) else (key, self.epoch)
         if not 0 <= index < len(self):
             raise IndexError(index)
         ct, layout = self.arrays(index)
-        rng = np.random.default_rng([self.seed, self.epoch, index])
+        rng = np.random.default_rng([self.seed, epoch, index])
         if self.crop_size is not None:
             ct, layout = self._crop(ct, layout, rng)
         for axis in self.flip_axes:

@@ -185,6 +185,19 @@ def auto_lung_mask(ct: sitk.Image, threshold: float = -400.0) -> sitk.Image:
     return out
 
 
+def layout_labels(layout: sitk.Image) -> np.ndarray:
+    """The layout as uint8 labels, checked on the original values (a cast first would turn 257 into 1)."""
+    raw = sitk.GetArrayFromImage(layout)
+    bad = np.setdiff1d(np.unique(raw), [LABEL_BACKGROUND, LABEL_LUNG, LABEL_NODULE])
+    if len(bad):
+        shown = ", ".join(f"{v:g}" for v in bad[:8].tolist())
+        raise InputError(
+            f"the layout has values [{shown}]; a layout may only contain 0 (background), "
+            "1 (lung) and 2 (nodule). Convert it with layout_from_labelmap"
+        )
+    return raw.astype(np.uint8)
+
+
 def check_layout(layout: sitk.Image, ct: Optional[sitk.Image] = None, auto_lung: str = "never") -> sitk.Image:
     """Validate a layout on the CT grid; may replace or add the lung with the automatic mask.
 
@@ -193,13 +206,7 @@ def check_layout(layout: sitk.Image, ct: Optional[sitk.Image] = None, auto_lung:
     """
     if auto_lung not in AUTO_LUNG_MODES:
         raise InputError(f"unknown auto_lung mode {auto_lung!r}; choose one of {', '.join(AUTO_LUNG_MODES)}")
-    array = sitk.GetArrayFromImage(layout).astype(np.uint8)
-    bad = np.setdiff1d(np.unique(array), [LABEL_BACKGROUND, LABEL_LUNG, LABEL_NODULE])
-    if len(bad):
-        raise InputError(
-            f"the layout has values {bad.tolist()}; a layout may only contain 0 (background), "
-            "1 (lung) and 2 (nodule). Convert it with layout_from_labelmap"
-        )
+    array = layout_labels(layout)
     has_lung = bool((array == LABEL_LUNG).any())
     if auto_lung == "always" or (auto_lung == "if-missing" and not has_lung):
         if ct is None:

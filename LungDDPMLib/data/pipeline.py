@@ -22,6 +22,7 @@ import SimpleITK as sitk
 from ..errors import InputError
 from . import normalize as N
 from .io import Geometry
+from .layout import layout_labels
 from .spatial import (
     PAD_HU,
     Box,
@@ -170,7 +171,7 @@ def preprocess(
     if not Geometry.of(layout).matches(native, tol=1e-5):
         raise InputError("the layout is not on the CT grid; resample it first (data.layout.load_layout does)")
     hu = sitk.GetArrayViewFromImage(ct).astype(np.float32)
-    lay = sitk.GetArrayFromImage(layout).astype(np.uint8)
+    lay = layout_labels(layout)
     grid = tuple(int(g) for g in grid)
     if spatial_mode == "full":
         boxes = [(full_box(native.size) if crop == "volume" else lung_box(lay, native.spacing, margin_mm), [])]

@@ -42,10 +42,13 @@ class AASConfig:
     feather_voxels: int = 0
 
     def __post_init__(self) -> None:
-        if self.feather_voxels < 0:
-            raise InputError(f"feather_voxels must be >= 0, got {self.feather_voxels}")
-        if self.blend_from is not None and self.blend_from < 0:
-            raise InputError(f"blend_from must be >= 0, got {self.blend_from}")
+        def whole(value: object) -> bool:
+            return isinstance(value, int) and not isinstance(value, bool)
+
+        if not whole(self.feather_voxels) or self.feather_voxels < 0:
+            raise InputError(f"feather_voxels must be a whole number of voxels >= 0, got {self.feather_voxels!r}")
+        if self.blend_from is not None and (not whole(self.blend_from) or self.blend_from < 0):
+            raise InputError(f"blend_from must be a level >= 0 (or None for every step), got {self.blend_from!r}")
 
 
 def feather_weights(known: torch.Tensor, width: int) -> torch.Tensor:

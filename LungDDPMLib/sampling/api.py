@@ -31,7 +31,7 @@ class SamplerConfig:
         name: ``dpm++`` (DPM-Solver++ 2M, default), ``ddim`` or ``ddpm`` (ancestral over all T levels, as published).
         steps: network evaluations; ``None`` takes the sampler's default (20, 50, T).
         eta: DDIM stochasticity (0 = deterministic).
-        spacing: timestep spacing (``trailing``, ``linspace``, ``logsnr``); ``None`` takes the sampler's default.
+        spacing: timestep spacing (``trailing``, ``linspace``, ``quadratic``); ``None`` takes the sampler's default.
         clip_x0: clamp x0 estimates to [-1, 1] as published.
     """
 
@@ -44,8 +44,12 @@ class SamplerConfig:
     def __post_init__(self) -> None:
         if self.name not in SAMPLERS:
             raise InputError(f"unknown sampler {self.name!r}; choose one of {', '.join(SAMPLERS)}")
-        if not 0.0 <= self.eta <= 1.0:
-            raise InputError(f"eta must lie in [0, 1], got {self.eta}")
+        if isinstance(self.eta, bool) or not isinstance(self.eta, (int, float)) or not 0.0 <= self.eta <= 1.0:
+            raise InputError(f"eta must be a number in [0, 1], got {self.eta!r}")
+        if self.eta and self.name != "ddim":
+            raise InputError(f"eta applies to the ddim sampler only ({self.name} was chosen)")
+        if self.steps is not None and (isinstance(self.steps, bool) or not isinstance(self.steps, int)):
+            raise InputError(f"steps must be an integer, got {self.steps!r}")
 
 
 @dataclass(frozen=True)
@@ -86,7 +90,7 @@ def _validate(
     if bad:
         raise InputError(f"layout has labels {bad[:5]}; only 0 (background), 1 (lung) and 2 (nodule) are allowed")
     factor = model.config.unet.downsample_factor
-    if any(s % factor for s in lay.shape):
+    if any(s < factor or s % factor for s in lay.shape):
         raise InputError(f"layout shape {tuple(lay.shape)} must be divisible by {factor} on every axis for this model")
     ref = None
     if reference is not None:
@@ -103,9 +107,13 @@ def _validate(
             )
     known = None
     if known_mask is not None:
+        if ref is None:
+            raise InputError("known_mask only makes sense with AAS: pass the reference CT too")
         known = _as_tensor("known_mask", known_mask)
         if known.shape != lay.shape:
             raise InputError(f"known_mask shape {tuple(known.shape)} differs from layout shape {tuple(lay.shape)}")
+        if known.dtype != torch.bool and not torch.isin(known, torch.tensor([0, 1], dtype=known.dtype)).all():
+            raise InputError("known_mask must be boolean (or hold only 0 and 1)")
         known = known.bool()
     return lay, ref, known
 
@@ -126,7 +134,7 @@ def sample(
     *,
     sampler: Optional[SamplerConfig] = None,
     aas: Optional[AASConfig] = None,
-    seeds: Sequence[int] = (0,),
+    seeds: Union[int, Sequence[int]] = (0,),
     known_mask: Optional[ArrayLike] = None,
     precision: str = "fp32",
     batch_size: Optional[int] = None,
@@ -163,7 +171,7 @@ def sample(
         aas = AASConfig(enabled=ref is not None)
     if aas.enabled and ref is None:
         raise InputError("AAS needs the real reference CT: pass reference=..., or disable AAS")
-    seeds = list(seeds)
+    seeds = [seeds] if isinstance(seeds, (int, np.integer)) else list(seeds)
     if not seeds:
         raise InputError("seeds must name at least one sample")
     schedule = model.schedule
@@ -174,9 +182,9 @@ def sample(
     timesteps = make_timesteps(schedule, steps, sampler.spacing or str(defaults["spacing"]))
     device = next(model.parameters()).device
     autocast = autocast_context(device, precision)
+    if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1):
+        raise InputError(f"batch_size must be a positive integer, got {batch_size!r}")
     chunk = batch_size or len(seeds)
-    if chunk < 1:
-        raise InputError(f"batch_size must be >= 1, got {batch_size}")
 
     outputs = []
     total = len(timesteps) * math.ceil(len(seeds) / chunk)

@@ -168,11 +168,14 @@ class StreamSampler(Sampler):
     generator and every process agrees on the order without communicating.
     """
 
-    def __init__(self, size: int, seed: int, *, rank: int = 0, world_size: int = 1, start: int = 0) -> None:
+    def __init__(
+        self, size: int, seed: int, *, rank: int = 0, world_size: int = 1, start: int = 0, with_epoch: bool = False
+    ) -> None:
         if size < 1:
             raise InputError("the dataset is empty: there is nothing to train on")
         assert 0 <= rank < world_size and start >= 0
         self.size, self.seed, self.rank, self.world_size, self.start = size, seed, rank, world_size, start
+        self.with_epoch = with_epoch  # yield (index, epoch) for datasets that draw augmentation per epoch
         self.per_rank = math.ceil(size / world_size)
 
     def epoch_order(self, epoch: int) -> List[int]:
@@ -189,5 +192,6 @@ class StreamSampler(Sampler):
     def __iter__(self) -> Iterator[int]:
         epoch, offset = self.position(self.start)
         while True:
-            yield from self.epoch_order(epoch)[offset:]
+            for index in self.epoch_order(epoch)[offset:]:
+                yield (index, epoch) if self.with_epoch else index  # type: ignore[misc]
             epoch, offset = epoch + 1, 0

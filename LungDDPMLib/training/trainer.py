@@ -156,6 +156,7 @@ class Trainer:
             rank=self.dist.rank,
             world_size=self.dist.world_size,
             start=self.samples_seen,
+            with_epoch=bool(getattr(self.dataset, "accepts_epoch", False)),
         )
         worker_seed = torch.Generator().manual_seed(derive_seed(self.config.seed, "workers", self.samples_seen))
         loader = DataLoader(

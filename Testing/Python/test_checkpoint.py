@@ -68,7 +68,8 @@ def test_our_format_round_trips_config_weights_and_provenance(tmp_path: Path) ->
 
 def test_only_model_weights_fall_back_from_ema(tmp_path: Path) -> None:
     path = save_checkpoint(tmp_path / "m.pt", DiffusionModel(preset("tiny")))
-    assert load_checkpoint(path).weights == "model"
+    with pytest.warns(RuntimeWarning, match="no EMA weights"):
+        assert load_checkpoint(path).weights == "model"
 
 
 class _RunsCode:

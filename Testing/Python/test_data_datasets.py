@@ -99,3 +99,22 @@ def test_bad_dataset_options(folder):
         PhantomDataset(1, flip_axes=(3,))
     with pytest.raises(InputError, match="length"):
         PhantomDataset(0)
+
+
+def test_trainer_sampler_changes_crops_and_flips_every_epoch() -> None:
+    """Augmentation is drawn per (epoch, index); the trainer's sampler must pass the epoch along."""
+    from LungDDPMLib.training.datasets import StreamSampler
+
+    ds = PhantomDataset(
+        2, phantom_size=(48, 48, 32), phantom_spacing=(4.0, 4.0, 6.0), grid=(16, 16, 16), crop_size=(8, 8, 8), seed=1
+    )
+    sampler = StreamSampler(len(ds), seed=0, with_epoch=bool(getattr(ds, "accepts_epoch", False)))
+    stream = iter(sampler)
+    crops: dict = {0: set(), 1: set()}
+    for _ in range(12):  # six epochs of two items
+        key = next(stream)
+        assert isinstance(key, tuple)
+        item = ds[key]
+        crops[key[0]].add(item["ct"].numpy().tobytes())
+    assert len(crops[0]) > 1 and len(crops[1]) > 1
+    assert torch.equal(ds[(0, 3)]["ct"], ds[(0, 3)]["ct"])  # still deterministic per (index, epoch)

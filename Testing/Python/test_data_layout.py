@@ -18,6 +18,7 @@ from LungDDPMLib.data.layout import (
     load_layout,
     resample_to_reference,
 )
+from LungDDPMLib.data.pipeline import preprocess
 from LungDDPMLib.data.segmentation import read_segmentation, write_segmentation
 from LungDDPMLib.data.validation import DataWarning
 from LungDDPMLib.errors import InputError
@@ -181,3 +182,17 @@ def test_bad_layout_values_and_files(tmp_path, small_phantom):
         load_layout(plain, small_phantom.ct)
     with pytest.raises(InputError, match="not a Slicer segmentation"):
         read_segmentation(plain)
+
+
+@pytest.mark.parametrize("bad", [257, 258, -1, 1.5])
+def test_out_of_range_labels_are_not_wrapped_into_valid_ones(bad) -> None:
+    """A cast to uint8 before checking would turn 257 into lung and 258 into nodule."""
+    dtype = np.float32 if isinstance(bad, float) else np.int16
+    arr = np.zeros((4, 6, 6), dtype=dtype)
+    arr[1:3, 1:5, 1:5] = 1
+    arr[2, 2, 2] = bad
+    img = sitk.GetImageFromArray(arr)
+    with pytest.raises(InputError, match=f"values \\[{bad:g}\\]"):
+        check_layout(img)
+    with pytest.raises(InputError, match="values"):
+        preprocess(sitk.Cast(img * 0 - 800, sitk.sitkInt16), img, "hu-window", "full", (4, 6, 6))

@@ -103,14 +103,15 @@ def test_same_seed_same_output_and_independent_of_batch(model, layout, reference
     assert not torch.allclose(a[0], a[1])
 
 
-def test_global_rng_is_not_used(model, layout) -> None:
-    cfg = SamplerConfig("ddim", steps=3, eta=1.0)
+@pytest.mark.parametrize("cfg", [SamplerConfig("ddim", steps=3, eta=1.0), SamplerConfig("ddpm")], ids=["ddim", "ddpm"])
+def test_global_rng_is_not_used(model, layout, reference, cfg) -> None:
+    """Stochastic steps and the AAS noise come from the seeded generators, never from torch's global RNG."""
     torch.manual_seed(1)
-    a = sample(model, layout, seeds=[4])
+    a = sample(model, layout, reference, sampler=cfg, seeds=[4])
     torch.manual_seed(999)
-    b = sample(model, layout, seeds=[4])
+    b = sample(model, layout, reference, sampler=cfg, seeds=[4])
     assert torch.equal(a, b)
-    assert sample(model, layout, sampler=cfg, seeds=[4]).shape == (1, N, N, N)
+    assert not torch.equal(a, sample(model, layout, reference, sampler=cfg, seeds=[5]))
 
 
 def test_inputs_are_not_modified(model, layout, reference) -> None:
@@ -168,7 +169,7 @@ def test_cancel_stops_within_one_step(model, layout, reference) -> None:
         ({"layout": torch.zeros(1, N, N, N)}, "3D label volume"),
         ({"layout": torch.full((N, N, N), 4)}, r"labels \[4\]"),
         ({"layout": torch.full((N, N, N), 0.5)}, "integer labels"),
-        ({"layout": torch.zeros(15, N, N, dtype=torch.long)}, "divisible by 2"),
+        ({"layout": torch.zeros(15, N, N, dtype=torch.long)}, "divisible by 4"),
         ({"sampler": SamplerConfig("ddim", steps=0)}, "between 1 and 250"),
         ({"sampler": SamplerConfig("ddim", steps=251)}, "between 1 and 250"),
         ({"sampler": SamplerConfig("ddpm", steps=20)}, "walks all 250 levels"),
@@ -199,3 +200,39 @@ def test_bf16_autocast_path_runs_and_stays_close(model, layout, reference) -> No
     assert bf16.dtype == torch.float32
     assert torch.equal(bf16[0][layout == 0], reference[layout == 0])
     assert float((bf16 - fp32).abs().mean()) < 0.05
+
+
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        ({"seeds": "12"}, "non-negative integers"),
+        ({"batch_size": 0}, "positive integer"),
+        ({"known_mask": torch.full((N, N, N), 0.5)}, "boolean"),
+        ({"reference": None, "known_mask": torch.ones(N, N, N, dtype=torch.bool)}, "pass the reference"),
+        ({"layout": torch.zeros(0, N, N, dtype=torch.long)}, "divisible by 4"),
+    ],
+)
+def test_more_bad_input_is_caught_before_sampling(model, layout, reference, kwargs, match) -> None:
+    args = {"layout": layout, "reference": reference, **kwargs}
+    with pytest.raises(InputError, match=match):
+        sample(model, args.pop("layout"), args.pop("reference"), **args)
+
+
+def test_a_single_integer_seed_is_accepted(model, layout) -> None:
+    assert sample(model, layout, seeds=5, sampler=SamplerConfig("ddim", steps=2)).shape == (1, N, N, N)
+
+
+@pytest.mark.parametrize(
+    "make,match",
+    [
+        (lambda: AASConfig(feather_voxels=1.5), "whole number"),
+        (lambda: AASConfig(feather_voxels="2"), "whole number"),
+        (lambda: AASConfig(blend_from=-3), "blend_from"),
+        (lambda: SamplerConfig("ddim", eta="0"), "eta must be a number"),
+        (lambda: SamplerConfig("dpm++", eta=0.5), "ddim sampler only"),
+        (lambda: SamplerConfig("ddim", steps=2.5), "steps must be an integer"),
+    ],
+)
+def test_bad_settings_are_rejected_where_they_are_made(make, match) -> None:
+    with pytest.raises(InputError, match=match):
+        make()
