@@ -176,6 +176,14 @@ def read_dicom_series(folder: PathLike) -> sitk.Image:
         )
     if len(files[chosen]) < 2:
         raise InputError(f"the DICOM series in {folder} has a single slice; LungDDPM needs a 3D series")
+    first = sitk.ImageFileReader()
+    first.SetFileName(files[chosen][0])
+    try:
+        first.ReadImageInformation()
+    except RuntimeError as exc:
+        raise InputError(f"cannot read {files[chosen][0]}: {str(exc).strip().splitlines()[-1][:200]}") from None
+    n_voxels = int(np.prod(first.GetSize()[:2])) * len(files[chosen])
+    check_memory(n_voxels * _bytes_per_voxel(first) * 3, f"reading the DICOM series in {folder}")
     reader = sitk.ImageSeriesReader()
     reader.SetFileNames(files[chosen])
     try:

@@ -150,7 +150,7 @@ def nodule_boxes(layout: np.ndarray, patch_xyz: Sequence[int], merge: bool = Tru
     return out
 
 
-def feather_weights(region: np.ndarray, spacing_zyx: Sequence[float], feather_mm: float) -> np.ndarray:
+def composite_weights(region: np.ndarray, spacing_zyx: Sequence[float], feather_mm: float) -> np.ndarray:
     """Blend weight of the synthetic image: 1 deep inside ``region``, ramping down toward its edge over
     ``feather_mm``, and exactly 0 outside (so the outside stays the original CT)."""
     if feather_mm <= 0:
@@ -179,7 +179,7 @@ def composite(
     if synthetic_hu.shape != orig.shape or region.shape != orig.shape:
         raise InputError(f"synthetic {synthetic_hu.shape} and region {region.shape} must match the CT {orig.shape}")
     region = region.astype(bool) & (coverage.astype(bool) if coverage is not None else True)
-    weight = feather_weights(region, original.GetSpacing()[::-1], feather_mm)
+    weight = composite_weights(region, original.GetSpacing()[::-1], feather_mm)
     inside = weight > 0
     blended = orig[inside].astype(np.float64) * (1.0 - weight[inside]) + synthetic_hu[inside] * weight[inside]
     out = orig.copy()

@@ -86,9 +86,13 @@ class DiffusionModel(nn.Module):
 
         ``t`` and ``noise`` are drawn from ``generator`` when not given (levels first, then noise); the trainer
         passes its own per-sample draws so that results do not depend on how a batch is split across processes.
+        Without either, there is no seeded source of randomness, which is an error rather than a silent use of
+        torch's global RNG.
         """
         if kind not in ("l1", "l2"):
             raise InputError(f"unknown loss {kind!r}; use 'l1' or 'l2'")
+        if generator is None and (t is None or noise is None):
+            raise InputError("pass generator= (a seeded torch.Generator), or both t= and noise=")
         if t is None:
             t = torch.randint(0, self.num_timesteps, (x0.shape[0],), device=x0.device, generator=generator)
         if noise is None:

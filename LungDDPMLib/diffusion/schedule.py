@@ -86,10 +86,9 @@ class NoiseSchedule(nn.Module):
     def num_timesteps(self) -> int:
         return self.config.timesteps
 
-    def alpha_bar(self, t: torch.Tensor) -> torch.Tensor:
-        """alpha_bar at integer levels ``t``, float64, with level -1 mapped to 1 (clean)."""
-        table = torch.cat([self.alphas_cumprod.new_ones(1), self.alphas_cumprod]).double()
-        return table[t.long() + 1]
+    def alpha_bar(self, level: int) -> float:
+        """alpha_bar at one integer level as a Python float; level -1 is the clean image (alpha_bar = 1)."""
+        return 1.0 if level < 0 else float(self.alphas_cumprod[level].double())
 
     def check_timestep(self, t: torch.Tensor) -> None:
         if t.numel() and (int(t.min()) < 0 or int(t.max()) >= self.num_timesteps):
@@ -102,9 +101,3 @@ class NoiseSchedule(nn.Module):
         a = self.sqrt_alphas_cumprod[t].view(shape).to(x0.dtype)
         s = self.sqrt_one_minus_alphas_cumprod[t].view(shape).to(x0.dtype)
         return a * x0 + s * noise
-
-    def predict_x0(self, x_t: torch.Tensor, t: torch.Tensor, eps: torch.Tensor, clamp: bool = True) -> torch.Tensor:
-        """x0 estimate from an epsilon prediction, clamped to [-1, 1] as published."""
-        shape = (-1,) + (1,) * (x_t.dim() - 1)
-        x0 = self.sqrt_recip_alphas_cumprod[t].view(shape) * x_t - self.sqrt_recipm1_alphas_cumprod[t].view(shape) * eps
-        return x0.clamp(-1.0, 1.0) if clamp else x0

@@ -9,6 +9,7 @@ on those paths. ``reference_attention`` keeps the literal formulation so tests c
 from __future__ import annotations
 
 import math
+from typing import Tuple
 
 import torch
 import torch.nn.functional as F
@@ -17,7 +18,7 @@ from torch import nn
 from .layers import normalization, zero_module
 
 
-def split_qkv(qkv: torch.Tensor, num_heads: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def split_qkv(qkv: torch.Tensor, num_heads: int) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Split fused qkv of shape (B, 3*C, N) into q, k, v of shape (B*heads, ch, N), legacy head order."""
     b, width, n = qkv.shape
     ch = width // (3 * num_heads)

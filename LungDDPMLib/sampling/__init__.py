@@ -1,6 +1,6 @@
 """Reverse diffusion: samplers as short functions over one denoiser, Anatomically Aware Sampling, and the API."""
 
-from .aas import AASBlender, AASConfig, feather_weights
+from .aas import AASBlender, AASConfig, seam_weights
 from .api import SamplerConfig, StepInfo, sample
 from .samplers import SAMPLERS, make_timesteps, sample_ddim, sample_ddpm, sample_dpmpp_2m
 
@@ -10,10 +10,10 @@ __all__ = [
     "AASConfig",
     "SamplerConfig",
     "StepInfo",
-    "feather_weights",
     "make_timesteps",
     "sample",
     "sample_ddim",
     "sample_ddpm",
     "sample_dpmpp_2m",
+    "seam_weights",
 ]

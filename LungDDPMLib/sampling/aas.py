@@ -51,7 +51,7 @@ class AASConfig:
             raise InputError(f"blend_from must be a level >= 0 (or None for every step), got {self.blend_from!r}")
 
 
-def feather_weights(known: torch.Tensor, width: int) -> torch.Tensor:
+def seam_weights(known: torch.Tensor, width: int) -> torch.Tensor:
     """Blend weights: 1 on known voxels, falling linearly to 0 over ``width`` voxels into the unknown region.
 
     Distance is the chessboard (26-neighbour) distance, grown by repeated 3x3x3 max-pooling, which stays on the
@@ -89,7 +89,7 @@ class AASBlender:
         self.ring: Optional[torch.Tensor] = None
         self.ring_weight: Optional[torch.Tensor] = None
         if config.feather_voxels:
-            w = feather_weights(self.known, config.feather_voxels)
+            w = seam_weights(self.known, config.feather_voxels)
             self.ring = (w > 0) & ~self.known
             self.ring_weight = w
 

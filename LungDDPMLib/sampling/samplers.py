@@ -61,11 +61,6 @@ def make_timesteps(schedule: NoiseSchedule, steps: int, spacing: str = "trailing
     return [int(t) for t in ts]
 
 
-def _abar(schedule: NoiseSchedule, t: int) -> float:
-    """alpha_bar at level t as a Python float64; level -1 is the clean image."""
-    return 1.0 if t < 0 else float(schedule.alphas_cumprod[t].double())
-
-
 def _levels(x: torch.Tensor, t: int) -> torch.Tensor:
     return torch.full((x.shape[0],), t, device=x.device, dtype=torch.long)
 
@@ -88,7 +83,7 @@ def sample_ddpm(
     """Ancestral DDPM over all T levels with the posterior variance (beta tilde): the published reference."""
     T = schedule.num_timesteps
     for i, t in enumerate(range(T - 1, -1, -1)):
-        x0 = _x0(x, eps_fn(x, _levels(x, t)), _abar(schedule, t), clip_x0)
+        x0 = _x0(x, eps_fn(x, _levels(x, t)), schedule.alpha_bar(t), clip_x0)
         mean = float(schedule.posterior_mean_coef1[t]) * x0 + float(schedule.posterior_mean_coef2[t]) * x
         std = math.exp(0.5 * float(schedule.posterior_log_variance_clipped[t])) if t > 0 else 0.0
         x = mean + std * noise() if t > 0 else mean
@@ -111,7 +106,7 @@ def sample_ddim(
     """DDIM (Song et al. 2021) over the given levels, ending at the clean image; ``eta=1`` is DDPM-like."""
     for i, t in enumerate(timesteps):
         s = timesteps[i + 1] if i + 1 < len(timesteps) else -1
-        a_t, a_s = _abar(schedule, t), _abar(schedule, s)
+        a_t, a_s = schedule.alpha_bar(t), schedule.alpha_bar(s)
         x0 = _x0(x, eps_fn(x, _levels(x, t)), a_t, clip_x0)
         eps = (x - math.sqrt(a_t) * x0) / math.sqrt(1.0 - a_t)  # consistent with the clipped x0
         sigma = eta * math.sqrt((1 - a_s) / (1 - a_t) * (1 - a_t / a_s))
@@ -142,13 +137,13 @@ def sample_dpmpp_2m(
     prev_x0 = None
     prev_lam = 0.0
     for i, t in enumerate(timesteps):
-        a_t = _abar(schedule, t)
+        a_t = schedule.alpha_bar(t)
         x0 = _x0(x, eps_fn(x, _levels(x, t)), a_t, clip_x0)
         if i + 1 == len(timesteps):
             x = hook(x0, i, t, -1)
             break
         s = timesteps[i + 1]
-        a_s = _abar(schedule, s)
+        a_s = schedule.alpha_bar(s)
         lam_t = 0.5 * math.log(a_t / (1 - a_t))
         lam_s = 0.5 * math.log(a_s / (1 - a_s))
         h = lam_s - lam_t

@@ -143,3 +143,22 @@ def test_huge_volume_refused_before_reading(tmp_path, monkeypatch):
     monkeypatch.setattr(V, "available_memory_bytes", lambda: 1000)
     with pytest.raises(InputError, match="GiB"):
         read_image(path)
+
+
+def test_huge_dicom_series_refused_before_reading(tmp_path, monkeypatch, write_dicom_series):
+    import LungDDPMLib.data.validation as V
+
+    folder = write_dicom_series(_ct(size=(32, 28, 12), spacing=(0.7, 0.7, 2.0)), tmp_path / "series")
+    monkeypatch.setattr(V, "available_memory_bytes", lambda: 1000)
+    with pytest.raises(InputError, match=r"DICOM series.*GiB"):
+        read_image(folder)
+
+
+def test_nhdr_detached_header_round_trip(tmp_path):
+    img = _ct(size=(20, 18, 10), spacing=(0.6, 0.9, 2.5))
+    img.SetDirection(rotated_direction())
+    path = tmp_path / "vol.nhdr"
+    sitk.WriteImage(img, str(path))
+    back = read_image(path)
+    assert Geometry.of(back).matches(Geometry.of(img), tol=1e-9)
+    assert np.array_equal(sitk.GetArrayViewFromImage(back), sitk.GetArrayViewFromImage(img))

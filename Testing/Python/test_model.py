@@ -118,3 +118,19 @@ def test_published_key_layout_survives_nesting_in_a_wrapper() -> None:
     assert "module.betas" in keys and not any(".schedule." in k for k in keys)
     other = torch.nn.ModuleDict({"module": DiffusionModel(preset("tiny"))})
     other.load_state_dict(wrapper.state_dict(), strict=True)
+
+
+def test_loss_needs_a_seeded_source_of_randomness() -> None:
+    model = DiffusionModel(preset("tiny"))
+    x0 = torch.zeros(1, 1, 16, 16, 16)
+    cond = model.condition(torch.zeros(1, 16, 16, 16, dtype=torch.long))
+    with pytest.raises(ValueError, match="generator="):
+        model.loss(x0, cond)
+    a = model.loss(x0, cond, generator=torch.Generator().manual_seed(3))
+    b = model.loss(x0, cond, generator=torch.Generator().manual_seed(3))
+    assert torch.equal(a, b)
+    t, noise = torch.tensor([7]), torch.randn(x0.shape, generator=torch.Generator().manual_seed(1))
+    # The untrained network predicts zero noise, so the L1 loss is the mean |noise|.
+    torch.testing.assert_close(model.loss(x0, cond, t=t, noise=noise), noise.abs().mean())
+    with pytest.raises(ValueError, match="unknown loss"):
+        model.loss(x0, cond, t=t, noise=noise, kind="huber")

@@ -9,7 +9,7 @@ import torch
 from LungDDPMLib.config import preset
 from LungDDPMLib.diffusion import DiffusionModel
 from LungDDPMLib.errors import InputError, SamplingCancelled
-from LungDDPMLib.sampling import AASConfig, SamplerConfig, StepInfo, feather_weights, sample
+from LungDDPMLib.sampling import AASConfig, SamplerConfig, StepInfo, sample, seam_weights
 
 N = 16
 
@@ -75,7 +75,7 @@ def test_feathered_seam_keeps_known_exact_and_blends_a_ring(model, layout, refer
     soft = sample(model, layout, reference, sampler=cfg, aas=AASConfig(feather_voxels=2), seeds=[3])[0]
     known = layout == 0
     assert float((soft[known] - reference[known]).abs().max()) == 0.0
-    w = feather_weights(known[None, None], 2)[0, 0]
+    w = seam_weights(known[None, None], 2)[0, 0]
     ring = (w > 0) & ~known
     assert ring.any() and torch.unique(w[ring]).tolist() == pytest.approx([1 / 3, 2 / 3])
     # The ring is pulled towards the reference relative to the hard seam.
