@@ -81,6 +81,7 @@ class PreprocessRecord:
     compat_order: str = N.COMPAT_ORDERS[0]
     crop: str = "volume"
     margin_mm: float = 0.0
+    roi_merge: bool = True
     version: int = RECORD_VERSION
 
     def to_dict(self) -> Dict[str, Any]:
@@ -94,6 +95,7 @@ class PreprocessRecord:
             "compat_order": self.compat_order,
             "crop": self.crop,
             "margin_mm": self.margin_mm,
+            "roi_merge": self.roi_merge,
             "patches": [p.to_dict() for p in self.patches],
         }
 
@@ -116,6 +118,7 @@ class PreprocessRecord:
             d.get("compat_order", N.COMPAT_ORDERS[0]),
             d.get("crop", "volume"),
             float(d.get("margin_mm", 0.0)),
+            bool(d.get("roi_merge", True)),
         )
 
     @classmethod
@@ -200,6 +203,7 @@ def preprocess(
         compat_order,
         crop if spatial_mode == "full" else "roi",
         float(margin_mm),
+        bool(roi_merge),
     )
     return items, record
 

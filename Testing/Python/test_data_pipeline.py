@@ -135,3 +135,12 @@ def test_pipeline_errors(oblique, small_phantom):
         postprocess([items[0].ct], record, small_phantom.ct, small_phantom.layout)
     with pytest.raises(InputError, match="version"):
         PreprocessRecord.from_dict({**record.to_dict(), "version": 99})
+
+
+@pytest.mark.parametrize("roi_merge", [True, False])
+def test_record_keeps_every_preprocessing_parameter(oblique, roi_merge) -> None:
+    ct, layout = oblique
+    _, record = preprocess(ct, layout, "hu-window", "roi", (16, 16, 16), margin_mm=7.5, roi_merge=roi_merge)
+    back = PreprocessRecord.from_json(record.to_json())
+    assert back.to_dict() == record.to_dict()
+    assert back.roi_merge is roi_merge and back.spatial_mode == "roi" and back.grid == (16, 16, 16)
