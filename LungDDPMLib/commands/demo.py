@@ -110,6 +110,10 @@ def _preview(real: np.ndarray, layout: np.ndarray, synth: np.ndarray, spacing_xy
     from ..data.preview import apply_window, write_png
 
     target = layout == 2 if (layout == 2).any() else layout == 1
+    parts, n = ndi.label(target)
+    if n > 1:  # the centroid of several nodules lies between them: centre on the largest one
+        sizes = ndi.sum_labels(target, parts, index=range(1, n + 1))
+        target = parts == 1 + int(np.argmax(sizes))
     z, y, _ = (round(float(c)) for c in ndi.center_of_mass(target))
     colours = np.array([[0, 0, 0], [40, 110, 200], [255, 170, 40]], dtype=np.uint8)
 
@@ -150,11 +154,6 @@ def run(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     device = resolve_device(args.device)
 
-    _log(f"phantom: {tuple(args.phantom_size)} voxels at {tuple(args.phantom_spacing)} mm, seed {args.seed}")
-    ph = make_phantom(tuple(args.phantom_size), tuple(args.phantom_spacing), seed=args.seed, nodules=2)
-    write_image(ph.ct, out / "real_ct.nrrd")
-    write_image(ph.layout, out / "layout.nrrd")
-
     source = "checkpoint"
     path = Path(args.checkpoint) if args.checkpoint else None
     if path is None and BUNDLED.is_file():
@@ -165,6 +164,11 @@ def run(args: argparse.Namespace) -> int:
         path = _quick_model(out, args.quick_train_steps, args.seed, str(device))
     ckpt = load_checkpoint(path, map_location=device)
     _log(f"model: {path} ({ckpt.config.preset or 'custom'}, grid {ckpt.config.grid}, step {ckpt.step})")
+
+    _log(f"phantom: {tuple(args.phantom_size)} voxels at {tuple(args.phantom_spacing)} mm, seed {args.seed}")
+    ph = make_phantom(tuple(args.phantom_size), tuple(args.phantom_spacing), seed=args.seed, nodules=2)
+    write_image(ph.ct, out / "real_ct.nrrd")
+    write_image(ph.layout, out / "layout.nrrd")
 
     sampler = SamplerConfig(args.sampler, steps=args.steps)
     last = [0.0]

@@ -22,6 +22,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     src.add_argument("--data", help="folder of paired CTs and layouts (or CT folder with --layout-dir)")
     src.add_argument("--phantom", type=int, metavar="N", help="train on N generated phantoms")
     p.add_argument("--layout-dir", help="layouts in a separate folder, matched by name")
+    p.add_argument("--phantom-size", type=int, nargs=3, default=(128, 128, 80), metavar=("X", "Y", "Z"))
+    p.add_argument("--phantom-spacing", type=float, nargs=3, default=(1.6, 1.6, 3.0), metavar=("X", "Y", "Z"))
     p.add_argument("--out", required=True, help="run folder: checkpoints/, last.pt, loss.jsonl, train.json")
     p.add_argument("--preset", default="small", help="architecture preset (tiny, small, lung-ddpm, lung-ddpm-plus)")
     p.add_argument("--grid", type=int, nargs="+", help="model grid (one size or D H W); default: the preset's")
@@ -101,7 +103,13 @@ def run(args: argparse.Namespace) -> int:
     if args.phantom is not None:
         if args.phantom < 1:
             raise InputError(f"--phantom needs at least 1 phantom, got {args.phantom}")
-        dataset = PhantomDataset(args.phantom, base_seed=args.seed, **data_kwargs)
+        dataset = PhantomDataset(
+            args.phantom,
+            phantom_size=tuple(args.phantom_size),
+            phantom_spacing=tuple(args.phantom_spacing),
+            base_seed=args.seed,
+            **data_kwargs,
+        )
     else:
         dataset = PairedFolderDataset(args.data, args.layout_dir, **data_kwargs)
     info = init_from_env(args.device)

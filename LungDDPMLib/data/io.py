@@ -11,6 +11,7 @@ float32, so spacing/origin/direction round-trip to ~1e-7 relative.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, Sequence, Tuple, Union
@@ -227,16 +228,25 @@ def read_ct(path: PathLike, check_intensities: bool = True) -> sitk.Image:
 
 
 def write_image(image: sitk.Image, path: PathLike, compress: bool = True) -> Path:
-    """Write NRRD (.nrrd, .seg.nrrd), NIfTI (.nii, .nii.gz) or MetaImage (.mha); returns the path."""
+    """Write NRRD (.nrrd, .seg.nrrd), NIfTI (.nii, .nii.gz) or MetaImage (.mha); returns the path.
+
+    The file is written under a temporary name in the same folder and renamed into place, so a crash or a
+    cancel never leaves a truncated image under the final name (batch runs skip outputs that exist).
+    """
     path = Path(path)
     suffix = file_suffix(path)
     if suffix not in WRITE_SUFFIXES:
         raise InputError(f"cannot write {path}: choose one of {', '.join(WRITE_SUFFIXES)}")
     path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name[: -len(suffix)]}.{os.getpid()}.partial{suffix}")
     try:
-        sitk.WriteImage(image, str(path), compress and suffix != ".nii")
+        sitk.WriteImage(image, str(tmp), compress and suffix != ".nii")
+        os.replace(tmp, path)
     except RuntimeError as exc:
         raise InputError(f"cannot write {path}: {str(exc).strip().splitlines()[-1][:200]}") from None
+    finally:
+        if tmp.exists():
+            tmp.unlink()
     return path
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import SimpleITK as sitk
@@ -162,3 +164,19 @@ def test_nhdr_detached_header_round_trip(tmp_path):
     back = read_image(path)
     assert Geometry.of(back).matches(Geometry.of(img), tol=1e-9)
     assert np.array_equal(sitk.GetArrayViewFromImage(back), sitk.GetArrayViewFromImage(img))
+
+
+def test_write_is_atomic_and_leaves_no_temporary(tmp_path, monkeypatch):
+    img = _ct(size=(8, 8, 4))
+    path = write_image(img, tmp_path / "out.nii.gz")
+    assert [p.name for p in tmp_path.iterdir()] == ["out.nii.gz"]
+    before = path.read_bytes()
+
+    def failing_write(image, name, *args):
+        Path(name).write_bytes(b"half a file")
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(sitk, "WriteImage", failing_write)
+    with pytest.raises(InputError, match="disk full"):
+        write_image(img, path)
+    assert path.read_bytes() == before and [p.name for p in tmp_path.iterdir()] == ["out.nii.gz"]
