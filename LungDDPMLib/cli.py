@@ -11,7 +11,7 @@ import sys
 from typing import List, Optional
 
 from . import __version__
-from .commands import demo, info, phantom, train
+from .commands import demo, info, phantom, synthesize, train, worker
 from .errors import LungDDPMError
 
 EXIT_USAGE, EXIT_ERROR, EXIT_CANCELLED = 2, 1, 130
@@ -27,7 +27,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
 
-    for module in (demo, info, phantom, train):
+    for module in (synthesize, demo, train, phantom, info, worker):
         module.add_parser(sub)
     return parser
 

@@ -1,0 +1,115 @@
+"""Arguments shared by ``lungddpm synthesize`` and ``lungddpm worker``: both build a worker ``Job``."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import threading
+from typing import Any, Callable, Tuple
+
+
+def add_job_arguments(p: argparse.ArgumentParser, *, job_file: bool) -> None:
+    src = p.add_argument_group("inputs (one case, or a folder batch)")
+    src.add_argument("--ct", help="CT file (NRRD, NIfTI, MetaImage) or DICOM folder")
+    src.add_argument("--layout", help="layout: label map (0/1/2 or --lung-labels/--nodule-labels) or .seg.nrrd")
+    src.add_argument("--out", help="output image for one case (.nrrd or .nii.gz); with N samples: OUT_0..OUT_N-1")
+    src.add_argument("--ct-dir", help="batch: folder of CTs (paired with layouts by name)")
+    src.add_argument("--layout-dir", help="batch: folder of layouts (default: in --ct-dir, named *_layout)")
+    src.add_argument("--out-dir", help="batch: output folder (finished cases are skipped when run again)")
+    if job_file:
+        src.add_argument("--job", help="a JSON job file instead of the arguments above")
+    m = p.add_argument_group("model and sampling")
+    m.add_argument("--checkpoint", default="", help="model file (default: the bundled demo model)")
+    m.add_argument("--sampler", choices=("dpm++", "ddim", "ddpm"), default="dpm++")
+    m.add_argument("--steps", type=int, help="network evaluations (default: dpm++ 20, ddim 50, ddpm all)")
+    m.add_argument("--eta", type=float, default=0.0, help="DDIM stochasticity")
+    m.add_argument("--seed", type=int, default=0)
+    m.add_argument("--num-samples", type=int, default=1, help="samples per case (seeds SEED..SEED+N-1)")
+    m.add_argument("--mode", choices=("full", "roi"), help="must match the model (checked)")
+    m.add_argument("--no-aas", action="store_true", help="do not blend the real anatomy in while sampling")
+    m.add_argument("--blend-from", type=int, help="blend only after steps below this level (default: all)")
+    m.add_argument("--feather", type=int, default=0, help="soft AAS seam width in voxels")
+    m.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N, mps")
+    m.add_argument("--precision", choices=("fp32", "bf16"), default="fp32")
+    m.add_argument("--batch-size", type=int, help="samples per network call")
+    lay = p.add_argument_group("layout interpretation")
+    lay.add_argument("--lung-labels", type=int, nargs="+", help="label values that mean lung (default 1)")
+    lay.add_argument("--nodule-labels", type=int, nargs="+", help="label values that mean nodule (default 2)")
+    lay.add_argument("--lung-segments", nargs="+", help=".seg.nrrd segment names for lung")
+    lay.add_argument("--nodule-segments", nargs="+", help=".seg.nrrd segment names for nodules")
+    lay.add_argument("--auto-lung", choices=("never", "if-missing", "always"), default="never")
+
+
+def job_from_args(args: argparse.Namespace) -> Any:
+    from ..errors import InputError
+    from ..worker import Job, cases_from_folders, single_case
+
+    if getattr(args, "job", None):
+        return Job.from_json_file(args.job)
+    single = args.ct or args.layout or args.out
+    batch = args.ct_dir or args.out_dir
+    if single and batch:
+        raise InputError("give either --ct/--layout/--out (one case) or --ct-dir/--out-dir (a batch), not both")
+    if single:
+        if not (args.ct and args.layout and args.out):
+            raise InputError("one case needs --ct, --layout and --out")
+        cases = [single_case(args.ct, args.layout, args.out)]
+        out_format = "nii.gz" if args.out.endswith((".nii.gz", ".nii")) else "nrrd"
+    elif batch:
+        if not (args.ct_dir and args.out_dir):
+            raise InputError(
+                "a batch needs --ct-dir and --out-dir (and --layout-dir unless layouts sit beside the CTs)"
+            )
+        cases = cases_from_folders(args.ct_dir, args.layout_dir, args.out_dir)
+        out_format = "nrrd"
+    else:
+        raise InputError(
+            "nothing to do: give --ct/--layout/--out, --ct-dir/--out-dir"
+            + (" or --job" if hasattr(args, "job") else "")
+        )
+    return Job(
+        cases=cases,
+        checkpoint=args.checkpoint,
+        sampler=args.sampler,
+        steps=args.steps,
+        eta=args.eta,
+        seed=args.seed,
+        num_samples=args.num_samples,
+        mode=args.mode,
+        aas=not args.no_aas,
+        blend_from=args.blend_from,
+        feather_voxels=args.feather,
+        device=args.device,
+        precision=args.precision,
+        batch_size=args.batch_size,
+        lung_labels=args.lung_labels,
+        nodule_labels=args.nodule_labels,
+        lung_segments=args.lung_segments,
+        nodule_segments=args.nodule_segments,
+        auto_lung=args.auto_lung,
+        out_format=out_format,
+    )
+
+
+def cancel_on_signals() -> Tuple[Callable[[], bool], Callable[[], None]]:
+    """SIGTERM and SIGINT set a flag that the sampler polls every step; returns (should_stop, restore)."""
+    flag = threading.Event()
+    previous = {}
+
+    def handler(signum: int, frame: Any) -> None:
+        flag.set()
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        previous[sig] = signal.signal(sig, handler)
+
+    def restore() -> None:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+    return flag.is_set, restore
+
+
+def rank_and_world() -> Tuple[int, int]:
+    """Under torchrun each process takes every WORLD_SIZE-th case; no process group is needed for that."""
+    return int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))

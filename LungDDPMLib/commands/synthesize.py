@@ -1,0 +1,82 @@
+"""``lungddpm synthesize``: one case or a resumable folder batch, with a progress line in the terminal."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from typing import Any, Dict
+
+from .job_args import add_job_arguments, cancel_on_signals, job_from_args, rank_and_world
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "synthesize",
+        help="synthesise CTs for a layout (one case, or a folder batch that can be resumed)",
+        description="Writes the synthetic CT(s) in HU at the input's geometry, plus a provenance JSON per case. "
+        "A batch skips cases whose outputs exist, goes on past bad cases and ends with a summary; under "
+        "`torchrun --nproc-per-node K -m LungDDPMLib synthesize ...` each process takes its share of cases.",
+    )
+    add_job_arguments(p, job_file=False)
+    p.add_argument("--quiet", action="store_true", help="no progress output")
+    p.set_defaults(func=run)
+
+
+class _Terminal:
+    """Human-readable rendering of the worker's events: one overwritten progress line on a terminal."""
+
+    def __init__(self, quiet: bool) -> None:
+        self.quiet = quiet
+        self.tty = sys.stderr.isatty()
+        self.last = 0.0
+
+    def __call__(self, event: Dict[str, Any]) -> None:
+        kind = event["type"]
+        if kind == "progress":
+            if self.quiet or (not self.tty and time.monotonic() - self.last < 10 and event["step"] != event["total"]):
+                return
+            self.last = time.monotonic()
+            bar = "#" * int(30 * event["step"] / event["total"])
+            line = (
+                f"[{event['case'] + 1}/{event['cases']}] {event['name']}  [{bar:<30}] "
+                f"{event['step']}/{event['total']}  eta {event['eta_s']:.0f} s"
+            )
+            print(("\r" + line) if self.tty else line, end="" if self.tty else "\n", file=sys.stderr, flush=True)
+        elif kind == "result":
+            if self.tty and not self.quiet:
+                print(file=sys.stderr)
+            print(json.dumps({"name": event["name"], "paths": event["paths"]}), flush=True)
+        elif kind == "skipped" and not self.quiet:
+            print(f"{event['name']}: outputs exist, skipped", file=sys.stderr, flush=True)
+        elif kind == "error":
+            where = f"{event['name']}: " if "name" in event else ""
+            print(f"error: {where}{event['message']}", file=sys.stderr, flush=True)
+        elif kind == "log" and not self.quiet:
+            print(event["message"], file=sys.stderr, flush=True)
+        elif kind == "done" and not self.quiet:
+            failed = event["failed"]
+            print(
+                f"done: {event['ok']} synthesised, {event['skipped']} skipped, {len(failed)} failed"
+                + (f" ({', '.join(failed)})" if failed else "")
+                + f" in {event['elapsed_s']:.1f} s",
+                file=sys.stderr,
+                flush=True,
+            )
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..errors import SamplingCancelled
+    from ..worker import run_job
+
+    job = job_from_args(args)
+    should_stop, restore = cancel_on_signals()
+    try:
+        rank, world = rank_and_world()
+        return 1 if run_job(job, _Terminal(args.quiet), should_stop, rank, world) else 0
+    except SamplingCancelled:
+        print("cancelled: no partial outputs were written", file=sys.stderr)
+        return 130
+    finally:
+        restore()

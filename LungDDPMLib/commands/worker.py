@@ -1,0 +1,38 @@
+"""``lungddpm worker``: run a job and report it as JSON lines on stdout (the Slicer module's back end).
+
+Exit codes: 0 every case done (or skipped), 1 some case failed or nothing could run, 130 cancelled by SIGTERM or
+SIGINT (no partial output is left behind).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from .job_args import add_job_arguments, cancel_on_signals, job_from_args, rank_and_world
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("worker", help="run a synthesis job, printing one JSON event per line (for GUIs and scripts)")
+    add_job_arguments(p, job_file=True)
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..errors import LungDDPMError, SamplingCancelled
+    from ..worker import _classify, emit_json_lines, run_job
+
+    emit = emit_json_lines(sys.stdout)
+    should_stop, restore = cancel_on_signals()
+    try:
+        job = job_from_args(args)
+        rank, world = rank_and_world()
+        failed = run_job(job, emit, should_stop, rank, world)
+        return 1 if failed else 0
+    except SamplingCancelled:
+        return 130
+    except LungDDPMError as exc:
+        emit({"type": "error", "kind": _classify(exc), "message": str(exc)})
+        return 1
+    finally:
+        restore()
