@@ -14,7 +14,7 @@ from . import __version__
 from .commands import demo, info, phantom, synthesize, train, worker
 from .errors import LungDDPMError
 
-EXIT_USAGE, EXIT_ERROR, EXIT_CANCELLED = 2, 1, 130
+EXIT_ERROR, EXIT_CANCELLED = 1, 130
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -37,14 +37,23 @@ def main(argv: Optional[List[str]] = None) -> int:
     args = parser.parse_args(argv)
     try:
         return int(args.func(args))
-    except LungDDPMError as exc:
-        if args.debug:
-            raise
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_ERROR
     except KeyboardInterrupt:
         print("cancelled", file=sys.stderr)
         return EXIT_CANCELLED
+    except Exception as exc:
+        if args.debug:
+            raise
+        from .worker import classify_error, error_message
+
+        kind = classify_error(exc)
+        known = isinstance(exc, LungDDPMError) or kind == "out-of-memory"
+        text = (
+            error_message(exc, kind)
+            if known
+            else f"unexpected {type(exc).__name__}: {exc} (rerun with --debug for details)"
+        )
+        print(f"error: {text}", file=sys.stderr)
+        return EXIT_ERROR
 
 
 if __name__ == "__main__":  # pragma: no cover

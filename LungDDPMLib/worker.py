@@ -104,7 +104,7 @@ class Job:
         return [self.seed + k for k in range(self.num_samples)]
 
 
-def _classify(exc: BaseException) -> str:
+def classify_error(exc: BaseException) -> str:
     """Error kinds for the protocol: what a front end needs to choose its message and its remedy."""
     from .errors import CheckpointError
 
@@ -117,7 +117,7 @@ def _classify(exc: BaseException) -> str:
     return "internal"
 
 
-def _message(exc: BaseException, kind: str) -> str:
+def error_message(exc: BaseException, kind: str) -> str:
     if kind == "out-of-memory":
         return (
             "the GPU ran out of memory; try --mode roi (small patches), fewer samples per call (--batch-size 1), "
@@ -128,8 +128,8 @@ def _message(exc: BaseException, kind: str) -> str:
 
 def _load_model(job: Job, emit: Emit) -> Any:
     from .checkpoint import load_checkpoint
-    from .commands.demo import BUNDLED
     from .device import resolve_device
+    from .registry import DEMO_FILE as BUNDLED
 
     path = job.checkpoint or str(BUNDLED)
     device = resolve_device(job.device)
@@ -198,8 +198,8 @@ def run_job(
             try:
                 ckpt = _load_model(job, emit)
             except (LungDDPMError, RuntimeError, OSError) as exc:  # nothing can run without the model
-                kind = _classify(exc)
-                emit({"type": "error", "kind": kind, "message": _message(exc, kind)})
+                kind = classify_error(exc)
+                emit({"type": "error", "kind": kind, "message": error_message(exc, kind)})
                 failed.extend(c.name for _, c in mine if c.name not in failed)
                 break
         try:
@@ -256,8 +256,8 @@ def run_job(
                   "elapsed_s": round(time.perf_counter() - start, 2)})  # fmt: skip
             raise
         except (LungDDPMError, RuntimeError, OSError, ValueError) as exc:
-            kind = _classify(exc)
-            emit({"type": "error", "kind": kind, "message": _message(exc, kind), "case": i, "name": case.name})
+            kind = classify_error(exc)
+            emit({"type": "error", "kind": kind, "message": error_message(exc, kind), "case": i, "name": case.name})
             failed.append(case.name)
     emit({"type": "done", "ok": ok, "skipped": skipped, "failed": failed, "cancelled": False,
           "elapsed_s": round(time.perf_counter() - start, 2)})  # fmt: skip

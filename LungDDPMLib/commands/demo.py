@@ -18,7 +18,7 @@ from typing import Any, Dict, Optional
 
 import numpy as np
 
-BUNDLED = Path(__file__).resolve().parents[1] / "models" / "lungddpm-demo.pt"
+from ..registry import DEMO_FILE as BUNDLED
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:

@@ -16,6 +16,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from ..checkpoint import load_checkpoint
     from ..model import count_parameters
+    from ..registry import identify
 
     ckpt = load_checkpoint(args.checkpoint, weights=args.weights)
     cfg = ckpt.config
@@ -34,5 +35,9 @@ def run(args: argparse.Namespace) -> int:
         "sha256": ckpt.sha256,
         "provenance": ckpt.provenance,
     }
+    known, how = identify(ckpt.path, ckpt.sha256)
+    info["recognised_as"] = None if known is None else {"key": known.key, "title": known.title, "by": how}
+    if known is not None and known.preset != (cfg.preset or None):
+        info["warning"] = f"named like {known.key}, whose preset is {known.preset}, but the weights are {cfg.preset}"
     print(json.dumps(info, indent=2))
     return 0

@@ -20,7 +20,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..errors import LungDDPMError, SamplingCancelled
-    from ..worker import _classify, emit_json_lines, run_job
+    from ..worker import classify_error, emit_json_lines, run_job
 
     emit = emit_json_lines(sys.stdout)
     should_stop, restore = cancel_on_signals()
@@ -32,7 +32,7 @@ def run(args: argparse.Namespace) -> int:
     except SamplingCancelled:
         return 130
     except LungDDPMError as exc:
-        emit({"type": "error", "kind": _classify(exc), "message": str(exc)})
+        emit({"type": "error", "kind": classify_error(exc), "message": str(exc)})
         return 1
     finally:
         restore()

@@ -46,3 +46,19 @@ def test_info_refuses_unsafe_pickle_with_one_line(tmp_path: Path) -> None:
 def test_missing_file_and_usage_errors(tmp_path: Path, capsys) -> None:
     assert main(["info", str(tmp_path / "none.pt")]) == 1
     assert "not found" in capsys.readouterr().err
+
+
+def test_info_recognises_a_known_model_by_name(tmp_path: Path, capsys) -> None:
+    """A file named like the published release is recognised by name, and a mismatch is flagged."""
+    path = save_checkpoint(tmp_path / "Lung-DDPM-LIDC-IDRI-100000-steps.pt", DiffusionModel(preset("tiny")))
+    assert main(["info", str(path), "--weights", "model"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["recognised_as"] == {
+        "key": "lung-ddpm",
+        "title": "Lung-DDPM, 100,000 steps (Jiang et al., IEEE TBME 2025)",
+        "by": "name",
+    }
+    assert "preset is lung-ddpm" in info["warning"]
+    other = save_checkpoint(tmp_path / "mine.pt", DiffusionModel(preset("tiny")))
+    assert main(["info", str(other), "--weights", "model"]) == 0
+    assert json.loads(capsys.readouterr().out)["recognised_as"] is None

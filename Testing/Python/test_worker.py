@@ -165,3 +165,42 @@ def test_job_round_trips_through_json(workspace: Path) -> None:
     with pytest.raises(ValueError, match="unknown job fields"):
         Job.from_dict({**job.to_dict(), "colour": "red"})
     assert np.array_equal([str(p) for p in job.output_paths(job.cases[0])], ["out/a_0.nrrd", "out/a_1.nrrd"])
+
+
+def test_out_of_memory_gets_an_actionable_message() -> None:
+    from LungDDPMLib.worker import classify_error, error_message
+
+    exc = torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+    assert classify_error(exc) == "out-of-memory"
+    text = error_message(exc, "out-of-memory")
+    assert "--mode roi" in text and "--device cpu" in text and "--batch-size 1" in text
+    assert classify_error(RuntimeError("DefaultCPUAllocator: can't allocate memory: out of memory")) == "out-of-memory"
+    assert classify_error(ZeroDivisionError()) == "internal"
+
+
+def test_cli_turns_unexpected_errors_into_one_line_and_debug_shows_the_traceback(tmp_path, monkeypatch, capsys) -> None:
+    from LungDDPMLib import cli
+    from LungDDPMLib.commands import info
+
+    def boom(args):
+        raise ZeroDivisionError("deliberate")
+
+    monkeypatch.setattr(info, "run", boom)
+    assert cli.main(["info", "x.pt"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "unexpected ZeroDivisionError: deliberate" in err and "--debug" in err
+    with pytest.raises(ZeroDivisionError):
+        cli.main(["--debug", "info", "x.pt"])
+
+
+def test_cuda_requested_without_a_gpu_is_a_clear_error(workspace: Path, tmp_path: Path) -> None:
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is present")
+    proc = worker(
+        "--ct", "cases/case0_ct.nrrd", "--layout", "cases/case0_layout.nrrd", "--out", str(tmp_path / "a.nrrd"),
+        "--checkpoint", "model.pt", "--device", "cuda", cwd=workspace,
+    )  # fmt: skip
+    out, _ = proc.communicate(timeout=60)
+    ev = events(out)
+    err = [e for e in ev if e["type"] == "error"]
+    assert proc.returncode == 1 and len(err) == 1 and "cannot use a CUDA GPU" in err[0]["message"]

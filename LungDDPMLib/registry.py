@@ -1,0 +1,97 @@
+"""Known models: recognise a local weights file by its checksum or name. Nothing is ever downloaded.
+
+Users download the published weights themselves (the links are in ``source``); this table lets ``lungddpm info``
+and the Slicer module say what a file is, which preset and normalisation it needs, and whether the bytes are the
+ones we know.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional, Tuple
+
+
+def file_sha256(path: object) -> str:
+    from .checkpoint import file_sha256 as digest  # imported late: this table must load without torch
+
+    return digest(path)  # type: ignore[arg-type]
+
+
+@dataclass(frozen=True)
+class KnownModel:
+    """What we know about a released model file."""
+
+    key: str
+    title: str
+    file_names: Tuple[str, ...]
+    sha256: Optional[str]
+    preset: str
+    normalization: str
+    grid: Tuple[int, int, int]
+    source: str
+    notes: str = ""
+
+
+DEMO_FILE = Path(__file__).resolve().parent / "models" / "lungddpm-demo.pt"
+
+KNOWN_MODELS: Tuple[KnownModel, ...] = (
+    KnownModel(
+        key="lungddpm-demo",
+        title="LungDDPM demo model (bundled; phantom-trained, for demonstration only)",
+        file_names=("lungddpm-demo.pt",),
+        sha256=None,  # filled from the bundled file at run time (see known_models())
+        preset="small",
+        normalization="hu-window",
+        grid=(64, 64, 64),
+        source="bundled with LungDDPM (LungDDPMLib/models/)",
+        notes="trained on procedural phantoms; not for clinical use or for realistic synthesis of patient CT",
+    ),
+    KnownModel(
+        key="lung-ddpm",
+        title="Lung-DDPM, 100,000 steps (Jiang et al., IEEE TBME 2025)",
+        file_names=("Lung-DDPM-LIDC-IDRI-100000-steps.pt",),
+        sha256=None,  # not published by the authors
+        preset="lung-ddpm",
+        normalization="lungddpm-compat",
+        grid=(128, 128, 128),
+        source="the authors' 'Dataset & Pretrained models' link in github.com/Manem-Lab/Lung-DDPM",
+        notes="trained on the authors' internal data (their issue #4); EMA weights are used for sampling",
+    ),
+    KnownModel(
+        key="lung-ddpm-plus",
+        title="Lung-DDPM+ (Jiang et al., arXiv 2508.09327)",
+        file_names=("best_model.pt",),
+        sha256=None,
+        preset="lung-ddpm-plus",
+        normalization="lungddpm-compat",
+        grid=(64, 64, 64),
+        source="the checkpoint link in github.com/Manem-Lab/Lung-DDPM-PLUS",
+        notes="nodule-only layout, 64^3 crops at native resolution; its file name is generic, so recognition by "
+        "name is a guess that the architecture check confirms or refutes",
+    ),
+)
+
+
+def known_models() -> Tuple[KnownModel, ...]:
+    """The table, with the bundled demo model's checksum read from the file that ships."""
+    out = []
+    for m in KNOWN_MODELS:
+        if m.key == "lungddpm-demo" and DEMO_FILE.is_file():
+            m = KnownModel(**{**m.__dict__, "sha256": file_sha256(DEMO_FILE)})
+        out.append(m)
+    return tuple(out)
+
+
+def identify(path: str, sha256: Optional[str] = None) -> Tuple[Optional[KnownModel], str]:
+    """Return (model, how): ``how`` is ``sha256`` (bytes match), ``name`` (file name only) or ``unknown``."""
+    digest = sha256 or file_sha256(path)
+    models = known_models()
+    for m in models:
+        if m.sha256 and m.sha256 == digest:
+            return m, "sha256"
+    name = Path(path).name
+    for m in models:
+        if name in m.file_names:
+            return m, "name"
+    return None, "unknown"
