@@ -30,8 +30,10 @@ def test_reduced_demo_writes_all_outputs_with_input_geometry(tmp_path: Path, mon
     layout = sitk.GetArrayFromImage(sitk.ReadImage(str(out / "layout.nrrd")))
     r, s = sitk.GetArrayFromImage(real), sitk.GetArrayFromImage(synth)
     assert np.array_equal(r[layout == 0], s[layout == 0])
-    assert summary["region_stats"]["background_max_abs_diff_hu"] == 0.0
-    assert summary["region_stats"]["lung"]["voxels"] == int((layout == 1).sum())
+    fidelity = summary["layout_fidelity"]
+    assert fidelity["kept_anatomy_max_abs_diff_hu"] == 0.0
+    assert fidelity["lung"]["synthetic"]["voxels"] == int((layout == 1).sum())
+    assert fidelity["seam_score"] > 0
     png = (out / "preview.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 1000
 
