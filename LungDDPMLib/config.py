@@ -26,6 +26,14 @@ LAYOUT_CHANNELS = ("lung", "nodule")
 LABEL_BACKGROUND, LABEL_LUNG, LABEL_NODULE = 0, 1, 2
 
 
+def reject_unknown_fields(cls: type, data: Dict[str, Any], what: str) -> None:
+    """Stored settings with a key the dataclass does not know are an error, so typos never pass silently."""
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise InputError(f"unknown {what} {unknown}; known: {', '.join(sorted(known))}")
+
+
 @dataclass(frozen=True)
 class UNetConfig:
     """Architecture of the 3D UNet denoiser (guided-diffusion layout, ``dims=3``).
@@ -158,17 +166,17 @@ class ModelConfig:
     @classmethod
     def from_dict(cls, data: Dict[str, Any]) -> ModelConfig:
         """Rebuild from :meth:`to_dict` output; unknown keys are an error so typos do not pass silently."""
-        try:
-            unet = dict(data.get("unet", {}))
-            for key in ("channel_mult", "attention_levels", "layout_channels"):
-                if key in unet:
-                    unet[key] = tuple(unet[key])
-            rest = {k: v for k, v in data.items() if k not in ("unet", "schedule")}
-            if "grid" in rest:
-                rest["grid"] = tuple(int(g) for g in rest["grid"])
-            return cls(unet=UNetConfig(**unet), schedule=ScheduleConfig(**data.get("schedule", {})), **rest)
-        except TypeError as exc:
-            raise InputError(f"invalid model configuration: {exc}") from exc
+        reject_unknown_fields(cls, data, "model configuration fields")
+        unet = dict(data.get("unet", {}))
+        reject_unknown_fields(UNetConfig, unet, "model configuration fields (unet)")
+        reject_unknown_fields(ScheduleConfig, data.get("schedule", {}), "model configuration fields (schedule)")
+        for key in ("channel_mult", "attention_levels", "layout_channels"):
+            if key in unet:
+                unet[key] = tuple(unet[key])
+        rest = {k: v for k, v in data.items() if k not in ("unet", "schedule")}
+        if "grid" in rest:
+            rest["grid"] = tuple(int(g) for g in rest["grid"])
+        return cls(unet=UNetConfig(**unet), schedule=ScheduleConfig(**data.get("schedule", {})), **rest)
 
     @classmethod
     def from_json(cls, text: str) -> ModelConfig:

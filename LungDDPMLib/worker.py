@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence
 
+from .config import reject_unknown_fields
 from .errors import InputError, LungDDPMError, SamplingCancelled
 
 Emit = Callable[[Dict[str, Any]], None]
@@ -67,10 +68,7 @@ class Job:
 
     @classmethod
     def from_dict(cls, data: Dict[str, Any]) -> Job:
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - names)
-        if unknown:
-            raise InputError(f"unknown job fields {unknown}; known fields: {sorted(names)}")
+        reject_unknown_fields(cls, data, "job fields")
         if not data.get("cases"):
             raise InputError("the job names no cases")
         try:

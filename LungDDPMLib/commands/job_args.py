@@ -68,27 +68,15 @@ def job_from_args(args: argparse.Namespace) -> Any:
             "nothing to do: give --ct/--layout/--out, --ct-dir/--out-dir"
             + (" or --job" if hasattr(args, "job") else "")
         )
+    same_names = ("checkpoint", "sampler", "steps", "eta", "seed", "num_samples", "mode", "blend_from", "device")
+    same_names += ("precision", "batch_size", "lung_labels", "nodule_labels", "lung_segments", "nodule_segments")
+    same_names += ("auto_lung",)
     return Job(
         cases=cases,
-        checkpoint=args.checkpoint,
-        sampler=args.sampler,
-        steps=args.steps,
-        eta=args.eta,
-        seed=args.seed,
-        num_samples=args.num_samples,
-        mode=args.mode,
         aas=not args.no_aas,
-        blend_from=args.blend_from,
         feather_voxels=args.feather,
-        device=args.device,
-        precision=args.precision,
-        batch_size=args.batch_size,
-        lung_labels=args.lung_labels,
-        nodule_labels=args.nodule_labels,
-        lung_segments=args.lung_segments,
-        nodule_segments=args.nodule_segments,
-        auto_lung=args.auto_lung,
         out_format=out_format,
+        **{name: getattr(args, name) for name in same_names},
     )
 
 

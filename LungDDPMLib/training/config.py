@@ -19,6 +19,7 @@ import math
 from dataclasses import dataclass
 from typing import Any, Dict, Optional, Tuple
 
+from ..config import reject_unknown_fields
 from ..device import PRECISIONS
 from ..errors import InputError
 
@@ -114,10 +115,7 @@ class TrainConfig:
     @classmethod
     def from_dict(cls, data: Dict[str, Any]) -> TrainConfig:
         """Rebuild from :meth:`to_dict` output; unknown keys are an error so typos do not pass silently."""
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise InputError(f"unknown training settings {unknown}; known: {', '.join(sorted(known))}")
+        reject_unknown_fields(cls, data, "training settings")
         values = dict(data)
         if "betas" in values:
             values["betas"] = tuple(values["betas"])

@@ -28,7 +28,7 @@ def test_grid_must_fit_the_downsampling_depth() -> None:
 def test_unknown_fields_in_a_stored_config_are_an_error() -> None:
     data = preset("tiny").to_dict()
     data["unet"]["channels"] = 3
-    with pytest.raises(InputError, match="invalid model configuration"):
+    with pytest.raises(InputError, match=r"unknown model configuration fields \(unet\) \[.channels.\]"):
         ModelConfig.from_dict(data)
 
 
