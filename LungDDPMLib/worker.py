@@ -151,7 +151,19 @@ def _write_case(job: Job, case: Case, result: Any, ckpt: Any, paths: List[Path],
         "aas": {"enabled": job.aas, "blend_from": job.blend_from, "feather_voxels": job.feather_voxels},
         "seeds": result.seeds,
         "precision": job.precision,
-        "inputs": {"ct": case.ct, "layout": case.layout},
+        "inputs": {
+            "ct": case.ct,
+            "layout": case.layout,
+            # How the layout was read: load_layout converts these labels/segments and resamples onto the CT grid.
+            "layout_options": {
+                "lung_labels": job.lung_labels,
+                "nodule_labels": job.nodule_labels,
+                "lung_segments": job.lung_segments,
+                "nodule_segments": job.nodule_segments,
+                "auto_lung": job.auto_lung,
+                "resampled_to_ct_grid": "nearest neighbour, when the layout's grid differs",
+            },
+        },
         "timing_s": {**{k: round(v, 3) for k, v in result.timing_s.items()}, "case": round(elapsed, 3)},
         "preprocess": json.loads(result.record.to_json()),
     }

@@ -68,7 +68,9 @@ def test_worker_reports_progress_result_and_done(workspace: Path, tmp_path: Path
     for path in result["paths"]:
         img = sitk.ReadImage(path)
         assert img.GetSize() == ct.GetSize() and img.GetDirection() == ct.GetDirection()
-    assert json.loads((tmp_path / "x.json").read_text())["sampler"] == "dpm++"
+    sidecar = json.loads((tmp_path / "x.json").read_text())
+    assert sidecar["sampler"] == "dpm++" and sidecar["inputs"]["layout_options"]["auto_lung"] == "never"
+    assert sidecar["preprocess"]["crop"] == "lung" and sidecar["preprocess"]["grid"] == [32, 32, 32]
     assert ev[-1] == {**ev[-1], "ok": 1, "failed": [], "cancelled": False}
 
 

@@ -1,0 +1,310 @@
+"""MRML <-> arrays: layouts from segmentations, volumes from arrays, subject hierarchy and provenance.
+
+Every function here either reads the scene or adds nodes to it, never both halfway: the reading functions raise
+:class:`LayoutError` (an ``InputError``) with an actionable message before anything is created, so a bad input
+adds no node. Arrays are ``(K, J, I)`` as ``slicer.util.arrayFromVolume`` returns them, which is also SimpleITK's
+``(z, y, x)``; geometry crosses to SimpleITK through :func:`sitk_geometry` (Slicer is RAS, SimpleITK LPS).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+import slicer
+import vtk
+
+from LungDDPMLib.errors import InputError
+
+LABEL_LUNG, LABEL_NODULE = 1, 2
+NODULE_WORDS = ("nodule", "lesion", "tumor", "tumour", "mass")
+ATTRIBUTE_PREFIX = "LungDDPM."
+#: LPS <-> RAS: flip the first two axes (its own inverse).
+FLIP_LPS_RAS = np.diag([-1.0, -1.0, 1.0])
+
+
+class LayoutError(InputError):
+    """The segmentation or the volume cannot make a layout; the message says what to change."""
+
+
+# --- geometry ---------------------------------------------------------------------------------------------
+
+
+def ijk_to_ras(volume: Any) -> np.ndarray:
+    """The volume's 4x4 IJK-to-RAS matrix as a numpy array."""
+    m = vtk.vtkMatrix4x4()
+    volume.GetIJKToRASMatrix(m)
+    return np.array([[m.GetElement(r, c) for c in range(4)] for r in range(4)])
+
+
+def sitk_geometry(volume: Any) -> Dict[str, Tuple[float, ...]]:
+    """Spacing, origin and direction of ``volume`` in SimpleITK's LPS convention (x, y, z order)."""
+    m = ijk_to_ras(volume)
+    spacing = np.asarray(volume.GetSpacing(), dtype=float)
+    direction_ras = m[:3, :3] / spacing[None, :]
+    return {
+        "spacing": tuple(float(s) for s in spacing),
+        "origin": tuple(float(v) for v in FLIP_LPS_RAS @ m[:3, 3]),
+        "direction": tuple(float(v) for v in (FLIP_LPS_RAS @ direction_ras).ravel()),
+    }
+
+
+def shape_kji(volume: Any) -> Tuple[int, int, int]:
+    image = volume.GetImageData()
+    if image is None:
+        raise LayoutError(f"the volume '{volume.GetName()}' has no voxels; load or select a CT volume")
+    i, j, k = image.GetDimensions()
+    return (k, j, i)
+
+
+# --- segments -----------------------------------------------------------------------------------------------
+
+
+def segment_names(segmentation_node: Any) -> Dict[str, str]:
+    """Segment ID -> name, in the segmentation's order."""
+    seg = segmentation_node.GetSegmentation()
+    return {seg.GetNthSegmentID(n): seg.GetNthSegment(n).GetName() for n in range(seg.GetNumberOfSegments())}
+
+
+def is_nodule_name(name: str) -> bool:
+    low = name.strip().lower()
+    return any(w in low for w in NODULE_WORDS)
+
+
+def guess_segments(segmentation_node: Any) -> Tuple[List[str], List[str]]:
+    """(lung IDs, nodule IDs) guessed from segment names, case-insensitively.
+
+    Lung: the name contains "lung" and no nodule word ("Left lung", "LUNG_R"). Nodule: the name contains
+    "nodule", "lesion", "tumor", "tumour" or "mass" ("Nodule 1", "lung nodule").
+    """
+    lungs, nodules = [], []
+    for sid, name in segment_names(segmentation_node).items():
+        if is_nodule_name(name):
+            nodules.append(sid)
+        elif "lung" in name.lower():
+            lungs.append(sid)
+    return lungs, nodules
+
+
+def segment_ids_from_names(segmentation_node: Any, names: Sequence[str]) -> List[str]:
+    """Segment IDs for ``names`` (matched case-insensitively, surrounding spaces ignored)."""
+    by_name: Dict[str, str] = {}
+    for sid, name in segment_names(segmentation_node).items():
+        by_name.setdefault(name.strip().lower(), sid)
+    ids, missing = [], []
+    for name in names:
+        sid = by_name.get(name.strip().lower())
+        (ids.append(sid) if sid else missing.append(name))
+    if missing:
+        raise LayoutError(
+            f"segment(s) {missing} not found in '{segmentation_node.GetName()}', which has "
+            f"{list(segment_names(segmentation_node).values())}; choose existing segments"
+        )
+    return ids
+
+
+def split_names(text: str) -> List[str]:
+    """'Left lung, Right lung' -> ['Left lung', 'Right lung'] (the GUI's comma-separated fields)."""
+    return [t.strip() for t in (text or "").split(",") if t.strip()]
+
+
+def _segment_on_grid(segmentation_node: Any, segment_id: str, volume: Any) -> np.ndarray:
+    """Binary mask of one segment on the volume's grid (segments drawn on another grid are resampled)."""
+    try:
+        mask = slicer.util.arrayFromSegmentBinaryLabelmap(segmentation_node, segment_id, volume)
+    except Exception as exc:  # slicer.util raises RuntimeError, MRML may raise others
+        raise LayoutError(f"cannot export segment '{segment_id}' onto the volume grid: {exc}") from None
+    return np.asarray(mask) > 0
+
+
+def _segment_has_voxels(segmentation_node: Any, segment_id: str) -> bool:
+    try:
+        return bool(np.asarray(slicer.util.arrayFromSegmentInternalBinaryLabelmap(segmentation_node, segment_id)).any())
+    except Exception:
+        return False
+
+
+@dataclass
+class Layout:
+    """A layout on the CT grid and how it was made (for messages, provenance and tests)."""
+
+    array: np.ndarray  # uint8 (K, J, I): 0 background, 1 lung, 2 nodule
+    lung_ids: List[str]
+    nodule_ids: List[str]
+    auto_lung: bool = False
+    warnings: List[str] = field(default_factory=list)
+
+
+def layout_from_segmentation(
+    segmentation_node: Any,
+    volume: Any,
+    lung_ids: Optional[Sequence[str]] = None,
+    nodule_ids: Optional[Sequence[str]] = None,
+    auto_lung: bool = False,
+) -> Layout:
+    """Segmentation + reference CT -> layout array on the CT grid (nodules drawn over lung win).
+
+    ``lung_ids``/``nodule_ids`` default to :func:`guess_segments`. With ``auto_lung`` an empty or missing lung
+    is replaced by the engine's automatic lung mask computed from the CT. An empty nodule segment is allowed
+    (a healthy synthesis, with a warning); an empty lung is not.
+    """
+    if segmentation_node is None:
+        raise LayoutError("select a segmentation that holds the lung and nodule segments")
+    if volume is None:
+        raise LayoutError("select the reference CT volume")
+    shape = shape_kji(volume)
+    guessed_lungs, guessed_nodules = guess_segments(segmentation_node)
+    lung_ids = list(guessed_lungs if lung_ids is None else lung_ids)
+    nodule_ids = list(guessed_nodules if nodule_ids is None else nodule_ids)
+    overlap = set(lung_ids) & set(nodule_ids)
+    if overlap:
+        raise LayoutError(f"segment(s) {sorted(overlap)} are chosen both as lung and as nodule; pick one role each")
+    names = segment_names(segmentation_node)
+    unknown = [s for s in lung_ids + nodule_ids if s not in names]
+    if unknown:
+        raise LayoutError(f"segment(s) {unknown} are not in '{segmentation_node.GetName()}'")
+    if not lung_ids and not auto_lung:
+        raise LayoutError(
+            f"no lung segment in '{segmentation_node.GetName()}' (segments: {list(names.values())}); name a "
+            "segment 'lung', choose the lung segments, or tick 'make the lung mask automatically'"
+        )
+    out = np.zeros(shape, dtype=np.uint8)
+    warnings: List[str] = []
+    for role, ids, value in (("lung", lung_ids, LABEL_LUNG), ("nodule", nodule_ids, LABEL_NODULE)):
+        for sid in ids:
+            mask = _segment_on_grid(segmentation_node, sid, volume)
+            if mask.shape != shape:
+                raise LayoutError(f"segment '{names[sid]}' exported with shape {mask.shape}, expected {shape}")
+            if not mask.any():
+                if _segment_has_voxels(segmentation_node, sid):
+                    raise LayoutError(
+                        f"the {role} segment '{names[sid]}' does not overlap the volume '{volume.GetName()}'; "
+                        "check that the segmentation was drawn on this CT (same patient coordinates)"
+                    )
+                if role == "lung" and not auto_lung:
+                    raise LayoutError(
+                        f"The lung segment '{names[sid]}' is empty; paint the lungs or tick "
+                        "'make the lung mask automatically'"
+                    )
+                warnings.append(f"The {role} segment '{names[sid]}' is empty")
+            out[mask] = value
+    if not (out == LABEL_NODULE).any():
+        warnings.append("the layout has no nodule: the synthesis will show healthy lung")
+    used_auto = False
+    if not (out == LABEL_LUNG).any():
+        if not auto_lung:
+            raise LayoutError("the layout has no lung voxels; paint the lungs or use the automatic lung mask")
+        out = _add_auto_lung(out, volume)
+        used_auto = True
+    return Layout(out, lung_ids, nodule_ids, used_auto, warnings)
+
+
+def _add_auto_lung(layout: np.ndarray, volume: Any) -> np.ndarray:
+    """Lung from the CT's air-like enclosed regions (the engine's automatic mask); nodules are kept."""
+    import SimpleITK as sitk
+
+    from LungDDPMLib.data.layout import auto_lung_mask
+
+    ct = sitk.GetImageFromArray(np.ascontiguousarray(volume_array(volume)))
+    try:
+        lung = sitk.GetArrayFromImage(auto_lung_mask(ct)) > 0
+    except InputError as exc:
+        raise LayoutError(str(exc)) from None
+    out = layout.copy()
+    out[lung & (out != LABEL_NODULE)] = LABEL_LUNG
+    return out
+
+
+# --- volumes ------------------------------------------------------------------------------------------------
+
+
+def volume_array(volume: Any) -> np.ndarray:
+    """A copy of the volume's voxels (``arrayFromVolume`` returns a view into the node's image data)."""
+    return np.array(slicer.util.arrayFromVolume(volume), copy=True)
+
+
+def check_ct_volume(volume: Any) -> None:
+    """Raise :class:`LayoutError` unless the volume looks like a 3D CT in Hounsfield units."""
+    from LungDDPMLib.data.validation import check_ct_intensities
+
+    if volume is None or volume.GetImageData() is None:
+        raise LayoutError("select the reference CT volume (it has no voxels)")
+    if volume.IsA("vtkMRMLLabelMapVolumeNode"):
+        raise LayoutError(f"'{volume.GetName()}' is a label map; select the CT volume as reference")
+    if volume.GetImageData().GetNumberOfScalarComponents() != 1:
+        raise LayoutError(f"'{volume.GetName()}' has several components per voxel; select a grayscale CT")
+    if min(shape_kji(volume)) < 2:
+        raise LayoutError(f"'{volume.GetName()}' has size {shape_kji(volume)[::-1]}; it must be a 3D volume")
+    try:
+        check_ct_intensities(slicer.util.arrayFromVolume(volume), f"the volume '{volume.GetName()}'")
+    except InputError as exc:
+        raise LayoutError(str(exc)) from None
+
+
+def add_volume_like(reference: Any, array: np.ndarray, name: str, labelmap: bool = False) -> Any:
+    """A new scalar (or label map) volume node with exactly ``reference``'s geometry holding ``array``."""
+    if tuple(array.shape) != shape_kji(reference):
+        raise LayoutError(f"array of shape {array.shape} does not fit '{reference.GetName()}' {shape_kji(reference)}")
+    cls = "vtkMRMLLabelMapVolumeNode" if labelmap else "vtkMRMLScalarVolumeNode"
+    node = slicer.mrmlScene.AddNewNodeByClass(cls, name)
+    node.CopyOrientation(reference)
+    slicer.util.updateVolumeFromArray(node, np.ascontiguousarray(array))
+    node.CreateDefaultDisplayNodes()
+    if not labelmap and reference.GetDisplayNode() is not None and node.GetDisplayNode() is not None:
+        node.GetDisplayNode().CopyContent(reference.GetDisplayNode())
+    return node
+
+
+# --- subject hierarchy and provenance -----------------------------------------------------------------------
+
+
+def sh_item(node: Any) -> int:
+    """The node's subject-hierarchy item, created under the scene when missing (headless scenes add none)."""
+    sh = slicer.mrmlScene.GetSubjectHierarchyNode()
+    item = sh.GetItemByDataNode(node)
+    if not item:
+        item = sh.CreateItem(sh.GetSceneItemID(), node)
+    return item
+
+
+def create_run_folder(input_node: Any, name: str) -> int:
+    """A folder item for one run, next to ``input_node`` (same parent) in the subject hierarchy."""
+    sh = slicer.mrmlScene.GetSubjectHierarchyNode()
+    parent = sh.GetItemParent(sh_item(input_node)) or sh.GetSceneItemID()
+    return sh.CreateFolderItem(parent, name)
+
+
+def place_in_folder(nodes: Sequence[Any], folder: int) -> None:
+    sh = slicer.mrmlScene.GetSubjectHierarchyNode()
+    for node in nodes:
+        sh.SetItemParent(sh_item(node), folder)
+
+
+def remove_folder(folder: int) -> None:
+    """Remove a run folder and every node in it (used to undo a run that failed while loading)."""
+    sh = slicer.mrmlScene.GetSubjectHierarchyNode()
+    if folder:
+        sh.RemoveItem(folder, True, True)
+
+
+def set_provenance(node: Any, provenance: Dict[str, Any], seed: Optional[int] = None) -> None:
+    """Record provenance as node attributes: the headline values, and the full record as JSON."""
+    model = provenance.get("model") or {}
+    aas = provenance.get("aas") or {}
+    values = {
+        "model": model.get("path", ""),
+        "model.sha256": model.get("sha256", ""),
+        "model.preset": model.get("preset", ""),
+        "sampler": provenance.get("sampler", ""),
+        "steps": provenance.get("steps", ""),
+        "seed": seed if seed is not None else (provenance.get("seeds") or [""])[0],
+        "aas": aas.get("enabled", ""),
+        "aas.blend_from": aas.get("blend_from", ""),
+        "precision": provenance.get("precision", ""),
+        "time_s": (provenance.get("timing_s") or {}).get("case", ""),
+        "provenance": json.dumps(provenance, default=str),
+    }
+    for key, value in values.items():
+        node.SetAttribute(ATTRIBUTE_PREFIX + key, "" if value is None else str(value))
