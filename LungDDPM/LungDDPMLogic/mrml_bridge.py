@@ -111,12 +111,28 @@ def split_names(text: str) -> List[str]:
 
 
 def _segment_on_grid(segmentation_node: Any, segment_id: str, volume: Any) -> np.ndarray:
-    """Binary mask of one segment on the volume's grid (segments drawn on another grid are resampled)."""
+    """Binary mask of one segment on the volume's grid (segments drawn on another grid are resampled).
+
+    Like ``slicer.util.arrayFromSegmentBinaryLabelmap``, through a temporary label map node; here that node is
+    removed with its display, storage and color nodes, so reading a layout leaves the scene exactly as it was.
+    """
+    scene = slicer.mrmlScene
+    ids = vtk.vtkStringArray()
+    ids.InsertNextValue(segment_id)
+    temp = scene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode", "__LungDDPM_temp__")
+    before = {scene.GetNthNode(n).GetID() for n in range(scene.GetNumberOfNodes())}
     try:
-        mask = slicer.util.arrayFromSegmentBinaryLabelmap(segmentation_node, segment_id, volume)
-    except Exception as exc:  # slicer.util raises RuntimeError, MRML may raise others
-        raise LayoutError(f"cannot export segment '{segment_id}' onto the volume grid: {exc}") from None
-    return np.asarray(mask) > 0
+        ok = slicer.vtkSlicerSegmentationsModuleLogic.ExportSegmentsToLabelmapNode(segmentation_node, ids, temp, volume)
+        if not ok:
+            raise LayoutError(f"cannot export segment '{segment_id}' onto the grid of '{volume.GetName()}'")
+        mask = np.array(slicer.util.arrayFromVolume(temp), copy=True) > 0
+    finally:
+        added = [scene.GetNthNode(n) for n in range(scene.GetNumberOfNodes())]
+        for node in added:
+            if node.GetID() not in before and not node.GetSingletonTag():
+                scene.RemoveNode(node)
+        scene.RemoveNode(temp)
+    return mask
 
 
 def _segment_has_voxels(segmentation_node: Any, segment_id: str) -> bool:
@@ -308,3 +324,23 @@ def set_provenance(node: Any, provenance: Dict[str, Any], seed: Optional[int] = 
     }
     for key, value in values.items():
         node.SetAttribute(ATTRIBUTE_PREFIX + key, "" if value is None else str(value))
+
+
+def add_volume_from_sitk(image: Any, name: str, labelmap: bool = False) -> Any:
+    """A volume node from a SimpleITK image (LPS geometry converted to Slicer's RAS), e.g. a phantom."""
+    import SimpleITK as sitk
+
+    array = sitk.GetArrayFromImage(image)
+    spacing = np.asarray(image.GetSpacing(), dtype=float)
+    direction_ras = FLIP_LPS_RAS @ np.asarray(image.GetDirection(), dtype=float).reshape(3, 3)
+    matrix = vtk.vtkMatrix4x4()
+    for r in range(3):
+        for c in range(3):
+            matrix.SetElement(r, c, direction_ras[r, c] * spacing[c])
+        matrix.SetElement(r, 3, float((FLIP_LPS_RAS @ np.asarray(image.GetOrigin(), dtype=float))[r]))
+    cls = "vtkMRMLLabelMapVolumeNode" if labelmap else "vtkMRMLScalarVolumeNode"
+    node = slicer.mrmlScene.AddNewNodeByClass(cls, name)
+    node.SetIJKToRASMatrix(matrix)
+    slicer.util.updateVolumeFromArray(node, np.ascontiguousarray(array))
+    node.CreateDefaultDisplayNodes()
+    return node

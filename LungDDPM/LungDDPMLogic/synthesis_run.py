@@ -1,0 +1,266 @@
+"""One synthesis run from the scene: check inputs, run the worker, load the outputs as nodes.
+
+The life of a run: :meth:`SynthesisRun.prepare` reads and checks the scene (a bad input raises here, before
+anything is created), writes the inputs to NRRD and starts the worker; :meth:`SynthesisRun.poll` (on the GUI's
+timer) collects progress; :meth:`SynthesisRun.finish` loads the outputs into a new subject-hierarchy folder next
+to the input, all at once (if loading fails, everything it added is removed again). :meth:`SynthesisRun.cancel`
+stops the worker and leaves the scene as it was.
+
+Example (a script or the self-test)::
+
+    run = SynthesisRun(ctNode, segNode, RunSettings(steps=2, device="cpu"))
+    run.prepare()
+    run.wait()
+    outputs = run.finish()   # RunOutputs with volumes, table, chart...
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional, Sequence
+
+import numpy as np
+import slicer
+
+from LungDDPMLib.errors import LungDDPMError
+
+from . import evaluation_nodes as ev
+from . import mrml_bridge as mb
+from .worker_launcher import WorkerProcess, read_volume_nrrd, write_volume_nrrd
+
+
+class WorkerError(LungDDPMError):
+    """The worker reported an error or stopped unexpectedly; the message is the worker's own."""
+
+    def __init__(self, message: str, kind: str = "internal") -> None:
+        super().__init__(message)
+        self.kind = kind
+
+
+@dataclass
+class RunSettings:
+    """What the GUI's parameter node holds about the model and the sampler (0 means 'the default')."""
+
+    checkpoint: str = ""
+    sampler: str = "dpm++"
+    steps: int = 0
+    seed: int = 0
+    num_samples: int = 1
+    mode: str = "auto"
+    aas: bool = True
+    blend_from: int = 0
+    device: str = "auto"
+    precision: str = "fp32"
+    auto_lung: bool = False
+
+    def job_fields(self) -> Dict[str, Any]:
+        return {
+            "checkpoint": self.checkpoint or "",
+            "sampler": self.sampler,
+            "steps": self.steps or None,
+            "seed": int(self.seed),
+            "num_samples": int(self.num_samples),
+            "mode": None if self.mode in ("", "auto") else self.mode,
+            "aas": bool(self.aas),
+            "blend_from": self.blend_from or None,
+            "device": self.device or "auto",
+            "precision": self.precision,
+        }
+
+
+@dataclass
+class RunOutputs:
+    folder: int
+    volumes: List[Any]
+    layout: Any
+    metrics_table: Any
+    histogram_chart: Any
+    other_nodes: List[Any] = field(default_factory=list)
+
+    def nodes(self) -> List[Any]:
+        return [*self.volumes, self.layout, self.metrics_table, self.histogram_chart, *self.other_nodes]
+
+
+@dataclass
+class Progress:
+    step: int = 0
+    total: int = 0
+    eta_s: Optional[float] = None
+
+    @property
+    def fraction(self) -> float:
+        return self.step / self.total if self.total else 0.0
+
+
+class SynthesisRun:
+    """One run of the worker on one CT volume and its layout segmentation."""
+
+    def __init__(
+        self,
+        volume: Any,
+        segmentation: Any,
+        settings: Optional[RunSettings] = None,
+        lung_ids: Optional[Sequence[str]] = None,
+        nodule_ids: Optional[Sequence[str]] = None,
+        python: Optional[str] = None,
+    ) -> None:
+        self.volume = volume
+        self.segmentation = segmentation
+        self.settings = settings or RunSettings()
+        self.lung_ids = None if lung_ids is None else list(lung_ids)
+        self.nodule_ids = None if nodule_ids is None else list(nodule_ids)
+        self.python = python
+        self.worker: Optional[WorkerProcess] = None
+        self.layout: Optional[mb.Layout] = None
+        self.progress = Progress()
+        self.results: List[Dict[str, Any]] = []
+        self.errors: List[Dict[str, Any]] = []
+        self.log: List[str] = []
+        self.started = 0.0
+
+    # --- before ---------------------------------------------------------------------------------------------
+
+    def check_inputs(self) -> mb.Layout:
+        """Check the scene inputs and build the layout; raises ``LayoutError`` and creates nothing."""
+        mb.check_ct_volume(self.volume)
+        if self.settings.num_samples < 1:
+            raise mb.LayoutError(f"the number of samples must be at least 1, got {self.settings.num_samples}")
+        self.layout = mb.layout_from_segmentation(
+            self.segmentation, self.volume, self.lung_ids, self.nodule_ids, self.settings.auto_lung
+        )
+        self.log.extend(self.layout.warnings)
+        return self.layout
+
+    def prepare(self) -> None:
+        """Check the inputs, write them to NRRD and start the worker (returns at once)."""
+        layout = self.check_inputs()
+        self.worker = WorkerProcess(python=self.python)
+        try:
+            geometry = mb.sitk_geometry(self.volume)
+            ct_path = write_volume_nrrd(mb.volume_array(self.volume), geometry, self.worker.workdir / "ct.nrrd")
+            layout_path = write_volume_nrrd(layout.array, geometry, self.worker.workdir / "layout.nrrd")
+            case = {"name": "case", "ct": str(ct_path), "layout": str(layout_path), "out_prefix": str(self.out_prefix)}
+            self.started = time.monotonic()
+            self.worker.start({"cases": [case], **self.settings.job_fields(), "auto_lung": "never"})
+        except BaseException:
+            self.worker.cleanup()
+            raise
+
+    @property
+    def out_prefix(self) -> Any:
+        assert self.worker is not None
+        return self.worker.workdir / "out" / "synthetic"
+
+    # --- during ---------------------------------------------------------------------------------------------
+
+    def poll(self) -> List[Dict[str, Any]]:
+        """Drain the worker's events and update :attr:`progress`, :attr:`results`, :attr:`errors`, :attr:`log`."""
+        if self.worker is None:
+            return []
+        events = self.worker.poll()
+        for event in events:
+            kind = event.get("type")
+            if kind == "progress":
+                self.progress = Progress(int(event.get("step", 0)), int(event.get("total", 0)), event.get("eta_s"))
+            elif kind == "result":
+                self.results.append(event)
+            elif kind == "error":
+                self.errors.append(event)
+            elif kind == "log":
+                self.log.append(str(event.get("message", "")))
+        return events
+
+    @property
+    def finished(self) -> bool:
+        return self.worker is not None and self.worker.finished()
+
+    def wait(self, timeout: Optional[float] = None) -> None:
+        """Block until the worker is done (scripts, tests and the self-test; the GUI polls instead)."""
+        if self.worker is not None:
+            self.worker.wait(timeout)
+            self.poll()
+
+    # --- after ----------------------------------------------------------------------------------------------
+
+    def _raise_if_failed(self) -> None:
+        assert self.worker is not None
+        self.poll()
+        if self.errors:
+            first = self.errors[0]
+            raise WorkerError(f"synthesis failed: {first.get('message', 'unknown error')}", first.get("kind", ""))
+        code = self.worker.returncode
+        if code != 0 or not self.results:
+            tail = self.worker.stderr_text().strip().splitlines()[-3:]
+            raise WorkerError(
+                f"the worker stopped with exit code {code} and no result"
+                + (": " + " | ".join(tail) if tail else "")
+                + "; see the Python console log for details"
+            )
+
+    def finish(self) -> RunOutputs:
+        """Load the outputs into the scene (all or nothing) and remove the temporary files."""
+        assert self.worker is not None and self.layout is not None, "prepare() first"
+        folder = 0
+        try:
+            self._raise_if_failed()
+            result = self.results[-1]
+            provenance = result.get("provenance") or {}
+            seeds = provenance.get("seeds") or list(range(self.settings.num_samples))
+            arrays = [self._read_output(p) for p in result["paths"]]
+            name = self.volume.GetName()
+            folder = mb.create_run_folder(self.volume, f"{name} LungDDPM {time.strftime('%Y-%m-%d %H:%M:%S')}")
+            volumes = []
+            for k, array in enumerate(arrays):
+                node = mb.add_volume_like(self.volume, array, f"{name} synthetic {k}")
+                mb.set_provenance(node, provenance, seed=seeds[k] if k < len(seeds) else None)
+                mb.place_in_folder([node], folder)
+                volumes.append(node)
+            layout_node = mb.add_volume_like(self.volume, self.layout.array, f"{name} layout", labelmap=True)
+            layout_node.SetAttribute(mb.ATTRIBUTE_PREFIX + "role", "layout")
+            real = mb.volume_array(self.volume)
+            rows = ev.metrics_rows(real, arrays, self.layout.array)
+            table = ev.add_metrics_table(f"{name} LungDDPM metrics", rows)
+            plot_nodes = ev.add_histogram_plot(f"{name} HU histograms", real, arrays, self.layout.array)
+            chart = plot_nodes[1]
+            others = [plot_nodes[0], *plot_nodes[2:]]
+            mb.place_in_folder([layout_node, table, chart, *others], folder)
+            return RunOutputs(folder, volumes, layout_node, table, chart, others)
+        except BaseException:
+            mb.remove_folder(folder)
+            raise
+        finally:
+            self.worker.cleanup()
+
+    def _read_output(self, path: str) -> np.ndarray:
+        import SimpleITK as sitk
+
+        image = read_volume_nrrd(path)
+        array = sitk.GetArrayFromImage(image)
+        expected = mb.shape_kji(self.volume)
+        if tuple(array.shape) != expected:
+            raise WorkerError(f"the worker wrote {path} with shape {array.shape}, expected {expected}")
+        geometry = mb.sitk_geometry(self.volume)
+        if not np.allclose(image.GetOrigin(), geometry["origin"], atol=1e-3) or not np.allclose(
+            image.GetDirection(), geometry["direction"], atol=1e-5
+        ):
+            raise WorkerError(f"the worker wrote {path} on another grid than the input; this is a bug, please report")
+        return array
+
+    def cancel(self) -> None:
+        """Stop the worker (SIGTERM, then kill) and remove its files; the scene is left unchanged."""
+        if self.worker is not None:
+            self.worker.cancel()
+            self.poll()
+            self.worker.cleanup()
+
+    def eta_text(self) -> str:
+        p = self.progress
+        if not p.total:
+            return "starting the worker..." if self.worker and self.worker.running else ""
+        eta = "" if p.eta_s is None else f", about {round(p.eta_s)} s left"
+        return f"step {p.step} of {p.total}{eta}"
+
+
+def scene_node_count() -> int:
+    return slicer.mrmlScene.GetNumberOfNodes()

@@ -1,0 +1,61 @@
+"""A real MRML scene without the Slicer application, from the ``slicer-core`` wheel (imported by test_slicer_*).
+
+``empty_scene`` (wrapped as a fixture by each test module) sets up what ``slicer.util`` needs once per
+session: ``slicer.mrmlScene`` and ``slicer.modules.<name>.logic()`` for colors, subject hierarchy, volumes,
+segmentations, tables, plots and markups. It clears the scene after each test. Tests skip with the reason when
+slicer-core cannot be imported.
+"""
+
+from __future__ import annotations
+
+import sys
+import types
+from pathlib import Path
+
+import pytest
+
+MODULE_DIR = Path(__file__).resolve().parents[2] / "LungDDPM"
+
+
+def _headless_slicer():
+    slicer = pytest.importorskip("slicer", reason="slicer-core (pip install slicer-core) is not installed")
+    if not hasattr(slicer, "vtkMRMLScene"):
+        pytest.skip("the installed 'slicer' package has no MRML (slicer-core is needed)")
+    import slicer.util
+
+    if getattr(slicer, "_lungddpm_headless", False):
+        return slicer
+    scene = slicer.vtkMRMLScene()
+    slicer.mrmlScene = scene
+    app_logic = slicer.vtkSlicerApplicationLogic()
+    app_logic.SetMRMLScene(scene)
+    modules = {}
+    for name, cls in (
+        ("colors", "vtkSlicerColorLogic"),
+        ("subjecthierarchy", "vtkSlicerSubjectHierarchyModuleLogic"),
+        ("volumes", "vtkSlicerVolumesLogic"),
+        ("segmentations", "vtkSlicerSegmentationsModuleLogic"),
+        ("tables", "vtkSlicerTablesLogic"),
+        ("plots", "vtkSlicerPlotsLogic"),
+        ("markups", "vtkSlicerMarkupsLogic"),
+    ):
+        logic = getattr(slicer, cls)()
+        logic.SetMRMLApplicationLogic(app_logic)
+        logic.SetMRMLScene(scene)
+        app_logic.SetModuleLogic(name.capitalize(), logic)
+        modules[name] = types.SimpleNamespace(logic=lambda logic=logic: logic)
+    slicer.modules = types.SimpleNamespace(**modules)
+    slicer.app = None  # not the application: launchers pick sys.executable
+    slicer._lungddpm_headless = True
+    slicer._lungddpm_app_logic = app_logic
+    if str(MODULE_DIR) not in sys.path:
+        sys.path.insert(0, str(MODULE_DIR))
+    return slicer
+
+
+def empty_scene():
+    """Generator for a fixture: the headless ``slicer`` module with an empty scene, cleared again afterwards."""
+    slicer = _headless_slicer()
+    slicer.mrmlScene.Clear(0)
+    yield slicer
+    slicer.mrmlScene.Clear(0)

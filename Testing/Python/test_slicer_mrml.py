@@ -1,0 +1,249 @@
+"""The Slicer module's logic on a real MRML scene (slicer-core, no Qt): layouts, synthesis, outputs, errors."""
+
+from __future__ import annotations
+
+import conftest_slicer
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+from LungDDPMLib.phantom import NoduleSpec, make_phantom
+
+PHANTOM_SIZE, PHANTOM_SPACING = (64, 64, 40), (3.2, 3.2, 6.0)
+
+
+@pytest.fixture
+def slicer_scene():
+    yield from conftest_slicer.empty_scene()
+
+
+@pytest.fixture(scope="module")
+def phantom():
+    return make_phantom(
+        PHANTOM_SIZE, PHANTOM_SPACING, seed=3, nodules=[NoduleSpec(14.0, "solid", "round", side="right")]
+    )
+
+
+@pytest.fixture(scope="module")
+def tiny_checkpoint(tmp_path_factory):
+    torch = pytest.importorskip("torch")
+    from LungDDPMLib.checkpoint import save_checkpoint
+    from LungDDPMLib.config import preset
+    from LungDDPMLib.diffusion import DiffusionModel
+
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("model") / "tiny.pt"
+    save_checkpoint(path, DiffusionModel(preset("tiny", grid=(32, 32, 32), crop="lung")))
+    return str(path)
+
+
+def _other_grid(image: sitk.Image) -> sitk.Image:
+    """The same patient space sampled on a coarser, shifted, smaller grid (as a Segment Editor might)."""
+    spacing = [s * 1.5 for s in image.GetSpacing()]
+    size = [int(n / 1.5) - 2 for n in image.GetSize()]
+    origin = [o + 2.0 * s for o, s in zip(image.GetOrigin(), image.GetSpacing())]
+    ref = sitk.Image(size, sitk.sitkUInt8)
+    ref.SetSpacing(spacing)
+    ref.SetOrigin(origin)
+    ref.SetDirection(image.GetDirection())
+    return sitk.Resample(image, ref, sitk.Transform(), sitk.sitkNearestNeighbor, 0, sitk.sitkUInt8)
+
+
+def _scene_inputs(slicer, phantom, names=("Left Lung", "NODULE 1"), other_grid=True):
+    """CT volume node + segmentation node (lung and nodule segments, drawn on another grid by default)."""
+    from LungDDPMLogic import mrml_bridge as mb
+
+    ct = mb.add_volume_from_sitk(phantom.ct, "Chest")
+    layout = _other_grid(phantom.layout) if other_grid else phantom.layout
+    drawing = mb.add_volume_from_sitk(layout, "drawing grid", labelmap=True)
+    seg = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSegmentationNode", "Layout")
+    seg.SetReferenceImageGeometryParameterFromVolumeNode(drawing)
+    labels = sitk.GetArrayFromImage(layout)
+    for name, value in zip(names, (1, 2)):
+        sid = seg.GetSegmentation().AddEmptySegment("", name, [0.5, 0.5, 0.5])
+        slicer.util.updateSegmentBinaryLabelmapFromArray((labels == value).astype(np.uint8), seg, sid, drawing)
+    slicer.mrmlScene.RemoveNode(drawing)
+    return ct, seg
+
+
+def test_slicer_layout_from_segments_on_another_grid(slicer_scene, phantom):
+    from LungDDPMLogic import mrml_bridge as mb
+
+    ct, seg = _scene_inputs(slicer_scene, phantom)
+    lung_ids, nodule_ids = mb.guess_segments(seg)
+    assert len(lung_ids) == 1 and len(nodule_ids) == 1  # "Left Lung" and "NODULE 1", case-insensitive
+    layout = mb.layout_from_segmentation(seg, ct)
+    truth = sitk.GetArrayFromImage(phantom.layout)
+    assert layout.array.shape == truth.shape and layout.array.dtype == np.uint8
+    assert set(np.unique(layout.array)) == {0, 1, 2}
+    lung_dice = 2 * np.sum((layout.array > 0) & (truth > 0)) / (np.sum(layout.array > 0) + np.sum(truth > 0))
+    assert lung_dice > 0.85, lung_dice
+    assert np.sum(layout.array == 2) > 0.5 * np.sum(truth == 2)
+    # explicit names, matched case-insensitively
+    assert mb.segment_ids_from_names(seg, ["left lung"]) == lung_ids
+    with pytest.raises(mb.LayoutError, match="not found"):
+        mb.segment_ids_from_names(seg, ["liver"])
+
+
+def test_slicer_synthesis_outputs_geometry_provenance_hierarchy(slicer_scene, phantom, tiny_checkpoint):
+    from LungDDPMLogic import mrml_bridge as mb
+    from LungDDPMLogic.synthesis_run import RunSettings, SynthesisRun
+
+    slicer = slicer_scene
+    ct, seg = _scene_inputs(slicer, phantom)
+    sh = slicer.mrmlScene.GetSubjectHierarchyNode()
+    patient = sh.CreateFolderItem(sh.GetSceneItemID(), "Patient 1")
+    sh.SetItemParent(mb.sh_item(ct), patient)
+    settings = RunSettings(checkpoint=tiny_checkpoint, steps=2, num_samples=2, seed=5, device="cpu")
+    run = SynthesisRun(ct, seg, settings)
+    run.prepare()
+    workdir = run.worker.workdir
+    run.wait(timeout=120)
+    out = run.finish()
+    assert not workdir.exists()  # temporary inputs and outputs removed
+    assert [v.GetName() for v in out.volumes] == ["Chest synthetic 0", "Chest synthetic 1"]
+    real = mb.volume_array(ct)
+    for k, node in enumerate(out.volumes):
+        assert np.array_equal(mb.ijk_to_ras(node), mb.ijk_to_ras(ct))
+        synth = slicer.util.arrayFromVolume(node)
+        assert synth.shape == real.shape
+        kept = run.layout.array == 0
+        assert np.abs(synth[kept].astype(np.float64) - real[kept]).max() <= 1.0  # AAS keeps the anatomy (HU)
+        assert node.GetAttribute("LungDDPM.sampler") == "dpm++"
+        assert node.GetAttribute("LungDDPM.steps") == "2"
+        assert node.GetAttribute("LungDDPM.seed") == str(5 + k)
+        assert node.GetAttribute("LungDDPM.aas") == "True"
+        assert len(node.GetAttribute("LungDDPM.model.sha256")) == 64
+        assert node.GetAttribute("LungDDPM.model") == tiny_checkpoint
+        assert float(node.GetAttribute("LungDDPM.time_s")) > 0
+    # one folder per run, next to the input (same parent), holding every output
+    assert sh.GetItemParent(out.folder) == patient
+    children = [sh.GetItemDataNode(i) for i in _children(sh, out.folder)]
+    for node in out.nodes():
+        assert node in children
+    assert np.array_equal(slicer.util.arrayFromVolume(out.layout), run.layout.array)
+    # metrics table: a row per (sample, region); kept anatomy has zero error
+    table = out.metrics_table.GetTable()
+    assert table.GetNumberOfRows() == 2 * 4
+    region = table.GetColumnByName("region")
+    mae = table.GetColumnByName("MAE (HU)")
+    rows = {(int(table.GetColumnByName("sample").GetValue(r)), region.GetValue(r)): r for r in range(8)}
+    assert mae.GetValue(rows[(0, "kept")]) <= 1.0
+    assert mae.GetValue(rows[(0, "lung")]) >= 0.0 and table.GetColumnByName("SSIM").GetValue(rows[(1, "lung")]) <= 1
+    # histogram chart: real and each sample per region, backed by a filled table
+    chart = out.histogram_chart
+    assert chart.GetNumberOfPlotSeriesNodes() == 2 * 3
+    series = chart.GetNthPlotSeriesNode(0)
+    data = series.GetTableNode().GetTable()
+    assert data.GetNumberOfRows() > 50
+    values = [data.GetColumnByName(series.GetYColumnName()).GetValue(r) for r in range(data.GetNumberOfRows())]
+    assert abs(sum(values) - 1.0) < 1e-6
+
+
+def _children(sh, item):
+    import vtk
+
+    ids = vtk.vtkIdList()
+    sh.GetItemChildren(item, ids)
+    return [ids.GetId(n) for n in range(ids.GetNumberOfIds())]
+
+
+def test_slicer_cancel_leaves_scene_unchanged(slicer_scene, phantom, tiny_checkpoint):
+    import time
+
+    from LungDDPMLogic.synthesis_run import RunSettings, SynthesisRun
+
+    slicer = slicer_scene
+    ct, seg = _scene_inputs(slicer, phantom, other_grid=False)
+    before = slicer.mrmlScene.GetNumberOfNodes()
+    run = SynthesisRun(ct, seg, RunSettings(checkpoint=tiny_checkpoint, steps=200, sampler="ddim", device="cpu"))
+    run.prepare()
+    deadline = time.monotonic() + 60
+    while run.progress.step < 1 and time.monotonic() < deadline and not run.finished:
+        run.poll()
+        time.sleep(0.05)
+    assert run.progress.step >= 1, (run.errors, run.log)
+    workdir = run.worker.workdir
+    run.cancel()
+    assert run.worker.returncode == 130  # the worker stopped cleanly within a step
+    assert not workdir.exists()
+    assert slicer.mrmlScene.GetNumberOfNodes() == before
+    assert not run.results
+
+
+def test_slicer_bad_inputs_give_clear_errors_and_add_no_nodes(slicer_scene, phantom):
+    from LungDDPMLogic import mrml_bridge as mb
+    from LungDDPMLogic.synthesis_run import RunSettings, SynthesisRun
+
+    slicer = slicer_scene
+    ct, seg = _scene_inputs(slicer, phantom, other_grid=False)
+    segmentation = seg.GetSegmentation()
+    lung_id, nodule_id = segmentation.GetNthSegmentID(0), segmentation.GetNthSegmentID(1)
+    shape = mb.shape_kji(ct)
+
+    def check(run, match):
+        before = slicer.mrmlScene.GetNumberOfNodes()
+        with pytest.raises(mb.LayoutError, match=match):
+            run.prepare()
+        assert slicer.mrmlScene.GetNumberOfNodes() == before
+        assert run.worker is None  # no process, no temporary files
+
+    # an empty nodule segment is allowed: a healthy synthesis, with a warning
+    slicer.util.updateSegmentBinaryLabelmapFromArray(np.zeros(shape, np.uint8), seg, nodule_id, ct)
+    layout = SynthesisRun(ct, seg).check_inputs()
+    assert not (layout.array == 2).any() and any("empty" in w for w in layout.warnings)
+    # an empty lung is an error unless the automatic lung mask is asked for
+    slicer.util.updateSegmentBinaryLabelmapFromArray(np.zeros(shape, np.uint8), seg, lung_id, ct)
+    check(SynthesisRun(ct, seg), "lung segment 'Left Lung' is empty")
+    auto = SynthesisRun(ct, seg, RunSettings(auto_lung=True)).check_inputs()
+    assert auto.auto_lung and (auto.array == 1).sum() > 1000
+    # no segment recognisable as lung
+    other = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSegmentationNode", "Other")
+    other.GetSegmentation().AddEmptySegment("", "Liver", [1, 0, 0])
+    check(SynthesisRun(ct, other), "no lung segment")
+    # a segmentation drawn somewhere else (does not overlap the CT)
+    far = sitk.Image(phantom.layout)
+    far.SetOrigin([o + 5000.0 for o in far.GetOrigin()])
+    away = mb.add_volume_from_sitk(far, "far away", labelmap=True)
+    seg_far = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSegmentationNode", "Far")
+    seg_far.SetReferenceImageGeometryParameterFromVolumeNode(away)
+    sid = seg_far.GetSegmentation().AddEmptySegment("", "lung", [1, 0, 0])
+    slicer.util.updateSegmentBinaryLabelmapFromArray(
+        (sitk.GetArrayFromImage(far) == 1).astype(np.uint8), seg_far, sid, away
+    )
+    check(SynthesisRun(ct, seg_far), "does not overlap")
+    # a volume that is not a CT in Hounsfield units (an MR-like 0..1000 volume)
+    mr = mb.add_volume_like(ct, np.random.default_rng(0).uniform(0, 1000, shape).astype(np.float32), "MR")
+    check(SynthesisRun(mr, seg), "Hounsfield")
+    # the same segment as lung and nodule
+    check(SynthesisRun(ct, seg, lung_ids=[lung_id], nodule_ids=[lung_id]), "both as lung and as nodule")
+
+
+def test_slicer_nodule_placement_adds_a_sized_nodule_segment(slicer_scene, phantom):
+    from LungDDPMLogic import mrml_bridge as mb
+    from LungDDPMLogic import nodule_placement as npl
+
+    slicer = slicer_scene
+    ct, seg = _scene_inputs(slicer, phantom, other_grid=False)
+    lung = mb.layout_from_segmentation(seg, ct).array == 1
+    k, j, i = np.argwhere(lung)[len(np.argwhere(lung)) // 2]
+    centre = (mb.ijk_to_ras(ct) @ np.array([i, j, k, 1.0]))[:3]
+    markups = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLMarkupsFiducialNode", "Nodule points")
+    markups.AddControlPointWorld(*centre)
+    sid = npl.add_nodule_at_markup(seg, ct, markups, diameter_mm=16.0, kind="ground-glass", shape="round")
+    segment = seg.GetSegmentation().GetSegment(sid)
+    assert segment.GetName() == "Nodule 2"  # "NODULE 1" is taken (names compared case-insensitively)
+    mask = slicer.util.arrayFromSegmentBinaryLabelmap(seg, sid, ct) > 0
+    ball_voxels = 4 / 3 * np.pi * 8.0**3 / np.prod(PHANTOM_SPACING)
+    assert 0.6 * ball_voxels < mask.sum() < 1.5 * ball_voxels
+    assert segment.HasTag("LungDDPM.kind") and segment.HasTag("LungDDPM.diameter_mm")
+    assert sid in mb.guess_segments(seg)[1]  # recognised as a nodule by its name
+    layout = mb.layout_from_segmentation(seg, ct).array
+    assert (layout[mask] == 2).all()
+    for shape in ("lobulated", "spiculated"):
+        m = npl.nodule_mask(ct, centre, 12.0, shape, seed=1)
+        assert m.any()
+    with pytest.raises(mb.LayoutError, match="outside"):
+        npl.nodule_mask(ct, centre + 10000.0, 10.0)
+    with pytest.raises(mb.LayoutError, match="diameter"):
+        npl.nodule_mask(ct, centre, 50.0)
