@@ -103,9 +103,10 @@ def test_same_seed_same_output_and_independent_of_batch(model, layout, reference
     assert not torch.allclose(a[0], a[1])
 
 
-@pytest.mark.parametrize("cfg", [SamplerConfig("ddim", steps=3, eta=1.0), SamplerConfig("ddpm")], ids=["ddim", "ddpm"])
-def test_global_rng_is_not_used(model, layout, reference, cfg) -> None:
-    """Stochastic steps and the AAS noise come from the seeded generators, never from torch's global RNG."""
+def test_global_rng_is_not_used(model, layout, reference) -> None:
+    """Stochastic steps (DDIM eta=1 draws fresh noise every step, as DDPM does) and the AAS noise come from the
+    seeded generators, never from torch's global RNG."""
+    cfg = SamplerConfig("ddim", steps=6, eta=1.0)
     torch.manual_seed(1)
     a = sample(model, layout, reference, sampler=cfg, seeds=[4])
     torch.manual_seed(999)
