@@ -236,3 +236,28 @@ def save_checkpoint(
         payload.update(extra)
     atomic_torch_save(payload, path)
     return Path(path)
+
+
+def export_weights(source: PathLike, target: PathLike, *, weights: str = "ema") -> Path:
+    """Write a small inference-only file: one set of weights, the configuration and the provenance.
+
+    The chosen weights are stored under both ``model`` and ``ema``; the two dicts share their tensors, which
+    ``torch.save`` writes once, so the file holds a single copy and no optimiser state.
+    """
+    ckpt = load_checkpoint(source, weights=weights)
+    state = {k: v.detach().cpu() for k, v in ckpt.model.state_dict().items()}
+    provenance = {
+        **ckpt.provenance,
+        "exported_from": {"path": str(source), "sha256": ckpt.sha256, "weights": ckpt.weights, "step": ckpt.step},
+    }
+    payload: Dict[str, Any] = {
+        "format": FORMAT_OURS,
+        "format_version": FORMAT_VERSION,
+        "config": ckpt.config.to_json(),
+        "step": ckpt.step,
+        "model": state,
+        "ema": dict(state),
+        "provenance": json.dumps(provenance, sort_keys=True, default=str),
+    }
+    atomic_torch_save(payload, target)
+    return Path(target)

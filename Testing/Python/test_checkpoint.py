@@ -153,3 +153,23 @@ def test_failed_save_keeps_previous_file_and_leaves_no_temporary(
         atomic_torch_save({"v": torch.tensor([2])}, target)
     assert target.read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["last.pt"]
+
+
+def test_export_keeps_one_copy_of_the_chosen_weights(tmp_path: Path) -> None:
+    from LungDDPMLib.checkpoint import export_weights
+
+    model, ema = DiffusionModel(preset("small")), DiffusionModel(preset("small"))
+    with torch.no_grad():
+        for p in ema.parameters():
+            p.add_(0.5)
+    extra = {"trainer": {"optimizer": {"m": [torch.zeros(500_000)]}}}  # stands in for the optimiser state
+    source = save_checkpoint(tmp_path / "last.pt", model, ema=ema, step=9, provenance={"run": "x"}, extra=extra)
+    target = export_weights(source, tmp_path / "demo.pt")
+    weights_bytes = sum(v.numel() * v.element_size() for v in ema.state_dict().values())
+    assert target.stat().st_size < 1.1 * weights_bytes < source.stat().st_size
+    got = load_checkpoint(target)  # no "no EMA weights" warning: the EMA weights are there
+    assert got.weights == "ema" and got.step == 9 and got.provenance["run"] == "x"
+    assert got.provenance["exported_from"]["weights"] == "ema"
+    assert all(torch.equal(a, b) for a, b in zip(got.model.state_dict().values(), ema.state_dict().values()))
+    payload = torch.load(target, weights_only=True)
+    assert "trainer" not in payload

@@ -1,0 +1,22 @@
+"""``lungddpm export RUN/last.pt OUT.pt``: keep one set of weights for inference (no optimiser state)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("export", help="write an inference-only copy of a checkpoint (EMA weights by default)")
+    p.add_argument("source", help="a training checkpoint (e.g. RUN/last.pt)")
+    p.add_argument("target", help="the file to write")
+    p.add_argument("--weights", choices=("ema", "model"), default="ema")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..checkpoint import export_weights, file_sha256
+
+    path = export_weights(args.source, args.target, weights=args.weights)
+    print(json.dumps({"path": str(path), "bytes": path.stat().st_size, "sha256": file_sha256(path)}))
+    return 0
