@@ -1,9 +1,10 @@
 """How faithful is a synthetic CT? Per-region metrics in a table node and HU histograms in a plot chart.
 
-Regions: lung (layout 1), nodule (layout 2), generated (lung + nodule) and kept (everything else; with AAS
-it equals the input, so its errors are 0). Metrics per region and sample: MSE, MAE, PSNR (data range 2000 HU,
-the -1000..1000 HU window), SSIM computed once over the region's voxels (global means, variances and
-covariance; no sliding window, so it needs no extra package) and real/synthetic HU mean and SD.
+The numbers come from the engine's :func:`LungDDPMLib.evaluation.paired_metrics` (one definition for the CLI, the
+demo and this module): per region (lung, nodule, generated = lung + nodule, kept = everything else; with AAS the
+kept region equals the input, so its errors are 0) and sample, MSE and MAE in HU, PSNR on the -1000..1000 HU window,
+a windowed 3D SSIM, the Wasserstein-1 distance of the HU distributions, and real/synthetic HU mean and SD.
+Not-applicable values (an empty region) are NaN in the table.
 """
 
 from __future__ import annotations
@@ -14,19 +15,20 @@ import numpy as np
 import slicer
 import vtk
 
-DATA_RANGE_HU = 2000.0
 REGIONS = ("lung", "nodule", "generated", "kept")
-METRIC_COLUMNS = (
-    "voxels",
-    "MSE (HU^2)",
-    "MAE (HU)",
-    "PSNR (dB)",
-    "SSIM",
-    "real mean (HU)",
-    "real SD (HU)",
-    "synthetic mean (HU)",
-    "synthetic SD (HU)",
-)
+#: Table column -> key of :func:`LungDDPMLib.evaluation.paired_metrics`.
+METRIC_COLUMNS = {
+    "voxels": "voxels",
+    "MSE (HU^2)": "mse_hu",
+    "MAE (HU)": "mae_hu",
+    "PSNR (dB)": "psnr_db",
+    "SSIM": "ssim",
+    "W1 (HU)": "w1_hu",
+    "real mean (HU)": "real_mean_hu",
+    "real SD (HU)": "real_sd_hu",
+    "synthetic mean (HU)": "synthetic_mean_hu",
+    "synthetic SD (HU)": "synthetic_sd_hu",
+}
 HISTOGRAM_BINS = np.arange(-1100.0, 600.0 + 1e-9, 20.0)
 
 
@@ -34,39 +36,19 @@ def region_masks(layout: np.ndarray) -> Dict[str, np.ndarray]:
     return {"lung": layout == 1, "nodule": layout == 2, "generated": layout > 0, "kept": layout == 0}
 
 
-def region_metrics(real: np.ndarray, synthetic: np.ndarray) -> Dict[str, float]:
-    """Metrics over one region's voxels (1-D arrays in HU); NaN for an empty region."""
-    nan = float("nan")
-    if real.size == 0:
-        return dict.fromkeys(METRIC_COLUMNS, nan) | {"voxels": 0.0}
-    a, b = real.astype(np.float64), synthetic.astype(np.float64)
-    diff = b - a
-    mse = float(np.mean(diff**2))
-    c1, c2 = (0.01 * DATA_RANGE_HU) ** 2, (0.03 * DATA_RANGE_HU) ** 2
-    ma, mb = a.mean(), b.mean()
-    cov = float(np.mean((a - ma) * (b - mb)))
-    ssim = ((2 * ma * mb + c1) * (2 * cov + c2)) / ((ma**2 + mb**2 + c1) * (a.var() + b.var() + c2))
-    return {
-        "voxels": float(a.size),
-        "MSE (HU^2)": mse,
-        "MAE (HU)": float(np.mean(np.abs(diff))),
-        "PSNR (dB)": float("inf") if mse == 0 else float(10 * np.log10(DATA_RANGE_HU**2 / mse)),
-        "SSIM": float(ssim),
-        "real mean (HU)": float(ma),
-        "real SD (HU)": float(a.std()),
-        "synthetic mean (HU)": float(mb),
-        "synthetic SD (HU)": float(b.std()),
-    }
-
-
 def metrics_rows(real: np.ndarray, synthetics: Sequence[np.ndarray], layout: np.ndarray) -> List[Dict[str, Any]]:
-    """One row per (sample, region) with every metric."""
+    """One row per (sample, region) with every metric (NaN where a metric does not apply)."""
+    from LungDDPMLib.evaluation import paired_metrics  # the engine, on sys.path via engine_path
+
     rows = []
-    masks = region_masks(layout)
     for k, synthetic in enumerate(synthetics):
+        metrics = paired_metrics(real, synthetic, layout)
         for region in REGIONS:
-            m = masks[region]
-            rows.append({"sample": k, "region": region, **region_metrics(real[m], synthetic[m])})
+            values = metrics[region]
+            row = {"sample": k, "region": region}
+            for column, key in METRIC_COLUMNS.items():
+                row[column] = float("nan") if values[key] is None else float(values[key])
+            rows.append(row)
     return rows
 
 
