@@ -32,10 +32,6 @@ METRIC_COLUMNS = {
 HISTOGRAM_BINS = np.arange(-1100.0, 600.0 + 1e-9, 20.0)
 
 
-def region_masks(layout: np.ndarray) -> Dict[str, np.ndarray]:
-    return {"lung": layout == 1, "nodule": layout == 2, "generated": layout > 0, "kept": layout == 0}
-
-
 def metrics_rows(real: np.ndarray, synthetics: Sequence[np.ndarray], layout: np.ndarray) -> List[Dict[str, Any]]:
     """One row per (sample, region) with every metric (NaN where a metric does not apply)."""
     from LungDDPMLib.evaluation import paired_metrics  # the engine, on sys.path via engine_path
@@ -81,6 +77,8 @@ def histogram(values: np.ndarray) -> np.ndarray:
 
 def add_histogram_plot(name: str, real: np.ndarray, synthetics: Sequence[np.ndarray], layout: np.ndarray) -> List[Any]:
     """HU histograms, real against each synthetic sample, per generated region: [table, chart, *series]."""
+    from LungDDPMLib.evaluation import region_masks  # one definition of the regions, the engine's
+
     masks = region_masks(layout)
     table_node = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLTableNode", f"{name} data")
     table = table_node.GetTable()

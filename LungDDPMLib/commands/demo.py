@@ -48,18 +48,11 @@ def _log(message: str) -> None:
 def _quick_model(work: Path, steps: int, seed: int, device: str) -> Any:
     """Train the tiny preset on phantoms (32^3, lung crop) so that the demo can run without weights."""
     from ..config import preset
-    from ..data.datasets import PhantomDataset
+    from ..data.datasets import PhantomDataset, model_data_options
     from ..training import TrainConfig, Trainer, seeded_model
 
     cfg = preset("tiny", crop="lung")
-    data = PhantomDataset(
-        8,
-        base_seed=1000 + seed,
-        grid=cfg.grid,
-        normalization=cfg.normalization,
-        seed=seed,
-        preprocess_options={"crop": cfg.crop, "margin_mm": cfg.crop_margin_mm},
-    )
+    data = PhantomDataset(8, base_seed=1000 + seed, seed=seed, **model_data_options(cfg))
     config = TrainConfig(
         lr=3e-3,
         grad_accum=1,

@@ -79,7 +79,7 @@ def _progress(quiet: bool) -> Callable[[int, int, float, Optional[float]], None]
 
 def run(args: argparse.Namespace) -> int:
     from ..config import preset
-    from ..data.datasets import PairedFolderDataset, PhantomDataset
+    from ..data.datasets import PairedFolderDataset, PhantomDataset, model_data_options
     from ..errors import InputError
     from ..training import TrainConfig, Trainer, seeded_model
     from ..training.distributed import init_from_env, shutdown
@@ -94,12 +94,7 @@ def run(args: argparse.Namespace) -> int:
     if args.steps is not None:
         fields["max_steps"] = args.steps
     config = TrainConfig(seed=args.seed, **fields)
-    data_kwargs = {
-        "grid": model_cfg.grid,
-        "normalization": model_cfg.normalization,
-        "seed": args.seed,
-        "preprocess_options": {"crop": model_cfg.crop, "margin_mm": model_cfg.crop_margin_mm},
-    }
+    data_kwargs = {**model_data_options(model_cfg), "seed": args.seed}
     if args.phantom is not None:
         if args.phantom < 1:
             raise InputError(f"--phantom needs at least 1 phantom, got {args.phantom}")

@@ -81,6 +81,15 @@ def pair_files(ct_dir: PathLike, layout_dir: Optional[PathLike] = None) -> List[
     return [(n, cts[n], layouts[n]) for n in names]
 
 
+def model_data_options(config: Any) -> Dict[str, Any]:
+    """Dataset options that make training data match what synthesis feeds a model of this ``ModelConfig``."""
+    return {
+        "grid": config.grid,
+        "normalization": config.normalization,
+        "preprocess_options": {"crop": config.crop, "margin_mm": config.crop_margin_mm},
+    }
+
+
 class _PreprocessedDataset(Dataset):
     """Shared caching and augmentation; subclasses implement :meth:`_prepare` and :meth:`_cache_key`."""
 

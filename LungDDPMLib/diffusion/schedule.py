@@ -90,6 +90,10 @@ class NoiseSchedule(nn.Module):
         """alpha_bar at one integer level as a Python float; level -1 is the clean image (alpha_bar = 1)."""
         return 1.0 if level < 0 else float(self.alphas_cumprod[level].double())
 
+    def host(self) -> HostTables:
+        """Python-float copies of the tables samplers read at every step, taken once per sampling call."""
+        return HostTables(self)
+
     def check_timestep(self, t: torch.Tensor) -> None:
         if t.numel() and (int(t.min()) < 0 or int(t.max()) >= self.num_timesteps):
             raise InputError(f"timesteps must lie in [0, {self.num_timesteps - 1}], got {t.tolist()}")
@@ -101,3 +105,25 @@ class NoiseSchedule(nn.Module):
         a = self.sqrt_alphas_cumprod[t].view(shape).to(x0.dtype)
         s = self.sqrt_one_minus_alphas_cumprod[t].view(shape).to(x0.dtype)
         return a * x0 + s * noise
+
+
+class HostTables:
+    """The schedule as Python floats (float64 copies of the float32 buffers, so values are unchanged).
+
+    Samplers read a few scalars per step; reading them from device tensors would synchronise a GPU every step.
+    """
+
+    def __init__(self, schedule: NoiseSchedule) -> None:
+        def table(name: str) -> list:
+            return getattr(schedule, name).detach().double().cpu().tolist()
+
+        self.alphas_cumprod = table("alphas_cumprod")
+        self.sqrt_alphas_cumprod = table("sqrt_alphas_cumprod")
+        self.sqrt_one_minus_alphas_cumprod = table("sqrt_one_minus_alphas_cumprod")
+        self.posterior_mean_coef1 = table("posterior_mean_coef1")
+        self.posterior_mean_coef2 = table("posterior_mean_coef2")
+        self.posterior_log_variance_clipped = table("posterior_log_variance_clipped")
+
+    def alpha_bar(self, level: int) -> float:
+        """alpha_bar at one level; level -1 is the clean image (alpha_bar = 1)."""
+        return 1.0 if level < 0 else self.alphas_cumprod[level]

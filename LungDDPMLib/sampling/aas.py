@@ -81,6 +81,7 @@ class AASBlender:
         if reference.shape != known.shape:
             raise InputError(f"reference {tuple(reference.shape)} and known mask {tuple(known.shape)} differ in shape")
         self.schedule = schedule
+        self.host = schedule.host()
         self.reference = reference
         self.known = known.bool()
         self.config = config
@@ -94,10 +95,11 @@ class AASBlender:
             self.ring_weight = w
 
     def _noised(self, level: int) -> torch.Tensor:
+        """q_sample of the reference at ``level`` with scalars read once at construction (no per-step GPU sync)."""
         if level < 0:
             return self.reference
-        t = torch.full((self.reference.shape[0],), level, device=self.reference.device, dtype=torch.long)
-        return self.schedule.q_sample(self.reference, t, self.noise())
+        a, s = self.host.sqrt_alphas_cumprod[level], self.host.sqrt_one_minus_alphas_cumprod[level]
+        return a * self.reference + s * self.noise()
 
     def _paste(self, x: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
         x = torch.where(self.known, value, x)  # exact copy on known voxels

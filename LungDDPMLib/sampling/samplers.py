@@ -82,10 +82,11 @@ def sample_ddpm(
 ) -> torch.Tensor:
     """Ancestral DDPM over all T levels with the posterior variance (beta tilde): the published reference."""
     T = schedule.num_timesteps
+    host = schedule.host()
     for i, t in enumerate(range(T - 1, -1, -1)):
-        x0 = _x0(x, eps_fn(x, _levels(x, t)), schedule.alpha_bar(t), clip_x0)
-        mean = float(schedule.posterior_mean_coef1[t]) * x0 + float(schedule.posterior_mean_coef2[t]) * x
-        std = math.exp(0.5 * float(schedule.posterior_log_variance_clipped[t])) if t > 0 else 0.0
+        x0 = _x0(x, eps_fn(x, _levels(x, t)), host.alpha_bar(t), clip_x0)
+        mean = host.posterior_mean_coef1[t] * x0 + host.posterior_mean_coef2[t] * x
+        std = math.exp(0.5 * host.posterior_log_variance_clipped[t]) if t > 0 else 0.0
         x = mean + std * noise() if t > 0 else mean
         x = hook(x, i, t, t - 1)
     return x
@@ -104,9 +105,10 @@ def sample_ddim(
     clip_x0: bool = True,
 ) -> torch.Tensor:
     """DDIM (Song et al. 2021) over the given levels, ending at the clean image; ``eta=1`` is DDPM-like."""
+    host = schedule.host()
     for i, t in enumerate(timesteps):
         s = timesteps[i + 1] if i + 1 < len(timesteps) else -1
-        a_t, a_s = schedule.alpha_bar(t), schedule.alpha_bar(s)
+        a_t, a_s = host.alpha_bar(t), host.alpha_bar(s)
         x0 = _x0(x, eps_fn(x, _levels(x, t)), a_t, clip_x0)
         eps = (x - math.sqrt(a_t) * x0) / math.sqrt(1.0 - a_t)  # consistent with the clipped x0
         sigma = eta * math.sqrt((1 - a_s) / (1 - a_t) * (1 - a_t / a_s))
@@ -136,14 +138,15 @@ def sample_dpmpp_2m(
     del noise  # deterministic; the argument keeps all samplers call-compatible
     prev_x0 = None
     prev_lam = 0.0
+    host = schedule.host()
     for i, t in enumerate(timesteps):
-        a_t = schedule.alpha_bar(t)
+        a_t = host.alpha_bar(t)
         x0 = _x0(x, eps_fn(x, _levels(x, t)), a_t, clip_x0)
         if i + 1 == len(timesteps):
             x = hook(x0, i, t, -1)
             break
         s = timesteps[i + 1]
-        a_s = schedule.alpha_bar(s)
+        a_s = host.alpha_bar(s)
         lam_t = 0.5 * math.log(a_t / (1 - a_t))
         lam_s = 0.5 * math.log(a_s / (1 - a_s))
         h = lam_s - lam_t
