@@ -1,0 +1,156 @@
+"""``lungddpm evaluate`` end to end on phantom files with known answers, and its bad-input handling."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+from LungDDPMLib.cli import main
+from LungDDPMLib.data.io import write_image
+from LungDDPMLib.evaluation.matching import case_key, match
+from LungDDPMLib.evaluation.patches import patch_boxes
+from LungDDPMLib.phantom import make_phantom, save_phantom
+
+SIZE, SPACING = (48, 48, 32), (4.0, 4.0, 6.0)
+
+
+def _shifted(ct: sitk.Image, layout: sitk.Image, label: int, shift: int) -> sitk.Image:
+    """The CT with ``shift`` HU added inside ``label`` (exact in int16)."""
+    a = sitk.GetArrayFromImage(ct).astype(np.int16)
+    a[sitk.GetArrayFromImage(layout) == label] += shift
+    out = sitk.GetImageFromArray(a)
+    out.CopyInformation(ct)
+    return out
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory) -> dict:
+    """Three real phantoms (one without nodules) with layouts; synthetic = lung +50 HU; case 1 has two samples."""
+    root = tmp_path_factory.mktemp("evaluate")
+    real, synth = root / "real", root / "synthetic"
+    phantoms = {}
+    for seed, nodules in ((1, 2), (2, 1), (3, 0)):
+        ph = make_phantom(SIZE, SPACING, seed=seed, nodules=nodules)
+        save_phantom(real, ph, name=f"case{seed}")
+        phantoms[seed] = ph
+    write_image(_shifted(phantoms[1].ct, phantoms[1].layout, 1, 50), synth / "case1_synthetic_0.nrrd")
+    write_image(_shifted(phantoms[1].ct, phantoms[1].layout, 1, 60), synth / "case1_synthetic_1.nrrd")
+    write_image(_shifted(phantoms[2].ct, phantoms[2].layout, 1, 50), synth / "case2_synthetic.nrrd")
+    write_image(_shifted(phantoms[3].ct, phantoms[3].layout, 1, 50), synth / "case3_synthetic.nrrd")
+    return {"root": root, "real": real, "synthetic": synth, "phantoms": phantoms}
+
+
+def test_case_keys_and_matching(files) -> None:
+    assert case_key("a/case7_ct.nrrd") == "case7"
+    assert case_key("case7_layout.seg.nrrd") == "case7"
+    assert case_key("case7_synthetic_2.nii.gz") == "case7"
+    assert case_key("Case7.nrrd") == "case7"
+    real = sorted(files["real"].glob("*_ct.nrrd"))
+    synth = sorted(files["synthetic"].glob("*.nrrd"))
+    pairing = match(real, synth)
+    assert pairing.how == "by case name" and len(pairing.pairs) == 4
+    assert {Path(p["real"]).name for p in pairing.pairs} == {"case1_ct.nrrd", "case2_ct.nrrd", "case3_ct.nrrd"}
+    one = match(real[:1], [files["synthetic"] / "other.nrrd"])
+    assert one.how == "all samples of one real CT"
+    none = match(real, [Path("x.nrrd"), Path("y.nrrd")])
+    assert none.how == "none" and "only set metrics" in none.note
+
+
+def test_evaluate_report_known_answers(files, capsys) -> None:
+    out = files["root"] / "report"
+    rc = main(
+        ["evaluate", "--real", str(files["real"]), "--synthetic", str(files["synthetic"]),
+         "--layout", str(files["real"]), "--out", str(out)]
+    )  # fmt: skip
+    assert rc == 0
+    report = json.loads((out / "metrics.json").read_text())
+    assert report["pairing"]["how"] == "by case name" and len(report["pairs"]) == 4
+    by_name = {Path(p["synthetic"]).name: p for p in report["pairs"]}
+    for name, shift in (("case1_synthetic_0.nrrd", 50), ("case1_synthetic_1.nrrd", 60), ("case3_synthetic.nrrd", 50)):
+        r = by_name[name]["regions"]
+        assert r["lung"]["mae_hu"] == pytest.approx(shift) and r["lung"]["w1_hu"] == pytest.approx(shift)
+        assert r["kept"]["mae_hu"] == 0 and r["kept"]["mse_hu"] == 0
+        assert by_name[name]["layout"].endswith("_layout.nrrd")  # the label map, not the .seg.nrrd
+    empty = by_name["case3_synthetic.nrrd"]["regions"]["nodule"]
+    assert empty["voxels"] == 0 and empty["mae_hu"] is None and empty["ssim"] is None  # not applicable, not NaN
+    assert report["summary"]["lung"]["mae_hu"] == pytest.approx((50 + 60 + 50 + 50) / 4)
+    assert report["summary"]["nodule"]["mae_hu"] == 0  # nodules untouched; the empty one is skipped
+    # Diversity: the two samples of case1 differ by exactly 10 HU in the lung and not at all in the nodules.
+    div = report["diversity"]
+    case1 = next(v for k, v in div.items() if k.endswith("case1_ct.nrrd"))
+    assert case1 is not None and 0 < case1["mean_pairwise_mae_hu"] <= 10
+    assert all(v is None for k, v in div.items() if not k.endswith("case1_ct.nrrd"))
+    sets = report["set_metrics"]
+    assert sets["status"] == "ok" and sets["n_real"] == 3 and sets["n_synthetic"] == 4
+    assert sets["fid"] > 0 and np.isfinite(sets["mmd2"]) and sets["comparable_with_paper"] is False
+    with open(out / "metrics.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 4 * 5
+    nod = [r for r in rows if r["synthetic"].endswith("case3_synthetic.nrrd") and r["region"] == "nodule"]
+    assert nod[0]["mae_hu"] == "NA"
+    for name in ["figures/histograms.png", *report["pairs"][0]["figures"]]:
+        assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert (out / "histograms.csv").exists()
+    assert not [p for p in out.iterdir() if p.name.startswith(".")]  # no staging left behind
+    assert "FID" in capsys.readouterr().out
+
+
+def test_identical_sets_have_zero_fid(files, tmp_path) -> None:
+    real = sorted(str(p) for p in files["real"].glob("*_ct.nrrd"))
+    rc = main(
+        ["evaluate", "--real", *real, "--synthetic", *real, "--layout", str(files["real"]), "--out", str(tmp_path)]
+    )
+    assert rc == 0
+    report = json.loads((tmp_path / "metrics.json").read_text())
+    assert report["set_metrics"]["fid"] == pytest.approx(0.0, abs=1e-6)
+    assert report["summary"]["whole"]["mae_hu"] == 0 and report["summary"]["whole"]["psnr_db"] == "inf"
+
+
+def test_geometry_mismatch_refused_then_resampled(files, tmp_path, capsys) -> None:
+    ph = files["phantoms"][1]
+    moved = sitk.Image(ph.ct)
+    moved.SetSpacing((4.4, 4.4, 6.0))
+    synth = write_image(moved, tmp_path / "in" / "case1_synthetic.nrrd")
+    args = ["evaluate", "--real", str(files["real"] / "case1_ct.nrrd"), "--synthetic", str(synth),
+            "--layout", str(files["real"] / "case1_layout.nrrd"), "--out", str(tmp_path / "out")]  # fmt: skip
+    assert main(args) == 1
+    err = capsys.readouterr().err
+    assert "not on the grid" in err and "--geometry resample" in err
+    assert not (tmp_path / "out" / "metrics.json").exists() and not list((tmp_path / "out").iterdir())
+    assert main([*args, "--geometry", "resample"]) == 0
+    report = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    assert report["pairs"][0]["resampled"] is True
+
+
+def test_sets_too_small_and_non_ct(files, tmp_path, capsys) -> None:
+    real = str(files["real"] / "case2_ct.nrrd")
+    synth = str(files["synthetic"] / "case2_synthetic.nrrd")
+    base = ["evaluate", "--real", real, "--synthetic", synth, "--out", str(tmp_path / "a")]
+    assert main(base) == 0
+    sets = json.loads((tmp_path / "a" / "metrics.json").read_text())["set_metrics"]
+    assert sets["status"] == "not applicable" and "at least 2" in sets["reason"]
+    assert main([*base, "--set-metrics", "on"]) == 1
+    assert "at least 2 samples in each set" in capsys.readouterr().err
+    assert main([*base, "--set-unit", "patch", "--set-metrics", "on"]) == 0  # patches make one pair enough
+    sets = json.loads((tmp_path / "a" / "metrics.json").read_text())["set_metrics"]
+    assert sets["status"] == "ok" and sets["unit"] == "patch" and sets["n_real"] == sets["n_synthetic"] >= 2
+    prob = sitk.GetImageFromArray(np.random.default_rng(0).random((32, 48, 48)).astype(np.float32))
+    prob.CopyInformation(files["phantoms"][2].ct)
+    bad = write_image(prob, tmp_path / "prob_synthetic.nrrd")
+    assert main(["evaluate", "--real", real, "--synthetic", str(bad), "--out", str(tmp_path / "b")]) == 1
+    assert "Hounsfield units" in capsys.readouterr().err
+
+
+def test_patch_grid_is_deterministic_and_respects_fill() -> None:
+    mask = np.zeros((40, 40, 40), dtype=bool)
+    mask[5:35, 5:35, 5:25] = True
+    boxes = list(patch_boxes(mask, (2.0, 2.0, 2.0), patch_mm=20.0, min_fill=0.5))
+    assert boxes == list(patch_boxes(mask, (2.0, 2.0, 2.0), patch_mm=20.0, min_fill=0.5))
+    assert len(boxes) == 3 * 3 * 2 and all(mask[b].mean() >= 0.5 for b in boxes)
+    assert all(b[0].stop - b[0].start == 10 for b in boxes)  # 20 mm at 2 mm
+    assert not list(patch_boxes(np.zeros_like(mask), (2.0, 2.0, 2.0)))
