@@ -118,7 +118,8 @@ def run(args: argparse.Namespace) -> int:
     from ..checkpoint import load_checkpoint
     from ..data.io import write_image
     from ..device import resolve_device
-    from ..evaluation import layout_fidelity
+    from ..evaluation import layout_fidelity, paired_metrics
+    from ..evaluation.report import json_safe
     from ..phantom import make_phantom
     from ..sampling import SamplerConfig, StepInfo
     from ..synthesis import synthesize_case
@@ -185,7 +186,10 @@ def run(args: argparse.Namespace) -> int:
             "wall": round(time.perf_counter() - started, 1),
         },
         "layout_fidelity": layout_fidelity(real_a, syn_a, lay_a, ph.ct.GetSpacing()[::-1]),
+        # The same per-region numbers as `lungddpm evaluate` and the Slicer metrics table.
+        "metrics": paired_metrics(real_a, syn_a, lay_a),
     }
+    summary = json_safe(summary)  # strict JSON: an infinite PSNR (identical region) becomes "inf"
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     print(json.dumps(summary, indent=2))
     return 0

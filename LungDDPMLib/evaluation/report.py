@@ -316,12 +316,12 @@ def _csv_value(v: Any) -> Any:
     return v
 
 
-def _json_safe(obj: Any) -> Any:
+def json_safe(obj: Any) -> Any:
     """inf -> the string "inf" (JSON has no infinity); numpy scalars -> Python numbers."""
     if isinstance(obj, dict):
-        return {k: _json_safe(v) for k, v in obj.items()}
+        return {k: json_safe(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
-        return [_json_safe(v) for v in obj]
+        return [json_safe(v) for v in obj]
     if isinstance(obj, np.generic):
         obj = obj.item()
     if isinstance(obj, float) and not math.isfinite(obj):
@@ -363,7 +363,7 @@ def run_evaluation(out_dir: str, log: Log = lambda message: None, **kwargs: Any)
         hist = histogram_figure(report["_histograms"], stage / "figures" / "histograms.png", "all pairs")
         report["figures"] = ["figures/histograms.png"] if hist is not None else []
         public = {k: v for k, v in report.items() if not k.startswith("_")}
-        (stage / "metrics.json").write_text(json.dumps(_json_safe(public), indent=2))
+        (stage / "metrics.json").write_text(json.dumps(json_safe(public), indent=2))
         (out / "figures").mkdir(exist_ok=True)
         for f in sorted((stage / "figures").iterdir()):
             os.replace(f, out / "figures" / f.name)

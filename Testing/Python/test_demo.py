@@ -34,6 +34,8 @@ def test_reduced_demo_writes_all_outputs_with_input_geometry(tmp_path: Path, mon
     assert fidelity["kept_anatomy_max_abs_diff_hu"] == 0.0
     assert fidelity["lung"]["synthetic"]["voxels"] == int((layout == 1).sum())
     assert fidelity["seam_score"] > 0
+    metrics = summary["metrics"]
+    assert metrics["kept"]["mae_hu"] == 0 and metrics["lung"]["voxels"] == int((layout == 1).sum())
     png = (out / "preview.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 1000
 
