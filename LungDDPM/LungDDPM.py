@@ -86,6 +86,10 @@ class LungDDPMWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._timer = qt.QTimer()
         self._timer.setInterval(POLL_INTERVAL_MS)
         self._timer.timeout.connect(self.onTimer)
+        self._setRun = None
+        self._setTimer = qt.QTimer()
+        self._setTimer.setInterval(POLL_INTERVAL_MS)
+        self._setTimer.timeout.connect(self.onSetMetricsTimer)
 
     def setup(self) -> None:
         ScriptedLoadableModuleWidget.setup(self)
@@ -99,6 +103,9 @@ class LungDDPMWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
         self.ui.applyButton.connect("clicked(bool)", self.onApplyButton)
         self.ui.guessSegmentsButton.connect("clicked(bool)", self.onGuessSegments)
+        self.ui.lungSegmentSelector.connect("segmentSelectionChanged(QStringList)", self.onLungSegmentsPicked)
+        self.ui.noduleSegmentSelector.connect("segmentSelectionChanged(QStringList)", self.onNoduleSegmentsPicked)
+        self.ui.computeSetMetricsButton.connect("clicked(bool)", self.onComputeSetMetrics)
         self.ui.addNoduleButton.connect("clicked(bool)", self.onAddNodule)
         self.ui.refreshDevicesButton.connect("clicked(bool)", self.onRefreshDevices)
         self.ui.deviceComboBox.connect("currentIndexChanged(int)", self.onDeviceChanged)
@@ -109,6 +116,7 @@ class LungDDPMWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def cleanup(self) -> None:
         self.cancelRun()
+        self.cancelSetMetrics()
         self.removeObservers()
 
     def enter(self) -> None:
@@ -122,6 +130,7 @@ class LungDDPMWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def onSceneStartClose(self, caller, event) -> None:
         self.cancelRun()
+        self.cancelSetMetrics()
         self.setParameterNode(None)
 
     def onSceneEndClose(self, caller, event) -> None:
@@ -159,6 +168,21 @@ class LungDDPMWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.inputsCollapsibleButton.enabled = not running
         self.ui.modelCollapsibleButton.enabled = not running
         self.ui.blendFromSpinBox.enabled = bool(p and p.aas)
+        self._syncSegmentPickers()
+        self.ui.computeSetMetricsButton.text = _("Cancel") if self._setRun is not None else _("Compute FID / MMD")
+
+    def _syncSegmentPickers(self) -> None:
+        """Check, in the two multi-select pickers, the segments named in the parameter node's text fields."""
+        p = self._parameterNode
+        seg = p.inputSegmentation if p else None
+        for selector, text in ((self.ui.lungSegmentSelector, p.lungSegments if p else ""),
+                               (self.ui.noduleSegmentSelector, p.noduleSegments if p else "")):  # fmt: skip
+            wasBlocked = selector.blockSignals(True)
+            if selector.currentNode() != seg:
+                selector.setCurrentNode(seg)
+            if seg is not None:
+                selector.setSelectedSegmentIDs(self.logic.segmentIdsForText(seg, text))
+            selector.blockSignals(wasBlocked)
 
     # --- actions --------------------------------------------------------------------------------------------
 
@@ -167,6 +191,61 @@ class LungDDPMWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             lungs, nodules = self.logic.guessSegmentNames(self._parameterNode.inputSegmentation)
             self._parameterNode.lungSegments = ", ".join(lungs)
             self._parameterNode.noduleSegments = ", ".join(nodules)
+
+    def onLungSegmentsPicked(self, segmentIds) -> None:
+        self._parameterNode.lungSegments = self.logic.segmentNamesText(
+            self._parameterNode.inputSegmentation, segmentIds
+        )
+
+    def onNoduleSegmentsPicked(self, segmentIds) -> None:
+        self._parameterNode.noduleSegments = self.logic.segmentNamesText(
+            self._parameterNode.inputSegmentation, segmentIds
+        )
+
+    def onComputeSetMetrics(self) -> None:
+        if self._setRun is not None:
+            self.cancelSetMetrics()
+            return
+        p = self._parameterNode
+        with slicer.util.tryWithErrorDisplay(_("Cannot compute FID / MMD."), waitCursor=True):
+            self._setRun = self.logic.startSetMetrics(
+                list(self.ui.realVolumesComboBox.checkedNodes()),
+                list(self.ui.syntheticVolumesComboBox.checkedNodes()),
+                p.inputSegmentation,
+                p.lungSegments,
+                p.noduleSegments,
+                self.ui.setMetricsUnitComboBox.currentText,
+            )
+            self.ui.setMetricsStatusLabel.text = _("Extracting features in a background process...")
+            self._setTimer.start()
+        self._updateGui()
+
+    def onSetMetricsTimer(self) -> None:
+        run = self._setRun
+        if run is None:
+            self._setTimer.stop()
+            return
+        run.poll()
+        if not run.finished:
+            return
+        self._setTimer.stop()
+        self._setRun = None
+        self.ui.setMetricsStatusLabel.text = ""
+        with slicer.util.tryWithErrorDisplay(_("FID / MMD failed."), waitCursor=True):
+            table = run.finish()
+            self.logic.showTable(table)
+            self.ui.setMetricsStatusLabel.text = _("Done: see the table '{name}'").format(name=table.GetName())
+        self._updateGui()
+
+    def cancelSetMetrics(self) -> None:
+        if self._setRun is None:
+            return
+        self._setTimer.stop()
+        run, self._setRun = self._setRun, None
+        with slicer.util.tryWithErrorDisplay(_("Cannot stop the evaluation."), waitCursor=True):
+            run.cancel()
+        self.ui.setMetricsStatusLabel.text = _("Cancelled")
+        self._updateGui()
 
     def onAddNodule(self) -> None:
         p = self._parameterNode
@@ -271,6 +350,43 @@ class LungDDPMLogic(ScriptedLoadableModuleLogic):
         names = mb.segment_names(segmentationNode)
         lungs, nodules = mb.guess_segments(segmentationNode)
         return [names[s] for s in lungs], [names[s] for s in nodules]
+
+    @staticmethod
+    def segmentIdsForText(segmentationNode, text: str) -> list:
+        """IDs of the segments named in a comma-separated text (unknown names are skipped, not an error here)."""
+        from LungDDPMLogic import mrml_bridge as mb
+
+        wanted = {n.lower() for n in mb.split_names(text)}
+        return [sid for sid, name in mb.segment_names(segmentationNode).items() if name.lower() in wanted]
+
+    @staticmethod
+    def segmentNamesText(segmentationNode, segmentIds) -> str:
+        from LungDDPMLogic import mrml_bridge as mb
+
+        names = mb.segment_names(segmentationNode) if segmentationNode is not None else {}
+        return ", ".join(names[sid] for sid in segmentIds if sid in names)
+
+    @staticmethod
+    def startSetMetrics(realNodes, syntheticNodes, segmentationNode, lungText: str, noduleText: str, unit: str):
+        """Check the selection and start ``lungddpm evaluate`` on it; returns the running ``SetMetricsRun``."""
+        from LungDDPMLogic import mrml_bridge as mb
+        from LungDDPMLogic.set_metrics_run import SetMetricsRun
+
+        lungNames, noduleNames = mb.split_names(lungText), mb.split_names(noduleText)
+        seg = segmentationNode
+        lungIds = mb.segment_ids_from_names(seg, lungNames) if (seg and lungNames) else None
+        noduleIds = mb.segment_ids_from_names(seg, noduleNames) if (seg and noduleNames) else None
+        run = SetMetricsRun(realNodes, syntheticNodes, seg, lungIds, noduleIds, unit=unit)
+        run.prepare()
+        return run
+
+    @staticmethod
+    def showTable(tableNode) -> None:
+        layoutManager = slicer.app.layoutManager()
+        if layoutManager is not None:
+            selection = slicer.app.applicationLogic().GetSelectionNode()
+            selection.SetActiveTableID(tableNode.GetID())
+            slicer.app.applicationLogic().PropagateTableSelection()
 
     @staticmethod
     def addNodule(segmentationNode, volumeNode, markupsNode, diameterMm, kind, shape) -> str:
@@ -391,4 +507,16 @@ class LungDDPMTest(ScriptedLoadableModuleTest):
         )
         self.assertEqual(outputs.metrics_table.GetTable().GetNumberOfRows(), 4)
         self.assertGreater(outputs.histogram_chart.GetNumberOfPlotSeriesNodes(), 0)
+        # FID / MMD on request: the synthetic volume against the real one, per lung patch
+        setRun = LungDDPMLogic.startSetMetrics([ct], outputs.volumes, seg, "Lung", "Nodule", "patch")
+        while not setRun.finished:
+            setRun.poll()
+            slicer.app.processEvents()
+            qt.QThread.msleep(50)
+        table = setRun.finish().GetTable()
+        values = {
+            table.GetValue(r, 0).ToString(): table.GetValue(r, 1).ToString() for r in range(table.GetNumberOfRows())
+        }
+        self.assertEqual(values["status"], "ok")
+        self.assertGreaterEqual(float(values["fid"]), 0.0)
         self.delayDisplay("LungDDPM phantom test passed")

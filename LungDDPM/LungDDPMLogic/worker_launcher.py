@@ -80,10 +80,14 @@ class WorkerProcess:
 
     def start(self, job: Dict[str, Any]) -> None:
         """Write ``job`` (a ``LungDDPMLib.worker.Job`` as a dict) to the work folder and start the worker."""
-        if self.process is not None:
-            raise RuntimeError("this worker was already started; create a new WorkerProcess per run")
         job_path = self.workdir / "job.json"
         job_path.write_text(json.dumps(job, indent=2))
+        self.start_command(["worker", "--job", str(job_path)])
+
+    def start_command(self, args: List[str]) -> None:
+        """Start ``python -m LungDDPMLib <args>`` (any ``lungddpm`` subcommand) with the engine on the path."""
+        if self.process is not None:
+            raise RuntimeError("this worker was already started; create a new WorkerProcess per run")
         env = dict(os.environ)
         root = engine_root()
         if root is not None:
@@ -97,7 +101,7 @@ class WorkerProcess:
                 subprocess, "CREATE_NO_WINDOW", 0
             )
         self.process = subprocess.Popen(
-            [self.python, "-u", "-m", "LungDDPMLib", "worker", "--job", str(job_path)],
+            [self.python, "-u", "-m", "LungDDPMLib", *args],
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,

@@ -88,6 +88,11 @@ def test_slicer_ui_parses_and_names_every_widget_the_code_uses():
         "inputsCollapsibleButton": "ctkCollapsibleButton",
         "modelCollapsibleButton": "ctkCollapsibleButton",
         "blendFromSpinBox": "QSpinBox",
+        "lungSegmentSelector": "qMRMLSegmentSelectorWidget",  # multi-select segment pickers
+        "noduleSegmentSelector": "qMRMLSegmentSelectorWidget",
+        "realVolumesComboBox": "qMRMLCheckableNodeComboBox",  # FID/MMD sets
+        "syntheticVolumesComboBox": "qMRMLCheckableNodeComboBox",
+        "computeSetMetricsButton": "QPushButton",
     }
     for name, cls in expected.items():
         assert widgets[name][0] == cls, (name, widgets[name][0])
@@ -111,7 +116,7 @@ def test_slicer_every_parameter_has_a_bound_widget_of_the_right_class():
     # node selectors need the scene: each is connected to mrmlSceneChanged
     receivers = {c.find("receiver").text for c in ET.parse(UI_FILE).getroot().iter("connection")}
     for name, (cls, _) in widgets.items():
-        if cls == "qMRMLNodeComboBox":
+        if cls in ("qMRMLNodeComboBox", "qMRMLCheckableNodeComboBox", "qMRMLSegmentSelectorWidget"):
             assert name in receivers, f"{name} never gets the MRML scene"
 
 

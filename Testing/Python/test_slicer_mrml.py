@@ -247,3 +247,50 @@ def test_slicer_nodule_placement_adds_a_sized_nodule_segment(slicer_scene, phant
         npl.nodule_mask(ct, centre + 10000.0, 10.0)
     with pytest.raises(mb.LayoutError, match="diameter"):
         npl.nodule_mask(ct, centre, 50.0)
+
+
+def test_slicer_set_metrics_over_scene_volumes(slicer_scene, phantom):
+    """FID/MMD and diversity of two 'samples' against the real CT, through `lungddpm evaluate` in a worker."""
+    from LungDDPMLogic import mrml_bridge as mb
+    from LungDDPMLogic.set_metrics_run import SetMetricsRun
+
+    slicer = slicer_scene
+    ct, seg = _scene_inputs(slicer, phantom, other_grid=False)
+    real = mb.volume_array(ct)
+    lung = sitk.GetArrayFromImage(phantom.layout) > 0
+    samples = []
+    for k, shift in enumerate((30, 40)):
+        arr = real.copy()
+        arr[lung] += shift  # each "sample" brighter in the lung by a known amount: diversity 10 HU
+        samples.append(mb.add_volume_like(ct, arr, f"Chest synthetic {k}"))
+    before = slicer.mrmlScene.GetNumberOfNodes()
+    run = SetMetricsRun([ct], samples, seg)
+    run.prepare()
+    workdir = run.worker.workdir
+    run.wait(timeout=120)
+    table = run.finish()
+    assert not workdir.exists()
+    assert slicer.mrmlScene.GetNumberOfNodes() == before + 1
+    t = table.GetTable()
+    values = {t.GetValue(r, 0).ToString(): t.GetValue(r, 1).ToString() for r in range(t.GetNumberOfRows())}
+    assert values["status"] == "ok", (values, run.log)
+    assert values["unit"] == "patch" and int(values["n_real"]) >= 2 and int(values["n_synthetic"]) > 0
+    assert float(values["fid"]) > 0
+    mae = float(values["diversity r0: mean pairwise MAE (HU)"])
+    assert 0 < mae <= 10.0  # exactly 10 HU inside the lung, 0 on nodule voxels drawn over it
+
+
+def test_slicer_set_metrics_bad_selections_are_clear(slicer_scene, phantom):
+    from LungDDPMLogic import mrml_bridge as mb
+    from LungDDPMLogic.set_metrics_run import SetMetricsRun
+
+    ct, seg = _scene_inputs(slicer_scene, phantom, other_grid=False)
+    other = mb.add_volume_like(ct, mb.volume_array(ct), "copy")
+    before = slicer_scene.mrmlScene.GetNumberOfNodes()
+    with pytest.raises(mb.LayoutError, match="at least one real and one synthetic"):
+        SetMetricsRun([ct], []).prepare()
+    with pytest.raises(mb.LayoutError, match="both as real and as synthetic"):
+        SetMetricsRun([ct], [ct]).prepare()
+    with pytest.raises(mb.LayoutError, match="at least 2 real and 2 synthetic"):
+        SetMetricsRun([ct], [other], unit="volume").prepare()
+    assert slicer_scene.mrmlScene.GetNumberOfNodes() == before
