@@ -86,7 +86,7 @@ def main() -> None:
             print(f"{arm} case{seed}: {seconds[-1]:.1f} s per sample", flush=True)
         report = run_evaluation(
             str(arm_dir / "report"), real=[str(real_dir)], synthetic=[str(arm_dir / "synthetic")],
-            layouts=[str(real_dir)], figures_for=2,
+            layouts=[str(real_dir)], figures_for=2, set_unit="patch",
         )  # fmt: skip
         s, sets = report["summary"], report["set_metrics"]
         divs = [d for d in report["diversity"].values() if d is not None]
