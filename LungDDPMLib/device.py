@@ -50,12 +50,15 @@ def resolve_device(name: Union[str, torch.device, None] = "auto") -> torch.devic
     raise InputError(f"unknown device {name!r}; use auto, cpu, cuda, cuda:N or mps")
 
 
-def autocast_context(device: torch.device, precision: str) -> ContextManager[object]:
-    """bf16 autocast for the network only; samplers keep their arithmetic in float32."""
+def autocast_context(device: torch.device, precision: str, cache_enabled: bool = True) -> ContextManager[object]:
+    """bf16 autocast for the network only; samplers keep their arithmetic in float32.
+
+    ``cache_enabled=False`` turns off autocast's cache of bf16 weight copies, which CUDA graph capture requires.
+    """
     if precision not in PRECISIONS:
         raise InputError(f"unknown precision {precision!r}; use one of {', '.join(PRECISIONS)}")
     if precision == "fp32":
         return contextlib.nullcontext()
     if device.type not in ("cuda", "cpu"):
         raise InputError(f"bf16 is supported on CUDA (and CPU), not on {device.type}")
-    return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16, cache_enabled=cache_enabled)

@@ -18,7 +18,7 @@ import SimpleITK as sitk
 from .config import ModelConfig
 from .data.pipeline import PreprocessRecord, postprocess, preprocess
 from .diffusion import DiffusionModel
-from .sampling import AASConfig, SamplerConfig, StepInfo, sample
+from .sampling import AASConfig, EtaEstimator, RuntimeOptions, SamplerConfig, StepInfo, sample
 
 
 def to_model_order(array: np.ndarray, config: ModelConfig) -> np.ndarray:
@@ -50,10 +50,11 @@ def synthesize_case(
     aas: Optional[AASConfig] = None,
     seeds: Sequence[int] = (0,),
     feather_mm: float = 0.0,
-    precision: str = "fp32",
+    precision: Optional[str] = None,
     batch_size: Optional[int] = None,
     callback: Optional[Callable[[StepInfo], None]] = None,
     should_stop: Optional[Callable[[], bool]] = None,
+    runtime: Optional[RuntimeOptions] = None,
 ) -> SynthesisResult:
     """Synthesise ``len(seeds)`` CTs for one layout.
 
@@ -61,7 +62,8 @@ def synthesize_case(
         ct: the real CT in HU (its geometry defines the output's).
         layout: labels 0/1/2 on the CT's grid (see :func:`LungDDPMLib.data.load_layout`).
         model: a loaded model; its config says grid, normalisation, spatial mode, crop and array order.
-        sampler, aas, seeds, precision, batch_size: as in :func:`LungDDPMLib.sampling.sample` (AAS is on by default).
+        sampler, aas, seeds, precision, batch_size, runtime: as in :func:`LungDDPMLib.sampling.sample` (AAS is on
+            by default).
         feather_mm: soft seam inside the layout when compositing into the real CT.
         callback: progress over all patches and seeds; ``should_stop`` cancels (raises ``SamplingCancelled``).
     Returns:
@@ -74,15 +76,18 @@ def synthesize_case(
     )
     t1 = time.perf_counter()
     per_patch: List[List[np.ndarray]] = []
+    eta: Optional[EtaEstimator] = None  # over all patches; made when the first step says how many there are
     for index, item in enumerate(items):
 
         def patch_progress(info: StepInfo, index: int = index) -> None:
+            nonlocal eta
             if callback is None:
                 return
             done = index * info.total + info.step
             total = len(items) * info.total
-            elapsed = time.perf_counter() - t1
-            callback(StepInfo(done, total, info.level, elapsed, elapsed / done * (total - done)))
+            eta = eta or EtaEstimator(total, t1)
+            now = time.perf_counter()
+            callback(StepInfo(done, total, info.level, now - t1, eta.update(done, now)))
 
         out = sample(
             model,
@@ -95,6 +100,7 @@ def synthesize_case(
             batch_size=batch_size,
             callback=patch_progress,
             should_stop=should_stop,
+            runtime=runtime,
         )
         per_patch.append([from_model_order(o, cfg) for o in out.numpy()])
     t2 = time.perf_counter()

@@ -22,10 +22,13 @@ import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Sequence
 
 from .config import reject_unknown_fields
 from .errors import InputError, LungDDPMError, SamplingCancelled
+
+if TYPE_CHECKING:  # the worker module loads without torch; sampling is imported when a job runs
+    from .sampling import RuntimeOptions
 
 Emit = Callable[[Dict[str, Any]], None]
 
@@ -58,6 +61,9 @@ class Job:
     feather_mm: float = 0.0
     device: str = "auto"
     precision: str = "fp32"
+    channels_last: bool = False
+    compile: bool = False
+    cuda_graphs: bool = False
     batch_size: Optional[int] = None
     lung_labels: Optional[List[int]] = None
     nodule_labels: Optional[List[int]] = None
@@ -100,6 +106,17 @@ class Job:
 
     def seeds(self) -> List[int]:
         return [self.seed + k for k in range(self.num_samples)]
+
+    def runtime(self) -> RuntimeOptions:
+        """The job's speed settings as :class:`~LungDDPMLib.sampling.RuntimeOptions` (validated)."""
+        from .sampling import RuntimeOptions
+
+        return RuntimeOptions(
+            precision=self.precision,
+            channels_last=self.channels_last,
+            compile=self.compile,
+            cuda_graphs=self.cuda_graphs,
+        )
 
 
 def classify_error(exc: BaseException) -> str:
@@ -151,6 +168,7 @@ def _write_case(job: Job, case: Case, result: Any, ckpt: Any, paths: List[Path],
         "aas": {"enabled": job.aas, "blend_from": job.blend_from, "feather_voxels": job.feather_voxels},
         "seeds": result.seeds,
         "precision": job.precision,
+        "runtime": job.runtime().to_dict(),
         "inputs": {
             "ct": case.ct,
             "layout": case.layout,
@@ -192,6 +210,7 @@ def run_job(
     start = time.perf_counter()
     sampler = SamplerConfig(job.sampler, steps=job.steps, eta=job.eta)
     aas = AASConfig(enabled=job.aas, blend_from=job.blend_from, feather_voxels=job.feather_voxels)
+    runtime = job.runtime()
     if job.num_samples < 1:
         raise InputError(f"num_samples must be >= 1, got {job.num_samples}")
     mine = [(i, c) for i, c in enumerate(job.cases) if i % world == rank]
@@ -207,6 +226,7 @@ def run_job(
         if ckpt is None:
             try:
                 ckpt = _load_model(job, emit)
+                runtime.check_device(next(ckpt.model.parameters()).device)
             except (LungDDPMError, RuntimeError, OSError) as exc:  # nothing can run without the model
                 kind = classify_error(exc)
                 emit({"type": "error", "kind": kind, "message": error_message(exc, kind)})
@@ -245,10 +265,10 @@ def run_job(
                 aas=aas,
                 seeds=job.seeds(),
                 feather_mm=job.feather_mm,
-                precision=job.precision,
                 batch_size=job.batch_size,
                 callback=progress,
                 should_stop=should_stop,
+                runtime=runtime,
             )
             provenance = _write_case(job, case, result, ckpt, paths, time.perf_counter() - case_start)
             ok += 1

@@ -32,6 +32,11 @@ def add_job_arguments(p: argparse.ArgumentParser, *, job_file: bool) -> None:
     m.add_argument("--feather", type=int, default=0, help="soft AAS seam width in voxels")
     m.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N, mps")
     m.add_argument("--precision", choices=("fp32", "bf16"), default="fp32")
+    m.add_argument("--channels-last", action="store_true", help="run the network in channels-last-3d memory layout")
+    m.add_argument(
+        "--compile", action="store_true", help="torch.compile the network (slow first step; eager if it fails)"
+    )
+    m.add_argument("--cuda-graphs", action="store_true", help="replay the network as CUDA graphs (CUDA only)")
     m.add_argument("--batch-size", type=int, help="samples per network call")
     lay = p.add_argument_group("layout interpretation")
     lay.add_argument("--lung-labels", type=int, nargs="+", help="label values that mean lung (default 1)")
@@ -70,7 +75,7 @@ def job_from_args(args: argparse.Namespace) -> Any:
         )
     same_names = ("checkpoint", "sampler", "steps", "eta", "seed", "num_samples", "mode", "blend_from", "device")
     same_names += ("precision", "batch_size", "lung_labels", "nodule_labels", "lung_segments", "nodule_segments")
-    same_names += ("auto_lung",)
+    same_names += ("auto_lung", "channels_last", "compile", "cuda_graphs")
     return Job(
         cases=cases,
         aas=not args.no_aas,

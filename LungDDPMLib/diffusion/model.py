@@ -68,9 +68,14 @@ class DiffusionModel(nn.Module):
         chans = [(layout == label_of[name]).to(dtype) * 2 - 1 for name in self.config.unet.layout_channels]
         return torch.stack(chans, dim=1)
 
+    @staticmethod
+    def network_input(x_t: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+        """The UNet's input ``[x_t, layout channels]``; shared with the compiled and graph-replayed runners."""
+        return torch.cat([x_t, cond.to(x_t.dtype)], dim=1)
+
     def eps(self, x_t: torch.Tensor, t: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
         """Predicted noise for noisy images ``x_t`` (B, 1, D, H, W) at levels ``t`` (B,) given ``cond``."""
-        return self.denoise_fn(torch.cat([x_t, cond.to(x_t.dtype)], dim=1), t)
+        return self.denoise_fn(self.network_input(x_t, cond), t)
 
     def loss(
         self,

@@ -5,19 +5,21 @@ This is the one entry point the CLI, the worker and the Slicer module call; the 
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from dataclasses import dataclass
-from typing import Callable, List, Optional, Sequence, Union
+from typing import Callable, Iterator, List, Optional, Sequence, Union
 
 import numpy as np
 import torch
 
 from ..config import LABEL_BACKGROUND, LABEL_LUNG, LABEL_NODULE
-from ..device import autocast_context
 from ..diffusion import DiffusionModel
 from ..errors import InputError, SamplingCancelled
 from .aas import AASBlender, AASConfig
+from .eta import EtaEstimator
+from .runtime import RuntimeOptions, prepared_denoiser, resolve_runtime
 from .samplers import SAMPLERS, make_timesteps, sample_ddim, sample_ddpm, sample_dpmpp_2m
 
 ArrayLike = Union[np.ndarray, torch.Tensor]
@@ -54,7 +56,11 @@ class SamplerConfig:
 
 @dataclass(frozen=True)
 class StepInfo:
-    """Progress of one sampling call, passed to the callback after every network evaluation."""
+    """Progress of one sampling call, passed to the callback after every network evaluation.
+
+    ``eta_s`` is the estimated time left (see :class:`~LungDDPMLib.sampling.eta.EtaEstimator`: the median of
+    recent step durations, not counting the first step, which carries warm-up and compilation).
+    """
 
     step: int
     total: int
@@ -127,6 +133,16 @@ def _generators(seeds: Sequence[int], device: torch.device) -> List[torch.Genera
     return gens
 
 
+@contextlib.contextmanager
+def _eval_mode(model: DiffusionModel) -> Iterator[None]:
+    was_training = model.training
+    model.eval()
+    try:
+        yield
+    finally:
+        model.train(was_training)
+
+
 def sample(
     model: DiffusionModel,
     layout: ArrayLike,
@@ -136,10 +152,11 @@ def sample(
     aas: Optional[AASConfig] = None,
     seeds: Union[int, Sequence[int]] = (0,),
     known_mask: Optional[ArrayLike] = None,
-    precision: str = "fp32",
+    precision: Optional[str] = None,
     batch_size: Optional[int] = None,
     callback: Optional[Callable[[StepInfo], None]] = None,
     should_stop: Optional[Callable[[], bool]] = None,
+    runtime: Optional[RuntimeOptions] = None,
 ) -> torch.Tensor:
     """Generate one volume per seed for a layout, on the model's device.
 
@@ -151,10 +168,12 @@ def sample(
         aas: AAS settings; default: on when a reference is given, off otherwise.
         seeds: one sample per seed; a sample depends only on its seed (not on the others in the batch).
         known_mask: (D, H, W) voxels to keep from the reference; default ``layout == 0``.
-        precision: ``fp32`` or ``bf16`` (autocast for the network only).
+        precision: ``fp32`` (default) or ``bf16`` (autocast for the network only); the same as
+            ``runtime.precision``, kept for existing callers (giving both with different values is an error).
         batch_size: samples per network call (default: all at once).
         callback: receives a :class:`StepInfo` after every network evaluation.
         should_stop: polled before every evaluation; returning True raises :class:`SamplingCancelled`.
+        runtime: how the network runs (precision, channels-last, torch.compile, CUDA graphs); default fp32 eager.
     Returns:
         (N, D, H, W) float32 tensor on the CPU, values in [-1, 1] (AAS known voxels equal ``reference`` exactly).
     Example:
@@ -181,7 +200,8 @@ def sample(
         raise InputError(f"the DDPM sampler walks all {schedule.num_timesteps} levels; use ddim or dpm++ for fewer")
     timesteps = make_timesteps(schedule, steps, sampler.spacing or str(defaults["spacing"]))
     device = next(model.parameters()).device
-    autocast = autocast_context(device, precision)
+    runtime = resolve_runtime(runtime, precision)
+    runtime.check_device(device)
     if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1):
         raise InputError(f"batch_size must be a positive integer, got {batch_size!r}")
     chunk = batch_size or len(seeds)
@@ -190,62 +210,57 @@ def sample(
     total = len(timesteps) * math.ceil(len(seeds) / chunk)
     done = 0
     start = time.perf_counter()
-    for first in range(0, len(seeds), chunk):
-        gens = _generators(seeds[first : first + chunk], device)
-        b = len(gens)
-        shape = (1, 1, *lay.shape)
+    eta = EtaEstimator(total, start)
+    with _eval_mode(model), prepared_denoiser(model, runtime) as eps:
+        for first in range(0, len(seeds), chunk):
+            gens = _generators(seeds[first : first + chunk], device)
+            b = len(gens)
+            shape = (1, 1, *lay.shape)
 
-        def noise(gens: List[torch.Generator] = gens, shape: tuple = shape) -> torch.Tensor:
-            return torch.cat([torch.randn(shape, generator=g, device=device) for g in gens])
+            def noise(gens: List[torch.Generator] = gens, shape: tuple = shape) -> torch.Tensor:
+                return torch.cat([torch.randn(shape, generator=g, device=device) for g in gens])
 
-        cond = model.condition(lay.to(device)[None].expand(b, -1, -1, -1))
+            cond = model.condition(lay.to(device)[None].expand(b, -1, -1, -1))
 
-        def eps_fn(x: torch.Tensor, t: torch.Tensor, cond: torch.Tensor = cond) -> torch.Tensor:
-            with autocast:
-                return model.eps(x, t, cond).float()
+            def eps_fn(x: torch.Tensor, t: torch.Tensor, cond: torch.Tensor = cond) -> torch.Tensor:
+                return eps(x, t, cond)
 
-        blender = None
-        if aas.enabled:
-            mask = known if known is not None else lay == LABEL_BACKGROUND
-            blender = AASBlender(
-                schedule,
-                ref.to(device)[None, None].expand(b, 1, -1, -1, -1),
-                mask.to(device)[None, None].expand(b, 1, -1, -1, -1),
-                aas,
-                noise,
-            )
+            blender = None
+            if aas.enabled:
+                mask = known if known is not None else lay == LABEL_BACKGROUND
+                blender = AASBlender(
+                    schedule,
+                    ref.to(device)[None, None].expand(b, 1, -1, -1, -1),
+                    mask.to(device)[None, None].expand(b, 1, -1, -1, -1),
+                    aas,
+                    noise,
+                )
 
-        def hook(
-            x: torch.Tensor, i: int, t_from: int, t_to: int, blender: Optional[AASBlender] = blender
-        ) -> torch.Tensor:
-            nonlocal done
-            done += 1
-            if blender is not None:
-                x = blender(x, i, t_from, t_to)
-            if callback is not None:
-                elapsed = time.perf_counter() - start
-                callback(StepInfo(done, total, t_from, elapsed, elapsed / done * (total - done)))
-            if should_stop is not None and done < total and should_stop():
+            def hook(
+                x: torch.Tensor, i: int, t_from: int, t_to: int, blender: Optional[AASBlender] = blender
+            ) -> torch.Tensor:
+                nonlocal done
+                done += 1
+                if blender is not None:
+                    x = blender(x, i, t_from, t_to)
+                if callback is not None:
+                    now = time.perf_counter()
+                    callback(StepInfo(done, total, t_from, now - start, eta.update(done, now)))
+                if should_stop is not None and done < total and should_stop():
+                    raise SamplingCancelled(done, total)
+                return x
+
+            if should_stop is not None and should_stop():
                 raise SamplingCancelled(done, total)
-            return x
-
-        if should_stop is not None and should_stop():
-            raise SamplingCancelled(done, total)
-        was_training = model.training
-        model.eval()
-        try:
             x = noise()
             if blender is not None:
                 x = blender.start(x, timesteps[0])
+            clip = sampler.clip_x0
             if sampler.name == "ddpm":
-                x = sample_ddpm(eps_fn, x, schedule, noise=noise, hook=hook, clip_x0=sampler.clip_x0)
+                x = sample_ddpm(eps_fn, x, schedule, noise=noise, hook=hook, clip_x0=clip)
             elif sampler.name == "ddim":
-                x = sample_ddim(
-                    eps_fn, x, schedule, timesteps, noise=noise, hook=hook, eta=sampler.eta, clip_x0=sampler.clip_x0
-                )
+                x = sample_ddim(eps_fn, x, schedule, timesteps, noise=noise, hook=hook, eta=sampler.eta, clip_x0=clip)
             else:
-                x = sample_dpmpp_2m(eps_fn, x, schedule, timesteps, noise=noise, hook=hook, clip_x0=sampler.clip_x0)
-        finally:
-            model.train(was_training)
-        outputs.append(x[:, 0].float().cpu())
+                x = sample_dpmpp_2m(eps_fn, x, schedule, timesteps, noise=noise, hook=hook, clip_x0=clip)
+            outputs.append(x[:, 0].float().cpu())
     return torch.cat(outputs)

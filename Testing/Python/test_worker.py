@@ -206,3 +206,39 @@ def test_cuda_requested_without_a_gpu_is_a_clear_error(workspace: Path, tmp_path
     ev = events(out)
     err = [e for e in ev if e["type"] == "error"]
     assert proc.returncode == 1 and len(err) == 1 and "cannot use a CUDA GPU" in err[0]["message"]
+
+
+def test_runtime_options_reach_the_sampler_and_the_provenance(workspace: Path, tmp_path: Path) -> None:
+    case = Case("c", str(workspace / "cases/case0_ct.nrrd"), str(workspace / "cases/case0_layout.nrrd"),
+                str(tmp_path / "c"))  # fmt: skip
+    job = Job(cases=[case], checkpoint=str(workspace / "model.pt"), steps=2, device="cpu", channels_last=True)
+    ev: list = []
+    assert run_job(job, ev.append) == 0
+    result = next(e for e in ev if e["type"] == "result")
+    assert result["provenance"]["runtime"] == {
+        "precision": "fp32", "channels_last": True, "compile": False, "compile_mode": "default", "cuda_graphs": False,
+    }  # fmt: skip
+    if not torch.cuda.is_available():  # refused once, before any case runs
+        fresh = Case("d", case.ct, case.layout, str(tmp_path / "d"))
+        graphs: list = []
+        assert (
+            run_job(Job(cases=[fresh], checkpoint=job.checkpoint, device="cpu", cuda_graphs=True), graphs.append) == 1
+        )
+        errors = [e for e in graphs if e["type"] == "error"]
+        assert len(errors) == 1 and errors[0]["kind"] == "input"
+        assert "cuda_graphs needs a CUDA device" in errors[0]["message"]
+
+
+def test_cli_flags_build_the_runtime_options() -> None:
+    import argparse
+
+    from LungDDPMLib.commands.job_args import add_job_arguments, job_from_args
+
+    parser = argparse.ArgumentParser()
+    add_job_arguments(parser, job_file=False)
+    args = parser.parse_args(
+        ["--ct", "a.nrrd", "--layout", "b.nrrd", "--out", "c.nrrd", "--channels-last", "--compile"]
+    )
+    job = job_from_args(args)
+    assert (job.channels_last, job.compile, job.cuda_graphs) == (True, True, False)
+    assert job.runtime().compile and job.runtime().torch_compile_mode == "default"
