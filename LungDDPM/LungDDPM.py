@@ -86,6 +86,7 @@ class LungDDPMWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._timer = qt.QTimer()
         self._timer.setInterval(POLL_INTERVAL_MS)
         self._timer.timeout.connect(self.onTimer)
+        self._describedCheckpoint: Optional[str] = None
         self._setRun = None
         self._setTimer = qt.QTimer()
         self._setTimer.setInterval(POLL_INTERVAL_MS)
@@ -169,6 +170,12 @@ class LungDDPMWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.modelCollapsibleButton.enabled = not running
         self.ui.blendFromSpinBox.enabled = bool(p and p.aas)
         self._syncSegmentPickers()
+        checkpoint = "" if not p or str(p.checkpoint) in ("", ".") else str(p.checkpoint)
+        if checkpoint != self._describedCheckpoint:
+            from LungDDPMLogic.model_info import describe_checkpoint
+
+            self._describedCheckpoint = checkpoint
+            self.ui.modelInfoLabel.text = describe_checkpoint(checkpoint)
         self.ui.computeSetMetricsButton.text = _("Cancel") if self._setRun is not None else _("Compute FID / MMD")
 
     def _syncSegmentPickers(self) -> None:

@@ -15,7 +15,6 @@ half-written checkpoint under the final name.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import pickle
@@ -31,6 +30,7 @@ from .config import ModelConfig, preset
 from .device import resolve_device
 from .diffusion import DiffusionModel
 from .errors import CheckpointError, UnsafeCheckpointError
+from .registry import file_sha256
 
 PathLike = Union[str, "os.PathLike[str]"]
 FORMAT_OURS = "lungddpm"
@@ -50,14 +50,6 @@ class LoadedCheckpoint:
     sha256: str
     path: str
     provenance: Dict[str, Any] = field(default_factory=dict)
-
-
-def file_sha256(path: PathLike, chunk: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(chunk), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def read_checkpoint_file(path: PathLike) -> Dict[str, Any]:

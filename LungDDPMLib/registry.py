@@ -7,15 +7,19 @@ ones we know.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional, Tuple
+from typing import Optional, Tuple, Union
 
 
-def file_sha256(path: object) -> str:
-    from .checkpoint import file_sha256 as digest  # imported late: this table must load without torch
-
-    return digest(path)  # type: ignore[arg-type]
+def file_sha256(path: Union[str, Path], chunk: int = 1 << 20) -> str:
+    """SHA-256 of a file, read in chunks (plain hashlib: the registry must load without torch, e.g. in Slicer)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(chunk), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 @dataclass(frozen=True)

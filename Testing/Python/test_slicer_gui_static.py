@@ -186,3 +186,33 @@ def test_slicer_nodule_kinds_match_the_engine(name):
 
     assert name in KINDS
     assert f'"{name}"' in (MODULE / "LungDDPM.py").read_text()
+
+
+def test_slicer_model_info_uses_the_registry_without_torch(tmp_path):
+    """The model line under the file chooser: bundled model by default, known models by content, else 'not known'."""
+    import shutil
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; sys.path[:0] = [{module!r}, {root!r}]\n"
+        "from LungDDPMLogic.model_info import describe_checkpoint\n"
+        "print(describe_checkpoint(''))\n"
+        "print(describe_checkpoint({copy!r}))\n"
+        "print(describe_checkpoint({other!r}))\n"
+        "print(describe_checkpoint({missing!r}))\n"
+        "print('torch' in sys.modules)\n"
+    )
+    from LungDDPMLib.registry import DEMO_FILE
+
+    copy = tmp_path / "renamed.pt"
+    shutil.copyfile(DEMO_FILE, copy)
+    other = tmp_path / "mine.pt"
+    other.write_bytes(b"not a known model")
+    script = code.format(module=str(MODULE), root=str(ROOT), copy=str(copy), other=str(other),
+                         missing=str(tmp_path / "absent.pt"))  # fmt: skip
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stdout.splitlines()
+    assert out[0].startswith("LungDDPM demo model") and "preset small, grid 64x64x64" in out[0]
+    assert out[1] == out[0]  # recognised by its sha256 under another name
+    assert "not a known model" in out[2] and out[3].startswith("File not found")
+    assert out[4] == "False"  # the GUI's process never imports torch for this

@@ -284,7 +284,7 @@ def test_slicer_set_metrics_bad_selections_are_clear(slicer_scene, phantom):
     from LungDDPMLogic import mrml_bridge as mb
     from LungDDPMLogic.set_metrics_run import SetMetricsRun
 
-    ct, seg = _scene_inputs(slicer_scene, phantom, other_grid=False)
+    ct, _seg = _scene_inputs(slicer_scene, phantom, other_grid=False)
     other = mb.add_volume_like(ct, mb.volume_array(ct), "copy")
     before = slicer_scene.mrmlScene.GetNumberOfNodes()
     with pytest.raises(mb.LayoutError, match="at least one real and one synthetic"):
