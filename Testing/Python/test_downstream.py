@@ -1,0 +1,180 @@
+"""The downstream experiment: segmentation net, metrics with known answers, patches, and a tiny run end to end."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+from typing import Any, Dict
+
+import numpy as np
+import pytest
+import torch
+
+from LungDDPMLib.checkpoint import save_checkpoint
+from LungDDPMLib.cli import main
+from LungDDPMLib.config import preset
+from LungDDPMLib.diffusion import DiffusionModel
+from LungDDPMLib.downstream import DownstreamConfig, SegNet3D, dice, dice_bce_loss, mean_sd, run_downstream
+from LungDDPMLib.downstream.data import Case, draw_batch
+from LungDDPMLib.downstream.metrics import detection
+from LungDDPMLib.errors import InputError
+
+TINY = {
+    "n_real": 2,
+    "n_synthetic": 2,
+    "n_test": 2,
+    "steps": 6,
+    "batch_size": 2,
+    "patch": (16, 32, 32),
+    "phantom_size": (64, 64, 48),
+    "phantom_spacing": (3.2, 3.2, 5.0),
+    "sampler_steps": 2,
+    "device": "cpu",
+}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """These networks are tiny: one thread is as fast, and far faster when other jobs share the CPU."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _ball(shape: tuple, centre: tuple, radius: float) -> np.ndarray:
+    grid = np.indices(shape)
+    return sum((g - c) ** 2 for g, c in zip(grid, centre)) <= radius**2
+
+
+@pytest.mark.parametrize("shape", [(2, 1, 16, 16, 16), (1, 1, 12, 20, 8), (1, 1, 7, 9, 11)])
+def test_segnet_keeps_the_input_size(shape: tuple) -> None:
+    out = SegNet3D(seed=0)(torch.zeros(shape))
+    assert out.shape == (shape[0], 1, *shape[2:])
+
+
+def test_segnet_weights_depend_on_the_seed_only() -> None:
+    state = torch.random.get_rng_state()
+    a, b, c = SegNet3D(seed=3), SegNet3D(seed=3), SegNet3D(seed=4)
+    assert torch.equal(torch.random.get_rng_state(), state)  # the global RNG is left alone
+    assert all(torch.equal(x, y) for x, y in zip(a.parameters(), b.parameters()))
+    assert not all(torch.equal(x, y) for x, y in zip(a.parameters(), c.parameters()))
+
+
+def test_segnet_overfits_one_patch() -> None:
+    target = _ball((16, 16, 16), (8, 7, 9), 4.0)
+    rng = np.random.default_rng(0)
+    image = np.where(target, 0.7, 0.15) + 0.03 * rng.standard_normal(target.shape)
+    x = torch.from_numpy(image[None, None].astype(np.float32))
+    y = torch.from_numpy(target[None, None].astype(np.float32))
+    net = SegNet3D(seed=0)
+    opt = torch.optim.Adam(net.parameters(), lr=1e-2)
+    losses = []
+    for _ in range(30):
+        loss = dice_bce_loss(net(x), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(float(loss.detach()))
+    with torch.no_grad():
+        pred = (torch.sigmoid(net(x)) > 0.5).numpy()[0, 0]
+    assert losses[-1] < 0.75 * losses[0]
+    assert dice(pred, target) > 0.8
+
+
+def test_dice_known_answers() -> None:
+    truth = np.zeros((4, 4, 8), bool)
+    truth[:, :, :4] = True
+    shifted = np.roll(truth, 2, axis=2)  # half of it overlaps
+    assert dice(truth, truth) == 1.0
+    assert dice(~truth, truth) == 0.0
+    assert dice(shifted, truth) == pytest.approx(0.5)
+    assert dice(np.zeros_like(truth), np.zeros_like(truth)) is None  # not applicable, left out of means
+    assert dice(truth, np.zeros_like(truth)) == 0.0
+    with pytest.raises(ValueError, match="same shape"):
+        dice(truth, truth[:2])
+
+
+def test_detection_counts_nodules_and_false_positive_components() -> None:
+    truth = _ball((20, 20, 20), (5, 5, 5), 2.5) | _ball((20, 20, 20), (14, 14, 14), 2.5)
+    pred = np.zeros_like(truth)
+    pred[5, 5, 5] = True  # one voxel in the first nodule detects it
+    pred[1:3, 15:18, 1:3] = True  # one blob away from every nodule
+    assert detection(pred, truth) == {"nodules": 2, "detected": 1, "sensitivity": 0.5, "false_positives": 1}
+    empty = detection(pred, np.zeros_like(truth))
+    assert empty["sensitivity"] is None and empty["false_positives"] == 2
+    assert mean_sd([1.0, None, 3.0]) == {"mean": 2.0, "sd": pytest.approx(np.sqrt(2.0)), "n": 2}
+
+
+def _case(nodule: bool, seed: int) -> Case:
+    mask = _ball((24, 24, 24), (12, 12, 12), 3.0) if nodule else np.zeros((24, 24, 24), bool)
+    lung = np.ones((24, 24, 24), bool)
+    return Case(mask.astype(np.float32), mask, np.flatnonzero(lung), np.flatnonzero(mask), "real", seed)
+
+
+def test_draw_batch_is_seeded_and_honours_positive_patches() -> None:
+    pools = [[_case(True, 0), _case(False, 1)]]
+    a = draw_batch(pools, [1.0], 6, (8, 8, 8), 1.0, np.random.default_rng(5))
+    b = draw_batch(pools, [1.0], 6, (8, 8, 8), 1.0, np.random.default_rng(5))
+    assert a[0].shape == (6, 1, 8, 8, 8) and a[1].dtype == np.float32
+    assert np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1])
+    assert all(t.any() for t in a[1])  # positive draws move to the case that has a nodule
+    with pytest.raises(InputError):
+        draw_batch([[], pools[0]], [0.5, 0.5], 2, (8, 8, 8), 0.5, np.random.default_rng(0))
+
+
+def test_config_rejects_bad_settings() -> None:
+    with pytest.raises(InputError, match="n_real"):
+        DownstreamConfig(n_real=0)
+    with pytest.raises(InputError, match="overlap"):
+        DownstreamConfig(n_real=20, real_seed=2990, test_seed=3000)
+    with pytest.raises(InputError, match="synthetic_fraction"):
+        DownstreamConfig(synthetic_fraction=1.0)
+
+
+@pytest.fixture(scope="module")
+def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        model = DiffusionModel(preset("tiny", crop="lung"))
+    return save_checkpoint(tmp_path_factory.mktemp("model") / "tiny.pt", model, ema=model)
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tiny_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory) -> Dict[str, Any]:
+    out = tmp_path_factory.mktemp("downstream")
+    return run_downstream(DownstreamConfig(**TINY, checkpoint=str(tiny_checkpoint), out=str(out)))
+
+
+def test_tiny_experiment_writes_both_arms(tiny_run: Dict[str, Any]) -> None:
+    out = Path(tiny_run["outputs"]["json"]).parent
+    assert sorted(p.name for p in out.iterdir()) == ["downstream.csv", "downstream.json"]  # no temporary left
+    saved = json.loads((out / "downstream.json").read_text())
+    assert [r["arm"] for r in saved["runs"]] == ["real", "real+synthetic"]
+    assert saved["config"]["n_real"] == 2 and saved["model"]["preset"] == "tiny"
+    assert saved["seeds"]["real"] == [2000, 2001] and saved["seeds"]["test"] == [3000, 3001]
+    rows = list(csv.DictReader((out / "downstream.csv").open()))
+    assert len(rows) == 2 * 2 and {r["arm"] for r in rows} == {"real", "real+synthetic"}
+    assert set(saved["summary"]["arms"]) == {"real", "real+synthetic"} and "difference" in saved["summary"]
+    real, mixed = saved["runs"]
+    assert real["train_cases"] == {"real": 2, "synthetic": 0} and mixed["train_cases"] == {"real": 2, "synthetic": 2}
+    assert real["items_per_pool"] == [6 * 2] and sum(mixed["items_per_pool"]) == 6 * 2
+    assert mixed["items_per_pool"][1] > 0  # the second arm really saw synthetic patches
+
+
+def test_tiny_experiment_is_deterministic(tiny_run: Dict[str, Any], tiny_checkpoint: Path) -> None:
+    again = run_downstream(DownstreamConfig(**TINY, checkpoint=str(tiny_checkpoint)))
+    keys = ("arm", "seed", "cases", "losses", "items_per_pool")
+    assert [{k: r[k] for k in keys} for r in again["runs"]] == [{k: r[k] for k in keys} for r in tiny_run["runs"]]
+    assert "outputs" not in again
+
+
+def test_cli_rejects_bad_counts_and_missing_checkpoint(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    assert main(["downstream", "--real", "0", "--out", str(tmp_path)]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err == "error: --real must be >= 1, got 0"
+    assert main(["downstream", "--checkpoint", str(tmp_path / "missing.pt"), "--out", str(tmp_path)]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: checkpoint not found") and "\n" not in err
+    assert not any(tmp_path.iterdir())
