@@ -61,6 +61,7 @@ def main() -> None:
     ap.add_argument("--arms", nargs="+", default=["mean-fill", "dpm++20", "ddpm250"])
     ap.add_argument("--size", type=int, nargs=3, default=(256, 256, 160))
     ap.add_argument("--spacing", type=float, nargs=3, default=(0.8, 0.8, 1.5))
+    ap.add_argument("--reuse", action="store_true", help="keep synthetic files from an earlier run (re-evaluate)")
     args = ap.parse_args()
     out = Path(args.out)
     ckpt = load_checkpoint(args.checkpoint)
@@ -77,6 +78,9 @@ def main() -> None:
         for seed, ph in enumerate(phantoms):
             if arm == "mean-fill":
                 write_image(_mean_fill(ph.ct, ph.layout), arm_dir / "synthetic" / f"case{seed}_synthetic.nrrd")
+                continue
+            done = [arm_dir / "synthetic" / f"case{seed}_synthetic_{k}.nrrd" for k in range(args.samples)]
+            if args.reuse and all(p.is_file() for p in done):
                 continue
             start = time.perf_counter()
             result = synthesize_case(ph.ct, ph.layout, ckpt.model, sampler=_sampler(arm), seeds=range(args.samples))

@@ -123,22 +123,23 @@ def mmd_unbiased(real: ArrayLike, synthetic: ArrayLike, bandwidth: Optional[floa
     return float(within_r + within_s - 2.0 * k_rs.mean()), sigma
 
 
-def _scale_by_real(r: np.ndarray, s: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+def _scale_pooled(r: np.ndarray, s: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
     mean = r.mean(axis=0)
-    sd = r.std(axis=0, ddof=1)
+    sd = np.concatenate([r, s]).std(axis=0, ddof=1)
     sd = np.where(sd > 0, sd, 1.0)
     return (r - mean) / sd, (s - mean) / sd
 
 
 def standardize(real: ArrayLike, synthetic: ArrayLike) -> Tuple[np.ndarray, np.ndarray]:
-    """Z-score both sets per feature with the REAL set's mean and SD (N - 1); constant features are only centred.
+    """Centre both sets on the real mean and divide each feature by its SD over BOTH sets (N - 1).
 
-    Why the real set's statistics and not the pooled ones: the scale then does not depend on the model being
-    judged, so several models scored against one real set share one yardstick; with pooled statistics a model
-    whose features are far off would widen the SD and shrink its own distance.
+    Why pooled and not the real set's SD: a feature that hardly varies among real volumes (the fraction of lung
+    voxels below -950 HU in a phantom: SD 0.001) would turn a small, harmless synthetic offset into twenty SDs
+    and FID into a measure of that one feature. Pooling bounds what a pure shift of one feature can contribute
+    (about 4), so every feature counts but none dominates. Constant features are only centred.
     """
     r, s = _pair(real, synthetic, 2, "standardisation")
-    return _scale_by_real(r, s)
+    return _scale_pooled(r, s)
 
 
 def set_metrics(
@@ -148,7 +149,7 @@ def set_metrics(
 
     Args:
         real_feats, synth_feats: ``(N, d)`` feature matrices from one extractor.
-        standardize: z-score with the real set's statistics first (:func:`standardize`). Use ``True`` for the
+        standardize: z-score first (:func:`standardize`: real mean, pooled SD). Use ``True`` for the
             radiomic extractor, whose features mix units (HU, fractions, bits) and would otherwise be dominated by
             the HU-sized ones; use ``False`` for Med3D features, to keep FID comparable with published values.
         bandwidth: MMD kernel sigma; ``None`` for the median heuristic.
@@ -163,7 +164,7 @@ def set_metrics(
     """
     r, s = _pair(real_feats, synth_feats, max(FID_MIN_SAMPLES, MMD_MIN_SAMPLES), "set metrics")
     if standardize:
-        r, s = _scale_by_real(r, s)
+        r, s = _scale_pooled(r, s)
     mmd2, sigma = mmd_unbiased(r, s, bandwidth)
     return {
         "fid": frechet_distance(r, s),

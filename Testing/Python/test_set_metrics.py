@@ -129,13 +129,14 @@ def test_bad_feature_sets_are_refused_with_the_minimum() -> None:
         frechet_distance(np.zeros(5), ok)
 
 
-def test_standardize_uses_the_real_sets_statistics_and_set_metrics_reports() -> None:
+def test_standardize_uses_real_mean_and_pooled_sd_and_set_metrics_reports() -> None:
     rng = np.random.default_rng(6)
     real = rng.normal([0.0, -800.0], [1.0, 100.0], size=(60, 2))
     synth = rng.normal([0.5, -700.0], [1.0, 100.0], size=(50, 2))
     r, s = standardize(real, synth)
-    assert np.allclose(r.mean(0), 0) and np.allclose(r.std(0, ddof=1), 1)
-    assert np.allclose(s, (synth - real.mean(0)) / real.std(0, ddof=1))
+    pooled = np.concatenate([real, synth]).std(0, ddof=1)
+    assert np.allclose(r.mean(0), 0) and np.allclose(np.concatenate([r, s]).std(0, ddof=1), 1)
+    assert np.allclose(s, (synth - real.mean(0)) / pooled)
     out = set_metrics(real, synth)
     assert out["fid"] == pytest.approx(frechet_distance(r, s)) and out["mmd2"] == pytest.approx(mmd_unbiased(r, s)[0])
     assert (out["n_real"], out["n_synthetic"], out["dim"], out["fid_reliable"], out["standardized"]) == (
@@ -143,6 +144,15 @@ def test_standardize_uses_the_real_sets_statistics_and_set_metrics_reports() -> 
     )  # fmt: skip
     raw = set_metrics(real, synth, standardize=False)
     assert raw["fid"] == pytest.approx(frechet_distance(real, synth)) and raw["fid"] > 100 * out["fid"]
+
+
+def test_a_nearly_constant_real_feature_cannot_dominate_fid() -> None:
+    """A feature with SD 0.001 among real volumes and a 0.02 synthetic offset: with the real SD it would add 400."""
+    rng = np.random.default_rng(8)
+    real = np.column_stack([rng.normal(0, 1, 40), rng.normal(0.002, 0.001, 40)])
+    synth = np.column_stack([rng.normal(0, 1, 40), rng.normal(0.022, 0.001, 40)])
+    fid = set_metrics(real, synth)["fid"]
+    assert 1.0 < fid < 5.0  # the offset still counts (about 4), but does not swamp the other feature
 
 
 def test_diversity_known_answers() -> None:
