@@ -21,12 +21,14 @@ synthesize_case with AAS, one sample per case with sample seed = case seed. Per 
   * peak memory: CPU RSS growth over the path (sampled every 10 ms from /proc; getrusage growth elsewhere) and
     CUDA max allocated;
   * quality on the generated region (lung + nodule) against the real CT: MSE (HU^2) and SSIM from
-    LungDDPMLib.evaluation.paired_metrics, their ratio to the reference path's, the FID of the set of synthetic
-    volumes against the real set (radiomic features, when LungDDPMLib.evaluation.features is importable), and for
+    LungDDPMLib.evaluation.paired_metrics, their ratio to the reference path's, the FID of the synthetic against the
+    real lung patches (radiomic features of every 40 mm patch, as `lungddpm evaluate --set-unit patch`), and for
     variants of the fast baseline sampler (same sampler and steps) the direct MSE between the two outputs.
-Quality is "ok" when the mean MSE is within --tol-mse (relative) and the mean SSIM within --tol-ssim (absolute) of
-the reference's. Quality needs a trained model: the default for --preset small is the bundled demo model; with
-random weights (other presets without --checkpoint) only speed and memory mean anything.
+Quality is "ok" when the FID is at most --tol-fid (relative) above the reference's and, for variants of the fast
+baseline, the RMS difference to its fp32 eager output is at most --tol-direct HU (see quality_ok for why MSE and
+SSIM against the real CT are reported but not judged). Quality needs a trained model: the default for --preset
+small is the bundled demo model; with random weights (other presets without --checkpoint) only speed and memory
+mean anything.
 Output: one JSON line per path (and a first line describing the machine), then a markdown table.
 """
 
@@ -164,8 +166,8 @@ def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
                     "(no reference samples, so no quality ratios)")  # fmt: skip
     ap.add_argument("--repeats", type=int, default=5, help="timed network calls per path")
     ap.add_argument("--quality", choices=("auto", "on", "off"), default="auto", help="auto: on for a trained model")
-    ap.add_argument("--tol-mse", type=float, default=0.15, help="allowed relative MSE change vs the reference")
-    ap.add_argument("--tol-ssim", type=float, default=0.03, help="allowed absolute SSIM change vs the reference")
+    ap.add_argument("--tol-fid", type=float, default=0.10, help="allowed relative FID increase vs the reference")
+    ap.add_argument("--tol-direct", type=float, default=10.0, help="allowed RMS HU change of a variant vs fp32 eager")
     ap.add_argument("--out", help="also write the JSON lines here")
     ap.add_argument("--quick", action="store_true", help="smoke test: tiny, 32^3, 2 steps, 1 small case")
     args, _ = ap.parse_known_args(argv)
@@ -176,6 +178,20 @@ def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
         ap.set_defaults(paths=[k, f"{k}+bf16", f"{k}+cl", f"{k}+graphs", f"{k}+refattn", f"{k}+batch2"])
     args = ap.parse_args(argv)
     return args
+
+
+def quality_ok(row: Dict[str, Any], args: argparse.Namespace) -> bool:
+    """Matched quality: FID not worse than the reference's by more than --tol-fid, and for variants of the fast
+    baseline (bf16, channels-last, compile...) an RMS difference to its fp32 eager output of at most --tol-direct HU.
+
+    MSE and SSIM against the real CT are reported but not judged: the published DDPM's x0 point estimates pull
+    samples towards the conditional mean, which lowers MSE without making them more realistic (a mean-filled lung
+    scores best of all), so "within x% of the reference's MSE" would reward blur, not quality.
+    """
+    ok = row.get("fid_ratio") is not None and row["fid_ratio"] <= 1 + args.tol_fid
+    if row.get("direct_mse_hu_vs_baseline") is not None:
+        ok = ok and row["direct_mse_hu_vs_baseline"] ** 0.5 <= args.tol_direct
+    return bool(ok)
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -203,7 +219,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     cases = make_cases(args.cases, args.phantom_size, args.phantom_spacing)
     real_features = None
     if fid_extractor is not None:
-        real_features = np.stack([fid_extractor(c.real, c.spacing_zyx, c.lay > 0) for c in cases])
+        real_features = np.concatenate([fid_extractor(c.real, c.spacing_zyx, c.lay > 0) for c in cases])
     # The reference first, then the fast baseline (the variants' direct MSE needs its outputs), then the rest.
     specs.sort(key=lambda s: (s.name != args.reference, s.name != baseline_name))
     rows: List[Dict[str, Any]] = []
@@ -249,8 +265,8 @@ def main(argv: Optional[List[str]] = None) -> int:
             same_sampler = spec.sampler == parse_path(baseline_name).sampler and spec.name != baseline_name
             row.update(quality(cases, outputs, kept.get(baseline_name) if same_sampler else None))
             if fid_extractor is not None:
-                feats = np.stack([fid_extractor(o, c.spacing_zyx, c.lay > 0) for o, c in zip(outputs, cases)])
-                row["fid"] = set_fid(fid, real_features, feats) if len(cases) >= 2 else None
+                feats = np.concatenate([fid_extractor(o, c.spacing_zyx, c.lay > 0) for o, c in zip(outputs, cases)])
+                row["fid"] = set_fid(fid, real_features, feats) if min(len(feats), len(real_features)) >= 2 else None
             if spec.name in (args.reference, baseline_name):
                 kept[spec.name] = outputs
             if ref_row.get("mse_hu") and not is_ref:
@@ -258,9 +274,7 @@ def main(argv: Optional[List[str]] = None) -> int:
                 row["ssim_ratio"] = round(row["ssim"] / ref_row["ssim"], 4)
                 if row.get("fid") is not None and ref_row.get("fid"):
                     row["fid_ratio"] = round(row["fid"] / ref_row["fid"], 3)
-                row["quality_ok"] = bool(
-                    abs(row["mse_ratio"] - 1) <= args.tol_mse and abs(row["ssim"] - ref_row["ssim"]) <= args.tol_ssim
-                )
+                row["quality_ok"] = quality_ok(row, args)
         rows.append(row)
         emit(row)
     if out:
@@ -277,8 +291,8 @@ def main(argv: Optional[List[str]] = None) -> int:
             if ref_row.get("extrapolated")
             else ""
         )
-        + f". Quality tolerance: mean MSE within {args.tol_mse:.0%} and mean SSIM within {args.tol_ssim} of the "
-        f"reference's; direct MSE is against {baseline_name} (same sampler, fp32 eager).",
+        + f". Quality tolerance: FID at most {args.tol_fid:.0%} above the reference's; variants of {baseline_name} "
+        f"within {args.tol_direct:g} HU RMS of its fp32 eager output (direct MSE).",
     ]
     if not want_quality:
         notes.append("Quality: not measured (random weights; pass --checkpoint or --quality on).")
@@ -293,7 +307,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     if fid_note:
         notes.append(fid_note)
     elif want_quality:
-        notes.append(f"FID: radiomic-v1 features, standardised; over {args.cases} cases it is indicative only.")
+        notes.append(
+            f"FID: radiomic-v1 features of 40 mm lung patches of {args.cases} cases, standardised (pooled SD)."
+        )
     print("\n" + table(rows, device) + "\n\n" + "\n".join(notes), flush=True)
     return 0
 
