@@ -72,7 +72,7 @@ class LungDDPMParameterNode:
     mode: Annotated[str, Choice(["auto", "full", "roi"])] = "auto"
     aas: bool = True
     blendFrom: Annotated[int, WithinRange(0, 250)] = 0
-    precision: Annotated[str, Choice(["fp32", "bf16"])] = "fp32"
+    precision: Annotated[str, Choice(["auto", "fp32", "bf16"])] = "auto"
 
 
 class LungDDPMWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):

@@ -60,7 +60,7 @@ class Job:
     feather_voxels: int = 0
     feather_mm: float = 0.0
     device: str = "auto"
-    precision: str = "fp32"
+    precision: str = "auto"
     channels_last: bool = False
     compile: bool = False
     cuda_graphs: bool = False
@@ -161,14 +161,15 @@ def _load_model(job: Job, emit: Emit) -> Any:
 def _write_case(job: Job, case: Case, result: Any, ckpt: Any, paths: List[Path], elapsed: float) -> Dict:
     from .data.io import write_image
 
+    runtime = job.runtime().resolved(next(ckpt.model.parameters()).device)  # what actually ran, not "auto"
     provenance = {
         "model": {"path": ckpt.path, "sha256": ckpt.sha256, "preset": ckpt.config.preset, "step": ckpt.step},
         "sampler": job.sampler,
         "steps": job.steps,
         "aas": {"enabled": job.aas, "blend_from": job.blend_from, "feather_voxels": job.feather_voxels},
         "seeds": result.seeds,
-        "precision": job.precision,
-        "runtime": job.runtime().to_dict(),
+        "precision": runtime.precision,
+        "runtime": runtime.to_dict(),
         "inputs": {
             "ct": case.ct,
             "layout": case.layout,

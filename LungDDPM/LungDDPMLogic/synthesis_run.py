@@ -51,7 +51,7 @@ class RunSettings:
     aas: bool = True
     blend_from: int = 0
     device: str = "auto"
-    precision: str = "fp32"
+    precision: str = "auto"
     auto_lung: bool = False
 
     def job_fields(self) -> Dict[str, Any]:

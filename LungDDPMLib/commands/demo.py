@@ -29,7 +29,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--sampler", choices=("dpm++", "ddim", "ddpm"), default="dpm++")
     p.add_argument("--steps", type=int, default=None, help="network evaluations (default: the sampler's)")
     p.add_argument("--device", default="auto")
-    p.add_argument("--precision", choices=("fp32", "bf16"), default="fp32")
+    p.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto")
     p.add_argument("--phantom-size", type=int, nargs=3, default=(256, 256, 160), metavar=("X", "Y", "Z"))
     p.add_argument("--phantom-spacing", type=float, nargs=3, default=(0.8, 0.8, 1.5), metavar=("X", "Y", "Z"))
     p.add_argument(
@@ -122,6 +122,7 @@ def run(args: argparse.Namespace) -> int:
     from ..evaluation.report import json_safe
     from ..phantom import make_phantom
     from ..sampling import SamplerConfig, StepInfo
+    from ..sampling.runtime import RuntimeOptions
     from ..synthesis import synthesize_case
 
     out = Path(args.out)
@@ -181,6 +182,7 @@ def run(args: argparse.Namespace) -> int:
         },
         "sampler": {"name": sampler.name, "steps": args.steps, "aas": True},
         "device": str(device),
+        "runtime": RuntimeOptions(precision=args.precision).resolved(device).to_dict(),
         "timing_s": {
             **{k: round(v, 2) for k, v in result.timing_s.items()},
             "wall": round(time.perf_counter() - started, 1),

@@ -31,7 +31,12 @@ def add_job_arguments(p: argparse.ArgumentParser, *, job_file: bool) -> None:
     m.add_argument("--blend-from", type=int, help="blend only after steps below this level (default: all)")
     m.add_argument("--feather", type=int, default=0, help="soft AAS seam width in voxels")
     m.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N, mps")
-    m.add_argument("--precision", choices=("fp32", "bf16"), default="fp32")
+    m.add_argument(
+        "--precision",
+        choices=("auto", "fp32", "bf16"),
+        default="auto",
+        help="auto (default): bf16 + channels-last where the device runs bf16 natively, else fp32",
+    )
     m.add_argument("--channels-last", action="store_true", help="run the network in channels-last-3d memory layout")
     m.add_argument(
         "--compile", action="store_true", help="torch.compile the network (slow first step; eager if it fails)"

@@ -249,3 +249,25 @@ def test_torch_compile_mode(kwargs, mode) -> None:
 def test_options_round_trip_through_a_dict() -> None:
     opts = RuntimeOptions(precision="bf16", channels_last=True, compile=True, compile_mode="max-autotune")
     assert RuntimeOptions(**opts.to_dict()) == opts
+
+
+def test_auto_precision_is_bf16_with_channels_last_only_where_bf16_is_native(monkeypatch) -> None:
+    from LungDDPMLib.sampling import runtime as rt
+
+    cpu = torch.device("cpu")
+    monkeypatch.setattr(rt, "native_bf16", lambda device: True)
+    fast = RuntimeOptions(precision="auto").resolved(cpu)
+    assert (fast.precision, fast.channels_last) == ("bf16", True)
+    monkeypatch.setattr(rt, "native_bf16", lambda device: False)
+    assert RuntimeOptions(precision="auto").resolved(cpu) == RuntimeOptions(precision="fp32")
+    explicit = RuntimeOptions(precision="fp32")
+    assert explicit.resolved(cpu) is explicit  # an explicit choice is never overridden
+
+
+def test_auto_precision_samples_like_the_resolved_setting(model, layout, reference, monkeypatch) -> None:
+    from LungDDPMLib.sampling import runtime as rt
+
+    monkeypatch.setattr(rt, "native_bf16", lambda device: False)
+    kw = {"sampler": SamplerConfig("ddim", steps=2), "seeds": [1]}
+    auto = sample(model, layout, reference, precision="auto", **kw)
+    assert torch.equal(auto, sample(model, layout, reference, precision="fp32", **kw))

@@ -211,13 +211,21 @@ def test_cuda_requested_without_a_gpu_is_a_clear_error(workspace: Path, tmp_path
 def test_runtime_options_reach_the_sampler_and_the_provenance(workspace: Path, tmp_path: Path) -> None:
     case = Case("c", str(workspace / "cases/case0_ct.nrrd"), str(workspace / "cases/case0_layout.nrrd"),
                 str(tmp_path / "c"))  # fmt: skip
-    job = Job(cases=[case], checkpoint=str(workspace / "model.pt"), steps=2, device="cpu", channels_last=True)
+    job = Job(cases=[case], checkpoint=str(workspace / "model.pt"), steps=2, device="cpu", channels_last=True,
+              precision="fp32")  # fmt: skip
     ev: list = []
     assert run_job(job, ev.append) == 0
     result = next(e for e in ev if e["type"] == "result")
     assert result["provenance"]["runtime"] == {
         "precision": "fp32", "channels_last": True, "compile": False, "compile_mode": "default", "cuda_graphs": False,
     }  # fmt: skip
+    auto = Job(cases=[Case("e", case.ct, case.layout, str(tmp_path / "e"))], checkpoint=job.checkpoint, steps=2,
+               device="cpu")  # fmt: skip
+    assert auto.precision == "auto"  # the default: the provenance records what actually ran
+    ev = []
+    assert run_job(auto, ev.append) == 0
+    ran = next(e for e in ev if e["type"] == "result")["provenance"]
+    assert ran["precision"] in ("fp32", "bf16") and ran["runtime"]["precision"] == ran["precision"]
     if not torch.cuda.is_available():  # refused once, before any case runs
         fresh = Case("d", case.ct, case.layout, str(tmp_path / "d"))
         graphs: list = []
