@@ -52,7 +52,7 @@ def fid_is_reliable(n: int, d: int) -> bool:
 
 
 def frechet_distance(real: ArrayLike, synthetic: ArrayLike) -> float:
-    """Fréchet distance between Gaussians fitted to two feature sets (FID on whatever features you pass).
+    """Frechet distance between Gaussians fitted to two feature sets (FID on whatever features you pass).
 
     ``||mu_r - mu_s||^2 + tr(S_r) + tr(S_s) - 2 tr((S_r^1/2 S_s S_r^1/2)^1/2)``, unbiased covariances (N - 1),
     in float64 with torch alone: ``S_r^1/2`` from ``eigh`` and the last trace as the sum of square roots of the

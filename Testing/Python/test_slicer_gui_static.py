@@ -157,7 +157,7 @@ def test_slicer_module_imports_no_engine_or_torch_at_import_time():
             assert not name.startswith(("torch", "LungDDPMLib", "LungDDPMLogic")), f"module-level import of {name}"
     # the qt-free logic package: no qt anywhere, no torch at module level
     for path in (MODULE / "LungDDPMLogic").glob("*.py"):
-        src = ast.parse(path.read_text())
+        src = ast.parse(path.read_text(encoding="utf-8"))
         for node in ast.walk(src):
             if isinstance(node, (ast.Import, ast.ImportFrom)):
                 mods = [a.name for a in node.names] if isinstance(node, ast.Import) else [node.module or ""]
@@ -166,9 +166,10 @@ def test_slicer_module_imports_no_engine_or_torch_at_import_time():
             if isinstance(node, (ast.Import, ast.ImportFrom)):
                 mods = [a.name for a in node.names] if isinstance(node, ast.Import) else [node.module or ""]
                 assert not any(m.split(".")[0] == "torch" for m in mods), f"{path.name} imports torch"
-    # and the engine never imports slicer or qt
+    # and the engine never imports slicer or qt; sources stay ASCII (read under any locale, e.g. an ASCII CI shell)
     for path in (ROOT / "LungDDPMLib").rglob("*.py"):
-        text = path.read_text()
+        text = path.read_text(encoding="utf-8")
+        assert text.isascii(), f"{path} has non-ASCII characters"
         assert not re.search(r"^\s*(import|from)\s+(slicer|qt|ctk)\b", text, re.M), path
 
 
