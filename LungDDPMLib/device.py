@@ -59,7 +59,8 @@ def native_bf16(device: torch.device) -> bool:
     than fp32 at matched quality (docs/benchmarks.md), but where bf16 is emulated it is slower than fp32.
     """
     if device.type == "cuda":
-        return bool(torch.cuda.is_bf16_supported())
+        # Not torch.cuda.is_bf16_supported(): it also says yes where bf16 is emulated (pre-Ampere GPUs).
+        return torch.cuda.get_device_capability(device)[0] >= 8
     if device.type == "cpu":
         for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported"):
             probe = getattr(getattr(torch, "cpu", None), name, None)

@@ -82,12 +82,13 @@ class Pairing:
     note: str = ""
 
 
-def _layout_for(key: str, real: Path, layouts: List[Path]) -> Optional[Path]:
+def layout_for(key: str, real: Path, layouts: List[Path], real_keys: Sequence[str] = ()) -> Optional[Path]:
+    """The layout of one real CT: by case name, or a single layout shared by all when its name is no case's."""
     if not layouts:
         return None
-    if len(layouts) == 1:
-        return layouts[0]
     by_key = {case_key(p): p for p in layouts}
+    if len(layouts) == 1 and (key in by_key or not set(by_key) & set(real_keys)):
+        return layouts[0]
     if key in by_key:
         return by_key[key]
     raise InputError(
@@ -105,17 +106,25 @@ def match(real: List[Path], synthetic: List[Path], layouts: Optional[List[Path]]
     for p in real:
         real_by_key.setdefault(case_key(p), p)
     keyed = [case_key(s) for s in synthetic]
-    if len(real_by_key) == len(real) and all(k in real_by_key for k in keyed):
+    keys = list(real_by_key)
+    named = [k in real_by_key for k in keyed]
+    if len(real_by_key) == len(real) and all(named):
         pairing = Pairing(how="by case name")
         for s, k in zip(synthetic, keyed):
             pairing.pairs.append(
-                {"real": real_by_key[k], "synthetic": s, "layout": _layout_for(k, real_by_key[k], layouts)}
+                {"real": real_by_key[k], "synthetic": s, "layout": layout_for(k, real_by_key[k], layouts, keys)}
             )
         return pairing
+    if len(real) > 1 and any(named):  # some names match: guessing the others would pair the wrong files
+        stray = [s.name for s, ok in zip(synthetic, named) if not ok]
+        raise InputError(
+            f"{len(stray)} synthetic file(s) match no real CT by case name ({', '.join(stray[:5])}); name each after "
+            "its real case (case1_ct.nrrd -> case1_synthetic.nrrd) or leave them out"
+        )
     if len(real) == 1:
         r = real[0]
         pairing = Pairing(how="all samples of one real CT")
-        lay = _layout_for(case_key(r), r, layouts)
+        lay = layout_for(case_key(r), r, layouts, keys)
         pairing.pairs = [{"real": r, "synthetic": s, "layout": lay} for s in synthetic]
         return pairing
     if len(real) == len(synthetic):
@@ -123,7 +132,7 @@ def match(real: List[Path], synthetic: List[Path], layouts: Optional[List[Path]]
             how="sorted order", note="names do not match; real and synthetic files paired in sorted order"
         )
         for r, s in zip(sorted(real), sorted(synthetic)):
-            pairing.pairs.append({"real": r, "synthetic": s, "layout": _layout_for(case_key(r), r, layouts)})
+            pairing.pairs.append({"real": r, "synthetic": s, "layout": layout_for(case_key(r), r, layouts, keys)})
         return pairing
     return Pairing(
         how="none",

@@ -37,7 +37,7 @@ from ..errors import InputError
 from .features import FeatureExtractor, extract_features, make_extractor
 from .fidelity import layout_fidelity
 from .figures import HIST_EDGES, comparison_montage, histogram_figure, region_histograms
-from .matching import Pairing, expand, match
+from .matching import Pairing, case_key, expand, layout_for, match
 from .paired import METRICS, REGIONS, paired_metrics, region_masks
 from .patches import UNITS, patch_items
 from .set_metrics import FID_MIN_SAMPLES, MMD_MIN_SAMPLES, diversity, set_metrics
@@ -62,7 +62,9 @@ def evaluate_pair(
     return out
 
 
-def _set_size_check(n_real: int, n_synthetic: int, mode: str) -> Optional[Dict[str, Any]]:
+def _set_size_check(
+    n_real: int, n_synthetic: int, mode: str, hint: str = "; for few volumes use patches (--set-unit patch)"
+) -> Optional[Dict[str, Any]]:
     """None when set metrics should be computed, else the report entry that says why not."""
     if mode not in SET_MODES:
         raise InputError(f"set metrics mode must be one of {SET_MODES}, got {mode!r}")
@@ -72,7 +74,7 @@ def _set_size_check(n_real: int, n_synthetic: int, mode: str) -> Optional[Dict[s
     if min(n_real, n_synthetic) < need:
         reason = f"FID and MMD need at least {need} samples in each set; got {n_real} real and {n_synthetic} synthetic"
         if mode == "on":
-            raise InputError(reason + "; for few volumes use patches (--set-unit patch)")
+            raise InputError(reason + hint)
         return {"status": "not applicable", "reason": reason}
     return None
 
@@ -119,7 +121,8 @@ def _unit_features(ex: FeatureExtractor, item: VolumeItem, unit: str) -> np.ndar
 
 def _set_result(real: np.ndarray, synthetic: np.ndarray, ex: FeatureExtractor, unit: str, mode: str) -> Dict[str, Any]:
     if unit == "patch":  # the number of patches is only known now
-        skip = _set_size_check(len(real), len(synthetic), mode)
+        hint = "; the generated region holds too few 40 mm patches (at least half inside it): use more volumes"
+        skip = _set_size_check(len(real), len(synthetic), mode, hint)
         if skip is not None:
             return {**skip, "unit": unit}
     result = dict(set_metrics(real, synthetic, standardize=not ex.comparable_with_paper))
@@ -212,10 +215,17 @@ def _pair_figures(d: Dict[str, Any], masks: Dict[str, np.ndarray], folder: Path,
     return names
 
 
-def _item(path: Path) -> VolumeItem:
+def _item(path: Path, layout: Optional[Path] = None) -> VolumeItem:
+    """A real or synthetic file as extractor input; with a layout, masked to its generated region."""
     img = read_ct(path)
     sx, sy, sz = img.GetSpacing()
-    return sitk.GetArrayFromImage(img).astype(np.float32), (sz, sy, sx), None
+    mask = None
+    if layout is not None:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DataWarning)
+            gen = sitk.GetArrayFromImage(load_layout(layout, img, auto_lung="never")) > 0
+        mask = gen if gen.any() else None
+    return sitk.GetArrayFromImage(img).astype(np.float32), (sz, sy, sx), mask
 
 
 def evaluate_files(
@@ -246,7 +256,7 @@ def evaluate_files(
     layout_files = expand(layouts, "layout") if layouts else []
     pairing: Pairing = match(real_files, synth_files, layout_files)
     log(f"{len(real_files)} real, {len(synth_files)} synthetic files; pairing: {pairing.how}")
-    n_real = len({str(p["real"]) for p in pairing.pairs}) if pairing.pairs else len(real_files)
+    n_real = len(real_files)  # every real CT belongs to the reference set, with samples or without
     _check_unit(set_unit)
     set_skip = _set_size_check(n_real, len(synth_files), set_mode) if set_unit == "volume" else None
     if set_mode == "off":
@@ -271,18 +281,23 @@ def evaluate_files(
         if key not in acc.real_features:
             acc.real_features[key] = acc.features(d["real"], d["spacing"], mask)
         acc.synthetic_features.append(acc.features(d["synthetic"], d["spacing"], mask))
-        group.append(d["synthetic"])
+        # Diversity needs every sample of one layout at once: keep only the generated voxels (float32), not volumes.
+        group.append(d["synthetic"][mask] if mask is not None else d["synthetic"].ravel())
         last = n + 1 == len(ordered) or str(ordered[n + 1][1]["real"]) != key
         if last:
-            acc.diversity[key] = diversity(group, mask) if len(group) > 1 else None
+            acc.diversity[key] = diversity(group) if len(group) > 1 else None
             group = []
         if figures_dir is not None and n < figures_for:
             row["figures"] = _pair_figures(d, masks, figures_dir, f"pair{i:03d}", Path(str(pair["synthetic"])).name)
     acc.rows.sort(key=lambda r: r["index"])
 
-    if not pairing.pairs and acc.extractor is not None:  # unpaired sets: whole-volume features
-        acc.real_features = {str(f): acc.features(*_item(f)) for f in real_files}
-        acc.synthetic_features = [acc.features(*_item(f)) for f in synth_files]
+    if acc.extractor is not None:
+        if not pairing.pairs:  # unpaired sets: whole-volume features
+            acc.synthetic_features = [acc.features(*_item(f)) for f in synth_files]
+        for f in real_files:  # real CTs without a sample still belong to the reference set
+            if str(f) not in acc.real_features:
+                layout = layout_for(case_key(f), f, layout_files, [case_key(r) for r in real_files])
+                acc.real_features[str(f)] = acc.features(*_item(f, layout if pairing.pairs else None))
     if set_skip is not None:
         sets = set_skip
     else:
@@ -365,6 +380,8 @@ def run_evaluation(out_dir: str, log: Log = lambda message: None, **kwargs: Any)
         public = {k: v for k, v in report.items() if not k.startswith("_")}
         (stage / "metrics.json").write_text(json.dumps(json_safe(public), indent=2))
         (out / "figures").mkdir(exist_ok=True)
+        for old in (out / "figures").glob("pair*.png"):  # an earlier report's figures must not look like ours
+            old.unlink()
         for f in sorted((stage / "figures").iterdir()):
             os.replace(f, out / "figures" / f.name)
         for name in ("metrics.csv", "histograms.csv", "metrics.json"):

@@ -12,6 +12,7 @@ import SimpleITK as sitk
 
 from LungDDPMLib.cli import main
 from LungDDPMLib.data.io import write_image
+from LungDDPMLib.errors import InputError
 from LungDDPMLib.evaluation.matching import case_key, match
 from LungDDPMLib.evaluation.patches import patch_boxes
 from LungDDPMLib.phantom import make_phantom, save_phantom
@@ -154,3 +155,23 @@ def test_patch_grid_is_deterministic_and_respects_fill() -> None:
     assert len(boxes) == 3 * 3 * 2 and all(mask[b].mean() >= 0.5 for b in boxes)
     assert all(b[0].stop - b[0].start == 10 for b in boxes)  # 20 mm at 2 mm
     assert not list(patch_boxes(np.zeros_like(mask), (2.0, 2.0, 2.0)))
+
+
+def test_partial_name_matches_are_refused_and_single_layouts_are_not_shared_by_name(files) -> None:
+    real = sorted(files["real"].glob("*_ct.nrrd"))
+    with pytest.raises(InputError, match="match no real CT by case name"):
+        match(real, [files["synthetic"] / "case2_synthetic.nrrd", Path("other_synthetic.nrrd")])
+    case1_layout = files["real"] / "case1_layout.nrrd"
+    with pytest.raises(InputError, match=r"no layout matches the real CT case2_ct\.nrrd"):
+        match(real, sorted(files["synthetic"].glob("*.nrrd")), [case1_layout])
+    shared = match(real[:1], [Path("s.nrrd")], [files["real"] / "case2_layout.nrrd"])  # one real CT: its layout
+    assert shared.pairs[0]["layout"].name == "case2_layout.nrrd"
+
+
+def test_real_cts_without_samples_still_count_in_the_reference_set(files, tmp_path) -> None:
+    rc = main(["evaluate", "--real", str(files["real"]), "--layout", str(files["real"]),
+               "--synthetic", str(files["synthetic"] / "case1_synthetic_0.nrrd"),
+               str(files["synthetic"] / "case1_synthetic_1.nrrd"), "--out", str(tmp_path)])  # fmt: skip
+    assert rc == 0
+    sets = json.loads((tmp_path / "metrics.json").read_text())["set_metrics"]
+    assert sets["status"] == "ok" and sets["n_real"] == 3 and sets["n_synthetic"] == 2
