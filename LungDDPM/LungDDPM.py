@@ -174,8 +174,11 @@ class LungDDPMWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if checkpoint != self._describedCheckpoint:
             from LungDDPMLogic.model_info import describe_checkpoint
 
+            try:
+                self.ui.modelInfoLabel.text = describe_checkpoint(checkpoint)
+            except OSError as exc:  # unreadable file: say so, and try again when the choice changes
+                self.ui.modelInfoLabel.text = _("Cannot read the model file: {error}").format(error=exc)
             self._describedCheckpoint = checkpoint
-            self.ui.modelInfoLabel.text = describe_checkpoint(checkpoint)
         self.ui.computeSetMetricsButton.text = _("Cancel") if self._setRun is not None else _("Compute FID / MMD")
 
     def _syncSegmentPickers(self) -> None:

@@ -75,6 +75,21 @@ class SetMetricsRun:
             )
         for node in self.real + self.synthetic:
             mb.check_ct_volume(node)
+        for node in self.synthetic:
+            if self.owner(node) is None:
+                raise mb.LayoutError(
+                    f"the synthetic volume '{node.GetName()}' is not on the grid of any checked real volume; check "
+                    "the real CT it was made from (or resample it onto that CT first)"
+                )
+
+    def owner(self, synthetic: Any) -> Optional[int]:
+        """Index of the real volume a synthetic one is a sample of: the one it was made from (recorded at synthesis)
+        when checked, else the first real volume on its grid; None when no real volume shares its grid."""
+        made_from = synthetic.GetAttribute(mb.ATTRIBUTE_PREFIX + "referenceVolumeID")
+        for i, real in enumerate(self.real):
+            if made_from and real.GetID() == made_from and same_grid(real, synthetic):
+                return i
+        return next((i for i, r in enumerate(self.real) if same_grid(r, synthetic)), None)
 
     def prepare(self) -> None:
         """Check the inputs, write them to NRRD and start ``lungddpm evaluate`` (returns at once)."""
@@ -93,8 +108,7 @@ class SetMetricsRun:
                     write_volume_nrrd(lay.array, geometry, work / "real" / f"r{i}_layout.nrrd")
                     layouts = True
             for k, node in enumerate(self.synthetic):
-                owner = next((i for i, r in enumerate(self.real) if same_grid(r, node)), None)
-                name = f"r{owner}_synthetic_{k}.nrrd" if owner is not None else f"s{k}.nrrd"
+                name = f"r{self.owner(node)}_synthetic_{k}.nrrd"
                 write_volume_nrrd(mb.volume_array(node), mb.sitk_geometry(node), work / "synthetic" / name)
             args = ["evaluate", "--real", str(work / "real"), "--synthetic", str(work / "synthetic")]
             args += ["--out", str(work / "report"), "--set-metrics", "on", "--set-unit", self.unit, "--figures", "0"]

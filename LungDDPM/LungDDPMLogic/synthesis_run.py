@@ -214,6 +214,7 @@ class SynthesisRun:
             for k, array in enumerate(arrays):
                 node = mb.add_volume_like(self.volume, array, f"{name} synthetic {k}")
                 mb.set_provenance(node, provenance, seed=seeds[k] if k < len(seeds) else None)
+                node.SetAttribute(mb.ATTRIBUTE_PREFIX + "referenceVolumeID", self.volume.GetID())
                 mb.place_in_folder([node], folder)
                 volumes.append(node)
             layout_node = mb.add_volume_like(self.volume, self.layout.array, f"{name} layout", labelmap=True)

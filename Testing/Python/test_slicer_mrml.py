@@ -294,3 +294,23 @@ def test_slicer_set_metrics_bad_selections_are_clear(slicer_scene, phantom):
     with pytest.raises(mb.LayoutError, match="at least 2 real and 2 synthetic"):
         SetMetricsRun([ct], [other], unit="volume").prepare()
     assert slicer_scene.mrmlScene.GetNumberOfNodes() == before
+
+
+def test_slicer_set_metrics_pairs_samples_with_the_ct_they_came_from(slicer_scene, phantom):
+    """Two real CTs on one grid: a sample goes to the CT recorded at synthesis; off-grid samples are refused."""
+    from LungDDPMLogic import mrml_bridge as mb
+    from LungDDPMLogic.set_metrics_run import SetMetricsRun
+
+    ct, _seg = _scene_inputs(slicer_scene, phantom, other_grid=False)
+    twin = mb.add_volume_like(ct, mb.volume_array(ct), "Twin")
+    sample = mb.add_volume_like(ct, mb.volume_array(ct), "Twin synthetic 0")
+    sample.SetAttribute("LungDDPM.referenceVolumeID", twin.GetID())
+    run = SetMetricsRun([ct, twin], [sample])
+    assert run.owner(sample) == 1
+    sample.RemoveAttribute("LungDDPM.referenceVolumeID")
+    assert run.owner(sample) == 0  # no record: the first real CT on its grid
+    grid = _other_grid(phantom.ct)  # a coarser grid (its uint8 values are not used)
+    moved = sitk.Resample(phantom.ct, grid, sitk.Transform(), sitk.sitkLinear, -1000, sitk.sitkInt16)
+    off = mb.add_volume_from_sitk(moved, "Resampled")
+    with pytest.raises(mb.LayoutError, match="not on the grid of any checked real volume"):
+        SetMetricsRun([ct], [off]).check_inputs()
