@@ -68,3 +68,23 @@ def rotated_direction(angle_deg: float = 20.0) -> tuple:
     k = np.array([[0, -axis[2], axis[1]], [axis[2], 0, -axis[0]], [-axis[1], axis[0], 0]])
     r = np.eye(3) + np.sin(a) * k + (1 - np.cos(a)) * k @ k
     return tuple(r.ravel())
+
+
+@pytest.fixture(scope="module")
+def layout():
+    """A 16^3 layout for sampler tests: a lung box with a nodule cube inside (labels 0/1/2)."""
+    import torch
+
+    lay = torch.zeros(16, 16, 16, dtype=torch.long)
+    lay[3:13, 2:14, 3:13] = 1
+    lay[6:10, 6:10, 6:10] = 2
+    return lay
+
+
+@pytest.fixture(scope="module")
+def reference():
+    """A 16^3 normalised reference CT in [-0.8, 0.8] (seeded), for AAS in sampler tests."""
+    import torch
+
+    g = torch.Generator().manual_seed(5)
+    return (torch.rand(16, 16, 16, generator=g) * 1.6 - 0.8).float()

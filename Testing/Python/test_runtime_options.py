@@ -41,20 +41,6 @@ def model() -> DiffusionModel:
     return make_model()
 
 
-@pytest.fixture(scope="module")
-def layout() -> torch.Tensor:
-    lay = torch.zeros(N, N, N, dtype=torch.long)
-    lay[3:13, 2:14, 3:13] = 1
-    lay[6:10, 6:10, 6:10] = 2
-    return lay
-
-
-@pytest.fixture(scope="module")
-def reference() -> torch.Tensor:
-    g = torch.Generator().manual_seed(5)
-    return torch.rand(N, N, N, generator=g) * 1.6 - 0.8
-
-
 def eps_inputs(model: DiffusionModel, batch: int, spatial: tuple, seed: int = 0) -> tuple:
     g = torch.Generator().manual_seed(seed)
     x = torch.randn(batch, 1, *spatial, generator=g)
