@@ -362,6 +362,17 @@ class LungDDPMLogic(ScriptedLoadableModuleLogic):
         return [names[s] for s in lungs], [names[s] for s in nodules]
 
     @staticmethod
+    def chosenSegmentIds(segmentationNode, lungText: str, noduleText: str) -> tuple:
+        """Lung and nodule segment IDs from the comma-separated name fields; None where a field is empty (guess)."""
+        from LungDDPMLogic import mrml_bridge as mb
+
+        def ids(text: str):
+            names = mb.split_names(text)
+            return mb.segment_ids_from_names(segmentationNode, names) if (segmentationNode and names) else None
+
+        return ids(lungText), ids(noduleText)
+
+    @staticmethod
     def segmentIdsForText(segmentationNode, text: str) -> list:
         """IDs of the segments named in a comma-separated text (unknown names are skipped, not an error here)."""
         from LungDDPMLogic import mrml_bridge as mb
@@ -379,14 +390,10 @@ class LungDDPMLogic(ScriptedLoadableModuleLogic):
     @staticmethod
     def startSetMetrics(realNodes, syntheticNodes, segmentationNode, lungText: str, noduleText: str, unit: str):
         """Check the selection and start ``lungddpm evaluate`` on it; returns the running ``SetMetricsRun``."""
-        from LungDDPMLogic import mrml_bridge as mb
         from LungDDPMLogic.set_metrics_run import SetMetricsRun
 
-        lungNames, noduleNames = mb.split_names(lungText), mb.split_names(noduleText)
-        seg = segmentationNode
-        lungIds = mb.segment_ids_from_names(seg, lungNames) if (seg and lungNames) else None
-        noduleIds = mb.segment_ids_from_names(seg, noduleNames) if (seg and noduleNames) else None
-        run = SetMetricsRun(realNodes, syntheticNodes, seg, lungIds, noduleIds, unit=unit)
+        lungIds, noduleIds = LungDDPMLogic.chosenSegmentIds(segmentationNode, lungText, noduleText)
+        run = SetMetricsRun(realNodes, syntheticNodes, segmentationNode, lungIds, noduleIds, unit=unit)
         run.prepare()
         return run
 
@@ -431,14 +438,10 @@ class LungDDPMLogic(ScriptedLoadableModuleLogic):
 
     def startRun(self, p: LungDDPMParameterNode, device: str = "auto"):
         """Check the inputs and start the worker; returns the running ``SynthesisRun`` (poll it)."""
-        from LungDDPMLogic import mrml_bridge as mb
         from LungDDPMLogic.synthesis_run import SynthesisRun
 
-        lungNames, noduleNames = mb.split_names(p.lungSegments), mb.split_names(p.noduleSegments)
-        seg = p.inputSegmentation
-        lungIds = mb.segment_ids_from_names(seg, lungNames) if (seg and lungNames) else None
-        noduleIds = mb.segment_ids_from_names(seg, noduleNames) if (seg and noduleNames) else None
-        run = SynthesisRun(p.inputVolume, seg, self.runSettings(p, device), lungIds, noduleIds)
+        lungIds, noduleIds = self.chosenSegmentIds(p.inputSegmentation, p.lungSegments, p.noduleSegments)
+        run = SynthesisRun(p.inputVolume, p.inputSegmentation, self.runSettings(p, device), lungIds, noduleIds)
         run.prepare()
         for warning in run.log:
             logging.warning("LungDDPM: %s", warning)

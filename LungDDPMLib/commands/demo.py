@@ -81,13 +81,9 @@ def _preview(real: np.ndarray, layout: np.ndarray, synth: np.ndarray, spacing_xy
     from scipy import ndimage as ndi
 
     from ..data.preview import apply_window, write_png
+    from ..evaluation.figures import focus_slices
 
-    target = layout == 2 if (layout == 2).any() else layout == 1
-    parts, n = ndi.label(target)
-    if n > 1:  # the centroid of several nodules lies between them: centre on the largest one
-        sizes = ndi.sum_labels(target, parts, index=range(1, n + 1))
-        target = parts == 1 + int(np.argmax(sizes))
-    z, y, _ = (round(float(c)) for c in ndi.center_of_mass(target))
+    z, y = focus_slices(layout, real.shape)  # the largest nodule's centre, as in evaluation montages
     colours = np.array([[0, 0, 0], [40, 110, 200], [255, 170, 40]], dtype=np.uint8)
 
     def tiles(axial: bool) -> list:

@@ -5,8 +5,6 @@ the same thing wherever it is shown:
 
 * :func:`evaluate_pair` - paired per-region metrics (:mod:`.paired`) plus the layout fidelity and seam score
   (:mod:`.fidelity`) for one synthetic CT against its real CT and layout;
-* :func:`evaluate_sets` - FID and MMD over features of a set of real and a set of synthetic volumes
-  (:mod:`.set_metrics`, :mod:`.features`), or "not applicable" with the reason when the sets are too small;
 * :func:`evaluate_files` - all of it over files matched by :mod:`.matching`, including diversity between
   samples of the same layout;
 * :func:`write_report` - ``metrics.json`` (everything), ``metrics.csv`` (one row per pair and region),
@@ -25,7 +23,7 @@ import tempfile
 import time
 import warnings
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import SimpleITK as sitk
@@ -77,33 +75,6 @@ def _set_size_check(
             raise InputError(reason + hint)
         return {"status": "not applicable", "reason": reason}
     return None
-
-
-def evaluate_sets(
-    real: Sequence[VolumeItem],
-    synthetic: Sequence[VolumeItem],
-    extractor: Union[str, FeatureExtractor] = "radiomic",
-    weights: Optional[str] = None,
-    mode: str = "auto",
-    device: str = "cpu",
-    unit: str = "volume",
-) -> Dict[str, Any]:
-    """FID and MMD between the features of two sets of ``(hu_zyx, spacing_zyx, mask)`` volumes.
-
-    ``mode``: ``auto`` reports sets that are too small as not applicable, ``on`` raises, ``off`` skips.
-    ``unit``: one feature vector per ``volume``, or per ``patch`` of the mask (:mod:`.patches`; for few volumes).
-    Features of the built-in extractor are standardised first (see :func:`.set_metrics.set_metrics`).
-    """
-    _check_unit(unit)
-    if unit == "volume":
-        skip = _set_size_check(len(real), len(synthetic), mode)
-        if skip is not None:
-            return skip
-    elif mode == "off":
-        return {"status": "not requested"}
-    ex = make_extractor(extractor, weights=weights, device=device) if isinstance(extractor, str) else extractor
-    feats = [np.concatenate([_unit_features(ex, item, unit) for item in items]) for items in (real, synthetic)]
-    return _set_result(feats[0], feats[1], ex, unit, mode)
 
 
 def _check_unit(unit: str) -> None:
