@@ -24,6 +24,17 @@ from .errors import InputError
 LAYOUT_CHANNELS = ("lung", "nodule")
 #: Label values in a layout volume.
 LABEL_BACKGROUND, LABEL_LUNG, LABEL_NODULE = 0, 1, 2
+#: Axis orders a network can be trained on, named by the NIfTI voxel axes (i, j, k) that become the tensor's
+#: (D, H, W): ``kji`` is SimpleITK's array order (ours), ``ikj`` is what the published pipelines feed (nibabel's
+#: (i, j, k) array transposed to (j, k, i), resized, then with axes 1 and 3 of the tensor swapped).
+AXIS_ORDERS = ("kji", "ikj")
+#: Names stored by earlier versions, read as the order they meant.
+LEGACY_AXIS_ORDERS = {"zyx": "kji", "xyz": "ikj"}
+#: How the layout reaches the model grid: ``labels-nearest`` (ours: the label map is resampled with nearest
+#: neighbour and AAS keeps the voxels labelled background) or ``channels-linear`` (published: each +-1 layout channel
+#: is resized with linear interpolation, so boundaries are fractional, and AAS keeps only the voxels where every
+#: channel is exactly -1).
+LAYOUT_RESIZES = ("labels-nearest", "channels-linear")
 
 
 def reject_unknown_fields(cls: type, data: Dict[str, Any], what: str) -> None:
@@ -124,8 +135,9 @@ class ModelConfig:
         spatial_mode: ``full`` (whole volume resized to the grid) or ``roi`` (nodule-centred crops).
         crop: in ``full`` mode, resample the whole ``volume`` or the ``lung`` bounding box (plus a margin).
         crop_margin_mm: margin around the lung box.
-        array_order: axis order of the arrays the network was trained on: ``zyx`` (SimpleITK, ours) or ``xyz``
-            (nibabel, the published models); data are transposed to this order before the network sees them.
+        array_order: which NIfTI voxel axes are the network's (D, H, W): ``kji`` (SimpleITK's array order, ours) or
+            ``ikj`` (the published models, for training and sampling alike); see :mod:`LungDDPMLib.data.axes`.
+        layout_resize: ``labels-nearest`` (ours) or ``channels-linear`` (published); see :data:`LAYOUT_RESIZES`.
         preset: the preset name this was built from, if any (informational).
     """
 
@@ -136,7 +148,8 @@ class ModelConfig:
     spatial_mode: str = "full"
     crop: str = "volume"
     crop_margin_mm: float = 10.0
-    array_order: str = "zyx"
+    array_order: str = "kji"
+    layout_resize: str = "labels-nearest"
     preset: str = ""
 
     def __post_init__(self) -> None:
@@ -153,8 +166,10 @@ class ModelConfig:
             raise InputError(f"unknown spatial_mode {self.spatial_mode!r}")
         if self.crop not in ("volume", "lung"):
             raise InputError(f"unknown crop {self.crop!r}; use 'volume' or 'lung'")
-        if self.array_order not in ("zyx", "xyz"):
-            raise InputError(f"unknown array_order {self.array_order!r}; use 'zyx' or 'xyz'")
+        if self.array_order not in AXIS_ORDERS:
+            raise InputError(f"unknown array_order {self.array_order!r}; use one of {', '.join(AXIS_ORDERS)}")
+        if self.layout_resize not in LAYOUT_RESIZES:
+            raise InputError(f"unknown layout_resize {self.layout_resize!r}; use one of {', '.join(LAYOUT_RESIZES)}")
 
     def to_dict(self) -> Dict[str, Any]:
         """Plain JSON-compatible dict (tuples become lists)."""
@@ -174,6 +189,12 @@ class ModelConfig:
             if key in unet:
                 unet[key] = tuple(unet[key])
         rest = {k: v for k, v in data.items() if k not in ("unet", "schedule")}
+        if rest.get("array_order") in LEGACY_AXIS_ORDERS:
+            # Before layout_resize existed, "xyz" was stored only by models of the published presets (e.g. the
+            # released weights exported to our format), which were trained on linearly resized channels.
+            if rest["array_order"] == "xyz":
+                rest.setdefault("layout_resize", "channels-linear")
+            rest["array_order"] = LEGACY_AXIS_ORDERS[rest["array_order"]]
         if "grid" in rest:
             rest["grid"] = tuple(int(g) for g in rest["grid"])
         return cls(unet=UNetConfig(**unet), schedule=ScheduleConfig(**data.get("schedule", {})), **rest)
@@ -185,13 +206,14 @@ class ModelConfig:
 
 _PRESETS: Dict[str, ModelConfig] = {
     # The published Lung-DDPM: 40,226,433 parameters, 128^3, lung + nodule layout.
-    "lung-ddpm": ModelConfig(array_order="xyz", preset="lung-ddpm"),
+    "lung-ddpm": ModelConfig(array_order="ikj", layout_resize="channels-linear", preset="lung-ddpm"),
     # Lung-DDPM+: nodule-only layout, 64^3 crops at native resolution, attention at 16^3.
     "lung-ddpm-plus": ModelConfig(
         unet=UNetConfig(channel_mult=(1, 2, 3, 4), attention_levels=(2,), layout_channels=("nodule",)),
         grid=(64, 64, 64),
         spatial_mode="roi",
-        array_order="xyz",
+        array_order="ikj",
+        layout_resize="channels-linear",
         preset="lung-ddpm-plus",
     ),
     # A CPU-friendly model: same topology, a fraction of the width, 64^3 grid, our HU window.

@@ -1,9 +1,9 @@
 """One case end to end: a CT and its layout (native geometry, HU) -> synthetic CTs (same geometry, HU).
 
 This is the composition that the CLI, the worker, the demo and the Slicer module share: preprocess to the model
-grid (with the record that inverts it), transpose to the model's array order, sample every patch for every seed
-with AAS, and map the results back to HU at the input's geometry, compositing them into the real CT so that
-everything outside the layout stays bit-exact.
+grid and axis order (with the record that inverts it), sample every patch for every seed with AAS, and map the
+results back to HU at the input's geometry, compositing them into the real CT so that everything outside the
+layout stays bit-exact.
 """
 
 from __future__ import annotations
@@ -15,20 +15,9 @@ from typing import Callable, Dict, List, Optional, Sequence
 import numpy as np
 import SimpleITK as sitk
 
-from .config import ModelConfig
-from .data.pipeline import PreprocessRecord, postprocess, preprocess
+from .data.pipeline import PreprocessRecord, model_options, postprocess, preprocess
 from .diffusion import DiffusionModel
 from .sampling import AASConfig, EtaEstimator, RuntimeOptions, SamplerConfig, StepInfo, sample
-
-
-def to_model_order(array: np.ndarray, config: ModelConfig) -> np.ndarray:
-    """SimpleITK ``(z, y, x)`` -> the order the network was trained on (``xyz`` for the published models)."""
-    return np.ascontiguousarray(array.transpose(2, 1, 0)) if config.array_order == "xyz" else array
-
-
-def from_model_order(array: np.ndarray, config: ModelConfig) -> np.ndarray:
-    """Inverse of :func:`to_model_order` (the transpose is its own inverse)."""
-    return to_model_order(array, config)
 
 
 @dataclass
@@ -71,9 +60,7 @@ def synthesize_case(
     """
     cfg = model.config
     t0 = time.perf_counter()
-    items, record = preprocess(
-        ct, layout, cfg.normalization, cfg.spatial_mode, cfg.grid, crop=cfg.crop, margin_mm=cfg.crop_margin_mm
-    )
+    items, record = preprocess(ct, layout, **model_options(cfg))
     t1 = time.perf_counter()
     per_patch: List[List[np.ndarray]] = []
     eta: Optional[EtaEstimator] = None  # over all patches; made when the first step says how many there are
@@ -91,8 +78,9 @@ def synthesize_case(
 
         out = sample(
             model,
-            to_model_order(item.layout.astype(np.int64), cfg),
-            to_model_order(item.ct, cfg),
+            item.layout.astype(np.int64),
+            item.ct,
+            condition=item.condition(cfg.unet.layout_channels),
             sampler=sampler,
             aas=aas if aas is not None else AASConfig(),
             seeds=seeds,
@@ -102,7 +90,7 @@ def synthesize_case(
             should_stop=should_stop,
             runtime=runtime,
         )
-        per_patch.append([from_model_order(o, cfg) for o in out.numpy()])
+        per_patch.append(list(out.numpy()))
     t2 = time.perf_counter()
     images = [postprocess([p[k] for p in per_patch], record, ct, layout, feather_mm) for k in range(len(seeds))]
     t3 = time.perf_counter()

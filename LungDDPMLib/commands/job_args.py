@@ -28,7 +28,11 @@ def add_job_arguments(p: argparse.ArgumentParser, *, job_file: bool) -> None:
     m.add_argument("--num-samples", type=int, default=1, help="samples per case (seeds SEED..SEED+N-1)")
     m.add_argument("--mode", choices=("full", "roi"), help="must match the model (checked)")
     m.add_argument("--no-aas", action="store_true", help="do not blend the real anatomy in while sampling")
-    m.add_argument("--blend-from", type=int, help="blend only after steps below this level (default: all)")
+    m.add_argument(
+        "--blend-from",
+        type=int,
+        help="blend after steps starting at a level <= this (0..T-1, as published --blend_from; default: all)",
+    )
     m.add_argument("--feather", type=int, default=0, help="soft AAS seam width in voxels")
     m.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N, mps")
     m.add_argument(

@@ -5,7 +5,10 @@ disk, because reading, resampling and phantom generation cost far more than a tr
 augment on every access with nodule-centred random crops and flips. Augmentation draws from a Generator
 seeded by ``(seed, epoch, index)``, so runs are reproducible and DataLoader workers do not repeat each
 other. Items are dicts: ``ct`` float32 ``(1, D, H, W)`` in [-1, 1], ``layout`` int64 ``(D, H, W)`` with
-0 background, 1 lung, 2 nodule, and ``name``.
+0 background, 1 lung, 2 nodule, ``name``, and for models trained on linearly resized layout channels
+``condition`` float32 ``(C, D, H, W)``. Arrays are in the model's axis order (the same
+:func:`~LungDDPMLib.data.pipeline.preprocess` that synthesis uses puts them there), so a model trains on the
+orientation it will be sampled with.
 """
 
 from __future__ import annotations
@@ -22,10 +25,11 @@ from torch.utils.data import Dataset
 
 from ..config import LABEL_NODULE
 from ..errors import InputError
+from .axes import permutation
 from .io import READ_SUFFIXES, PathLike, file_suffix, read_ct, strip_suffix
 from .layout import load_layout
 from .normalize import DEFAULT_HU_WINDOW
-from .pipeline import preprocess
+from .pipeline import model_options, preprocess
 from .validation import warn
 
 CT_TAGS = ("ct", "image", "img", "volume", "scan")
@@ -82,11 +86,14 @@ def pair_files(ct_dir: PathLike, layout_dir: Optional[PathLike] = None) -> List[
 
 
 def model_data_options(config: Any) -> Dict[str, Any]:
-    """Dataset options that make training data match what synthesis feeds a model of this ``ModelConfig``."""
+    """Dataset options that make training data match what synthesis feeds a model of this ``ModelConfig``
+    (grid, intensities, crop, axis order, layout resize and the channels it is conditioned on)."""
+    options = model_options(config)
     return {
-        "grid": config.grid,
-        "normalization": config.normalization,
-        "preprocess_options": {"crop": config.crop, "margin_mm": config.crop_margin_mm},
+        "grid": options.pop("grid"),
+        "normalization": options.pop("normalization"),
+        "preprocess_options": {k: v for k, v in options.items() if k != "spatial_mode"},
+        "layout_channels": tuple(config.unet.layout_channels),
     }
 
 
@@ -105,12 +112,13 @@ class _PreprocessedDataset(Dataset):
         cache_dir: Optional[PathLike] = None,
         cache_in_memory: bool = True,
         preprocess_options: Optional[Dict[str, Any]] = None,
+        layout_channels: Sequence[str] = ("lung", "nodule"),
     ) -> None:
         self.grid = tuple(int(g) for g in grid)
         if crop_size is not None and (len(crop_size) != 3 or any(c > g or c < 1 for c, g in zip(crop_size, self.grid))):
             raise InputError(f"crop_size {crop_size} must be three sizes no larger than the grid {self.grid}")
         if any(a not in (0, 1, 2) for a in flip_axes):
-            raise InputError(f"flip_axes {flip_axes} must be array axes 0 (z), 1 (y) or 2 (x)")
+            raise InputError(f"flip_axes {flip_axes} must be SimpleITK array axes 0 (z, k), 1 (y, j) or 2 (x, i)")
         self.normalization = normalization
         self.crop_size = tuple(int(c) for c in crop_size) if crop_size is not None else None
         self.nodule_crop_prob = float(nodule_crop_prob)
@@ -121,7 +129,11 @@ class _PreprocessedDataset(Dataset):
         self.cache_dir = Path(cache_dir) if cache_dir is not None else None
         self.cache_in_memory = cache_in_memory
         self.preprocess_options = dict(preprocess_options or {})
-        self._memory: Dict[int, Tuple[np.ndarray, np.ndarray]] = {}
+        self.layout_channels = tuple(layout_channels)
+        # Flips are given on the patient's axes (SimpleITK order); the arrays are in the model's order.
+        perm = permutation(self.preprocess_options.get("array_order", "kji"))
+        self._model_flip_axes = tuple(perm.index(a) for a in self.flip_axes)
+        self._memory: Dict[int, Tuple[np.ndarray, ...]] = {}
 
     def set_epoch(self, epoch: int) -> None:
         """Change the augmentation draw (call once per epoch)."""
@@ -138,52 +150,58 @@ class _PreprocessedDataset(Dataset):
         raise NotImplementedError
 
     # ---- caching -----------------------------------------------------------------------------------------
-    def _preprocess(self, ct, layout) -> Tuple[np.ndarray, np.ndarray]:
+    def _preprocess(self, ct, layout) -> Tuple[np.ndarray, ...]:
         options = {"crop": "volume", "window": DEFAULT_HU_WINDOW, **self.preprocess_options}
         items, _ = preprocess(ct, layout, self.normalization, "full", self.grid, **options)
-        return items[0].ct, items[0].layout
+        channels = items[0].condition(self.layout_channels)
+        return (items[0].ct, items[0].layout) + (() if channels is None else (channels,))
 
     def _cache_path(self, index: int) -> Path:
         key = {
             "grid": self.grid,
             "normalization": self.normalization,
             "options": self.preprocess_options,
+            "layout_channels": self.layout_channels,
             **self._cache_key(index),
         }
         digest = hashlib.sha1(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:16]
         return self.cache_dir / f"{self.name(index)}-{digest}.npz"
 
-    def arrays(self, index: int) -> Tuple[np.ndarray, np.ndarray]:
-        """Preprocessed (not augmented) CT and layout of item ``index``."""
+    def arrays(self, index: int) -> Tuple[np.ndarray, ...]:
+        """Preprocessed (not augmented) CT and layout of item ``index`` (and its layout channels, if any)."""
         if index in self._memory:
             return self._memory[index]
         path = self._cache_path(index) if self.cache_dir is not None else None
+        names = ("ct", "layout", "condition")
         if path is not None and path.exists():
             with np.load(path) as data:
-                arrays = (data["ct"], data["layout"])
+                arrays = tuple(data[n] for n in names if n in data)
         else:
             arrays = self._preprocess(*self._prepare(index))
             if path is not None:
                 path.parent.mkdir(parents=True, exist_ok=True)
                 tmp = path.with_suffix(".tmp.npz")
-                np.savez_compressed(tmp, ct=arrays[0], layout=arrays[1])
+                np.savez_compressed(tmp, **dict(zip(names, arrays)))
                 tmp.replace(path)
         if self.cache_in_memory:
             self._memory[index] = arrays
         return arrays
 
     # ---- augmentation --------------------------------------------------------------------------------------
-    def _crop(self, ct: np.ndarray, layout: np.ndarray, rng: np.random.Generator) -> Tuple[np.ndarray, np.ndarray]:
+    def _crop(self, arrays: Tuple[np.ndarray, ...], rng: np.random.Generator) -> Tuple[np.ndarray, ...]:
+        """The same random box of every array (the last three axes), centred near a nodule with probability
+        ``nodule_crop_prob``."""
+        layout = arrays[1]
         size = np.asarray(self.crop_size)
-        shape = np.asarray(ct.shape)
+        shape = np.asarray(layout.shape)
         nodules = np.argwhere(layout == LABEL_NODULE) if rng.random() < self.nodule_crop_prob else np.zeros((0, 3))
         if len(nodules):
             centre = nodules[rng.integers(len(nodules))] + rng.integers(-(size // 4), size // 4 + 1)
         else:
             centre = np.array([rng.integers(0, n) for n in shape])
         start = np.clip(centre - size // 2, 0, shape - size)
-        sl = tuple(slice(int(a), int(a + n)) for a, n in zip(start, size))
-        return ct[sl], layout[sl]
+        sl = (Ellipsis, *(slice(int(a), int(a + n)) for a, n in zip(start, size)))
+        return tuple(a[sl] for a in arrays)
 
     #: The trainer's sampler may pass ``(index, epoch)`` so that crops and flips change every epoch even in
     #: DataLoader worker processes, which never see :meth:`set_epoch` calls made in the main process.
@@ -193,18 +211,21 @@ class _PreprocessedDataset(Dataset):
         index, epoch = key if isinstance(key, tuple) else (key, self.epoch)
         if not 0 <= index < len(self):
             raise IndexError(index)
-        ct, layout = self.arrays(index)
+        arrays = self.arrays(index)
         rng = np.random.default_rng([self.seed, epoch, index])
         if self.crop_size is not None:
-            ct, layout = self._crop(ct, layout, rng)
-        for axis in self.flip_axes:
+            arrays = self._crop(arrays, rng)
+        for axis in self._model_flip_axes:
             if rng.random() < self.flip_prob:
-                ct, layout = np.flip(ct, axis), np.flip(layout, axis)
-        return {
-            "ct": torch.from_numpy(np.ascontiguousarray(ct, dtype=np.float32)[None]),
-            "layout": torch.from_numpy(np.ascontiguousarray(layout).astype(np.int64)),
+                arrays = tuple(np.flip(a, a.ndim - 3 + axis) for a in arrays)
+        item = {
+            "ct": torch.from_numpy(np.ascontiguousarray(arrays[0], dtype=np.float32)[None]),
+            "layout": torch.from_numpy(np.ascontiguousarray(arrays[1]).astype(np.int64)),
             "name": self.name(index),
         }
+        if len(arrays) > 2:
+            item["condition"] = torch.from_numpy(np.ascontiguousarray(arrays[2], dtype=np.float32))
+        return item
 
 
 class PairedFolderDataset(_PreprocessedDataset):

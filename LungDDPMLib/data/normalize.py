@@ -10,10 +10,12 @@ Two modes, named as in :class:`LungDDPMLib.config.ModelConfig`:
 ``lungddpm-compat``
     What the published Lung-DDPM checkpoint was trained on: no HU window; min-max scaling per index of the
     *last* array axis (``MinMaxScaler`` applied to the array reshaped to ``(-1, last)``), then ``x * 2 - 1``.
-    The original code loaded NIfTI with nibabel, whose arrays are ``(x, y, z)``, so the last axis was the
-    axial slice index: it is a *per-axial-slice* min-max. SimpleITK arrays are ``(z, y, x)``, so here it is
-    axis 0. A constant slice maps to 0 (as ``MinMaxScaler`` does). Each slice's minimum and maximum are
-    kept in the :class:`NormRecord`, which is what makes the mapping invertible to HU.
+    The original code loaded NIfTI with nibabel, whose arrays are ``(i, j, k)``, so in training the last axis is
+    the axial slice index k, scaled at the native grid before resizing: SimpleITK axis 0. The published sampling
+    script instead resizes first and then scales along the last axis of its *transposed* ``(j, k, i)`` array, which
+    is NIfTI axis i (SimpleITK axis 2): ``compat_order="resize-then-scale"`` reproduces that. A constant slice maps
+    to 0 (as ``MinMaxScaler`` does). Each slice's minimum and maximum (and the axis) are kept in the
+    :class:`NormRecord`, which is what makes the mapping invertible to HU.
 """
 
 from __future__ import annotations
@@ -32,7 +34,9 @@ DEFAULT_HU_WINDOW = (-1000.0, 1000.0)
 #: sampling script resized first and scaled the resized slices. Training order is the default because it is
 #: what the checkpoint saw.
 COMPAT_ORDERS = ("scale-then-resize", "resize-then-scale")
-SLICE_AXIS = 0  # axial slice index in SimpleITK (z, y, x) arrays; nibabel's last axis in the original
+SLICE_AXIS = 0  # axial slice index k in SimpleITK (k, j, i) arrays: the published training's scaling axis
+#: The axis the published sampling script scales along after resizing: NIfTI i, SimpleITK axis 2.
+SCRIPT_SLICE_AXIS = 2
 
 
 @dataclass
@@ -41,8 +45,9 @@ class NormRecord:
 
     mode: str
     window: Optional[Tuple[float, float]] = None
-    slice_min: List[float] = field(default_factory=list)  # lungddpm-compat: per slice along SLICE_AXIS
+    slice_min: List[float] = field(default_factory=list)  # lungddpm-compat: per slice along slice_axis
     slice_max: List[float] = field(default_factory=list)
+    slice_axis: int = SLICE_AXIS
 
     def to_dict(self) -> Dict[str, Any]:
         d = asdict(self)
@@ -57,6 +62,7 @@ class NormRecord:
             window,
             [float(v) for v in data.get("slice_min", [])],
             [float(v) for v in data.get("slice_max", [])],
+            int(data.get("slice_axis", SLICE_AXIS)),
         )
 
 
@@ -118,24 +124,27 @@ def minmax_inverse(scaled: np.ndarray, mins: np.ndarray, maxs: np.ndarray, axis:
     return np.moveaxis(out, 0, axis).astype(np.float32)
 
 
-def compat_forward(hu: np.ndarray) -> Tuple[np.ndarray, NormRecord]:
-    """Published normalisation of one volume: per-axial-slice min-max, then ``x * 2 - 1``."""
-    scaled, mins, maxs = minmax_per_slice(hu)
-    record = NormRecord("lungddpm-compat", None, mins.tolist(), maxs.tolist())
+def compat_forward(hu: np.ndarray, axis: int = SLICE_AXIS) -> Tuple[np.ndarray, NormRecord]:
+    """Published normalisation of one volume: min-max per slice along ``axis``, then ``x * 2 - 1``."""
+    if axis not in (0, 1, 2):
+        raise InputError(f"slice axis must be 0, 1 or 2, got {axis!r}")
+    scaled, mins, maxs = minmax_per_slice(hu, axis)
+    record = NormRecord("lungddpm-compat", None, mins.tolist(), maxs.tolist(), axis)
     return scaled * np.float32(2.0) - np.float32(1.0), record
 
 
 def compat_inverse(x: np.ndarray, record: NormRecord) -> np.ndarray:
     """[-1, 1] back to HU with the stored per-slice ranges (values clipped to [-1, 1] first)."""
     x = np.clip(np.asarray(x, dtype=np.float32), -1.0, 1.0)
-    return minmax_inverse((x + 1.0) / 2.0, np.asarray(record.slice_min), np.asarray(record.slice_max))
+    mins, maxs = np.asarray(record.slice_min), np.asarray(record.slice_max)
+    return minmax_inverse((x + 1.0) / 2.0, mins, maxs, record.slice_axis)
 
 
 def forward(
-    hu: np.ndarray, mode: str, window: Tuple[float, float] = DEFAULT_HU_WINDOW
+    hu: np.ndarray, mode: str, window: Tuple[float, float] = DEFAULT_HU_WINDOW, slice_axis: int = SLICE_AXIS
 ) -> Tuple[np.ndarray, NormRecord]:
-    """HU -> [-1, 1] in ``mode``; returns the normalised array and its record."""
-    return window_forward(hu, window) if check_mode(mode) == "hu-window" else compat_forward(hu)
+    """HU -> [-1, 1] in ``mode``; returns the normalised array and its record (``slice_axis``: compat only)."""
+    return window_forward(hu, window) if check_mode(mode) == "hu-window" else compat_forward(hu, slice_axis)
 
 
 def inverse(x: np.ndarray, record: NormRecord) -> np.ndarray:

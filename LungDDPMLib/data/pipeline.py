@@ -1,13 +1,14 @@
 """Preprocessing for the model and its inverse, with a JSON record of every parameter.
 
 ``preprocess`` turns a CT and its layout into model inputs: one item in ``full`` mode, one per nodule patch
-in ``roi`` mode, each a float32 ``(D, H, W)`` CT in [-1, 1] plus a uint8 layout on the model grid.
-``postprocess`` takes the model's outputs back to HU on the native grid and composites them into the
-original CT. The :class:`PreprocessRecord` in between holds everything needed for the inverse (boxes,
-grid geometry, HU window or per-slice ranges); it is plain JSON, so it can be stored as provenance with
-the result and the inverse can run in another process.
+in ``roi`` mode, each a float32 ``(D, H, W)`` CT in [-1, 1] plus a uint8 layout on the model grid (and, for
+models trained on linearly resized layout channels, those channels), in the model's axis order
+(:mod:`LungDDPMLib.data.axes`). ``postprocess`` takes the model's outputs back to HU on the native grid and
+composites them into the original CT. The :class:`PreprocessRecord` in between holds everything needed for the
+inverse (boxes, grid geometry, HU window or per-slice ranges, axis order); it is plain JSON, so it can be stored
+as provenance with the result and the inverse can run in another process.
 
-Arrays are SimpleITK order ``(z, y, x)`` throughout; ``D`` is the axial slice axis.
+Arrays are SimpleITK order ``(k, j, i)`` = ``(z, y, x)`` up to the moment they are handed to the model.
 """
 
 from __future__ import annotations
@@ -19,8 +20,10 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 import SimpleITK as sitk
 
+from ..config import AXIS_ORDERS, LABEL_LUNG, LABEL_NODULE, LAYOUT_CHANNELS, LAYOUT_RESIZES
 from ..errors import InputError
 from . import normalize as N
+from .axes import from_model_order, native_grid, to_model_order
 from .io import Geometry
 from .layout import layout_labels
 from .spatial import (
@@ -82,6 +85,8 @@ class PreprocessRecord:
     crop: str = "volume"
     margin_mm: float = 0.0
     roi_merge: bool = True
+    array_order: str = "kji"
+    layout_resize: str = "labels-nearest"
     version: int = RECORD_VERSION
 
     def to_dict(self) -> Dict[str, Any]:
@@ -96,6 +101,8 @@ class PreprocessRecord:
             "crop": self.crop,
             "margin_mm": self.margin_mm,
             "roi_merge": self.roi_merge,
+            "array_order": self.array_order,
+            "layout_resize": self.layout_resize,
             "patches": [p.to_dict() for p in self.patches],
         }
 
@@ -119,6 +126,8 @@ class PreprocessRecord:
             d.get("crop", "volume"),
             float(d.get("margin_mm", 0.0)),
             bool(d.get("roi_merge", True)),
+            d.get("array_order", "kji"),
+            d.get("layout_resize", "labels-nearest"),
         )
 
     @classmethod
@@ -128,11 +137,38 @@ class PreprocessRecord:
 
 @dataclass
 class ModelInput:
-    """One item for the model: CT in [-1, 1] and layout, both ``(D, H, W)`` on the model grid."""
+    """One item for the model, in its axis order on its grid ``(D, H, W)``.
+
+    Attributes:
+        ct: float32 CT in [-1, 1].
+        layout: uint8 labels (0 background, 1 lung, 2 nodule), resized with nearest neighbour.
+        patch: index of the patch in the record.
+        channels: ``channels-linear`` models only: float32 ``(len(LAYOUT_CHANNELS), D, H, W)``, each layout channel
+            (label == 1, label == 2) resized linearly and mapped to [-1, 1] as published; ``None`` otherwise.
+    """
 
     ct: np.ndarray
     layout: np.ndarray
     patch: int
+    channels: Optional[np.ndarray] = None
+
+    def condition(self, names: Sequence[str]) -> Optional[np.ndarray]:
+        """The named layout channels (e.g. a model's ``unet.layout_channels``), or ``None`` without channels."""
+        if self.channels is None:
+            return None
+        return np.ascontiguousarray(self.channels[[LAYOUT_CHANNELS.index(n) for n in names]])
+
+
+def linear_channels(labels: np.ndarray, src: Geometry, dst: Geometry) -> np.ndarray:
+    """Layout channels as the published code makes them: ``(label == value)`` as float64, resized linearly,
+    cast to float32, then ``* 2 - 1`` in float32 (that order decides which voxels are exactly -1)."""
+    values = {"lung": LABEL_LUNG, "nodule": LABEL_NODULE}
+    out = []
+    for name in LAYOUT_CHANNELS:
+        mask = (labels == values[name]).astype(np.float64)
+        resized = resample(mask, src, dst, linear=True, fill=0.0).astype(np.float32)
+        out.append(resized * np.float32(2.0) - np.float32(1.0))
+    return np.stack(out)
 
 
 def _check(normalization: str, spatial_mode: str, grid: Sequence[int], crop: str, compat_order: str) -> None:
@@ -147,6 +183,21 @@ def _check(normalization: str, spatial_mode: str, grid: Sequence[int], crop: str
         raise InputError(f"unknown compat_order {compat_order!r}; choose one of {', '.join(N.COMPAT_ORDERS)}")
 
 
+def model_options(config: Any) -> Dict[str, Any]:
+    """The :func:`preprocess` arguments that a :class:`~LungDDPMLib.config.ModelConfig` fixes: what the network
+    was trained on (grid, intensities, crop, axis order, layout resize). Training and synthesis both use this, so
+    a model is never fed data prepared differently from what it learnt."""
+    return {
+        "normalization": config.normalization,
+        "spatial_mode": config.spatial_mode,
+        "grid": tuple(config.grid),
+        "crop": config.crop,
+        "margin_mm": config.crop_margin_mm,
+        "array_order": config.array_order,
+        "layout_resize": config.layout_resize,
+    }
+
+
 def preprocess(
     ct: sitk.Image,
     layout: sitk.Image,
@@ -158,6 +209,8 @@ def preprocess(
     window: Tuple[float, float] = N.DEFAULT_HU_WINDOW,
     compat_order: str = N.COMPAT_ORDERS[0],
     roi_merge: bool = True,
+    array_order: str = "kji",
+    layout_resize: str = "labels-nearest",
 ) -> Tuple[List[ModelInput], PreprocessRecord]:
     """CT (HU) + layout on the same grid -> model inputs and the record that inverts them.
 
@@ -165,33 +218,58 @@ def preprocess(
         grid: model grid ``(D, H, W)``; in ``roi`` mode also the patch size in native voxels.
         crop: ``full`` mode only: ``volume`` (whole image, as published) or ``lung`` (layout bounding box
             plus ``margin_mm``).
-        compat_order: ``lungddpm-compat`` only: ``scale-then-resize`` (published training) or
-            ``resize-then-scale`` (published sampling script).
+        compat_order: ``lungddpm-compat`` only: ``scale-then-resize`` (published training: per axial slice k at
+            the native grid) or ``resize-then-scale`` (published sampling script: per NIfTI-i slice of the resized
+            volume).
         roi_merge: ``roi`` mode: nodules that fit one patch share it.
+        array_order: the model's axis order (``kji`` ours, ``ikj`` published); see :mod:`LungDDPMLib.data.axes`.
+        layout_resize: ``labels-nearest`` or ``channels-linear`` (also fills :attr:`ModelInput.channels`).
+    Example:
+        >>> from LungDDPMLib.phantom import make_phantom
+        >>> ph = make_phantom((40, 36, 28), (2.0, 2.0, 3.0), seed=0)
+        >>> items, rec = preprocess(ph.ct, ph.layout, grid=(32, 32, 32), array_order="ikj",
+        ...                         layout_resize="channels-linear")
+        >>> items[0].ct.shape, items[0].channels.shape, rec.array_order
+        ((32, 32, 32), (2, 32, 32, 32), 'ikj')
     """
     _check(normalization, spatial_mode, grid, crop, compat_order)
+    if array_order not in AXIS_ORDERS:
+        raise InputError(f"unknown array_order {array_order!r}; choose one of {', '.join(AXIS_ORDERS)}")
+    if layout_resize not in LAYOUT_RESIZES:
+        raise InputError(f"unknown layout_resize {layout_resize!r}; choose one of {', '.join(LAYOUT_RESIZES)}")
     native = Geometry.of(ct)
     if not Geometry.of(layout).matches(native, tol=1e-5):
         raise InputError("the layout is not on the CT grid; resample it first (data.layout.load_layout does)")
     hu = sitk.GetArrayViewFromImage(ct).astype(np.float32)
     lay = layout_labels(layout)
     grid = tuple(int(g) for g in grid)
+    grid_kji = native_grid(grid, array_order)  # resampled in SimpleITK order, then permuted for the model
     if spatial_mode == "full":
         boxes = [(full_box(native.size) if crop == "volume" else lung_box(lay, native.spacing, margin_mm), [])]
     else:
-        boxes = nodule_boxes(lay, grid[::-1], roi_merge)
+        boxes = nodule_boxes(lay, grid_kji[::-1], roi_merge)
     items, patches = [], []
     for index, (box, ids) in enumerate(boxes):
         crop_geo = crop_geometry(native, box)
-        grid_geo = grid_geometry(crop_geo, grid)
+        grid_geo = grid_geometry(crop_geo, grid_kji)
         ct_crop = extract(hu, box, PAD_HU)
-        lay_grid = resample(extract(lay, box, 0), crop_geo, grid_geo, linear=False)
+        lay_crop = extract(lay, box, 0)
+        lay_grid = resample(lay_crop, crop_geo, grid_geo, linear=False)
         if normalization == "lungddpm-compat" and compat_order == "resize-then-scale":
-            x, norm = N.forward(resample(ct_crop, crop_geo, grid_geo, linear=True, fill=PAD_HU), normalization)
+            resized = resample(ct_crop, crop_geo, grid_geo, linear=True, fill=PAD_HU)
+            x, norm = N.forward(resized, normalization, slice_axis=N.SCRIPT_SLICE_AXIS)
         else:
             x, norm = N.forward(ct_crop, normalization, window)
             x = resample(x, crop_geo, grid_geo, linear=True, fill=-1.0)
-        items.append(ModelInput(np.clip(x, -1.0, 1.0).astype(np.float32), lay_grid, index))
+        channels = linear_channels(lay_crop, crop_geo, grid_geo) if layout_resize == "channels-linear" else None
+        items.append(
+            ModelInput(
+                to_model_order(np.clip(x, -1.0, 1.0).astype(np.float32), array_order),
+                to_model_order(lay_grid, array_order),
+                index,
+                None if channels is None else to_model_order(channels, array_order),
+            )
+        )
         patches.append(PatchRecord(box, grid_geo, norm, ids))
     record = PreprocessRecord(
         normalization,
@@ -204,17 +282,19 @@ def preprocess(
         crop if spatial_mode == "full" else "roi",
         float(margin_mm),
         bool(roi_merge),
+        array_order,
+        layout_resize,
     )
     return items, record
 
 
 def to_native_hu(output: np.ndarray, record: PreprocessRecord, patch: int = 0) -> np.ndarray:
-    """One model output ``(D, H, W)`` in [-1, 1] -> HU on its native box ``(z, y, x)``."""
+    """One model output ``(D, H, W)`` in [-1, 1], in the model's axis order -> HU on its native box ``(z, y, x)``."""
     p = record.patches[patch]
     if tuple(output.shape) != tuple(record.grid):
         raise InputError(f"model output has shape {tuple(output.shape)}, the record expects {record.grid}")
     crop_geo = crop_geometry(record.native, p.box)
-    x = np.clip(np.asarray(output, dtype=np.float32), -1.0, 1.0)
+    x = from_model_order(np.clip(np.asarray(output, dtype=np.float32), -1.0, 1.0), record.array_order)
     if record.normalization == "lungddpm-compat" and record.compat_order == "resize-then-scale":
         return resample(N.inverse(x, p.norm), p.grid_geometry, crop_geo, linear=True, fill=PAD_HU)
     return N.inverse(resample(x, p.grid_geometry, crop_geo, linear=True, fill=-1.0), p.norm)

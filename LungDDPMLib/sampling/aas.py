@@ -29,9 +29,12 @@ class AASConfig:
 
     Attributes:
         enabled: blend the reference into the known region at all.
-        blend_from: blend after every step that starts below this level; ``None`` means T (every step),
-            0 means never. Lower values let the model shape the whole volume at the noisiest levels first.
-        faithful: reproduce the published off-by-one (for comparisons only; the output never equals the reference).
+        blend_from: blend after every step that starts at a level ``<= blend_from`` (levels 0..T-1), as the
+            published ``--blend_from`` does (its loop blends when ``i <= blend_from``): ``None`` or any value >= T-1
+            blends after every step, 0 after a step from level 0 only (the last DDPM step). Lower values let the
+            model shape the whole volume at the noisiest levels first. To switch blending off, set ``enabled=False``.
+        faithful: reproduce the published off-by-one (for comparisons only; the output never equals the reference);
+            with ``blend_from=B`` it is the published sampler run with ``--blend_from B``.
         feather_voxels: width of a soft seam grown into the generated region (0 = hard edge). Known voxels
             still end exactly equal to the reference.
     """
@@ -109,12 +112,12 @@ class AASBlender:
 
     def start(self, x: torch.Tensor, level: int) -> torch.Tensor:
         """Put the reference, noised to the starting level, into the initial noise (not done by the original)."""
-        if self.config.faithful or level >= self.blend_from:
+        if self.config.faithful or level > self.blend_from:
             return x
         return self._paste(x, self._noised(level))
 
     def __call__(self, x: torch.Tensor, i: int, t_from: int, t_to: int) -> torch.Tensor:
-        if t_from >= self.blend_from:
+        if t_from > self.blend_from:
             return x
         level = t_from if self.config.faithful else t_to
         return self._paste(x, self._noised(level))

@@ -77,6 +77,19 @@ def _as_tensor(name: str, value: ArrayLike) -> torch.Tensor:
     raise InputError(f"{name} must be a numpy array or torch tensor, got {type(value).__name__}")
 
 
+def _validate_condition(model: DiffusionModel, condition: ArrayLike, shape: torch.Size) -> torch.Tensor:
+    cond = _as_tensor("condition", condition).float()
+    channels = len(model.config.unet.layout_channels)
+    if tuple(cond.shape) != (channels, *shape):
+        raise InputError(
+            f"condition must have shape {(channels, *tuple(shape))} (one channel per model layout channel "
+            f"{model.config.unet.layout_channels}, on the layout's grid), got {tuple(cond.shape)}"
+        )
+    if not torch.isfinite(cond).all() or float(cond.min()) < -1.0 or float(cond.max()) > 1.0:
+        raise InputError("condition channels must be finite and within [-1, 1]")
+    return cond
+
+
 def _validate(
     model: DiffusionModel,
     layout: ArrayLike,
@@ -152,6 +165,7 @@ def sample(
     aas: Optional[AASConfig] = None,
     seeds: Union[int, Sequence[int]] = (0,),
     known_mask: Optional[ArrayLike] = None,
+    condition: Optional[ArrayLike] = None,
     precision: Optional[str] = None,
     batch_size: Optional[int] = None,
     callback: Optional[Callable[[StepInfo], None]] = None,
@@ -167,7 +181,11 @@ def sample(
         sampler: sampler settings (default DPM-Solver++ 2M, 20 steps).
         aas: AAS settings; default: on when a reference is given, off otherwise.
         seeds: one sample per seed; a sample depends only on its seed (not on the others in the batch).
-        known_mask: (D, H, W) voxels to keep from the reference; default ``layout == 0``.
+        known_mask: (D, H, W) voxels to keep from the reference; default ``layout == 0``, or with ``condition``
+            the voxels where every channel is exactly -1 (the published rule).
+        condition: (C, D, H, W) layout channels in [-1, 1] to feed the network instead of the channels made from
+            ``layout`` (models trained on linearly resized channels get them from preprocessing; see
+            :attr:`LungDDPMLib.data.pipeline.ModelInput.channels`).
         precision: ``fp32`` (default) or ``bf16`` (autocast for the network only); the same as
             ``runtime.precision``, kept for existing callers (giving both with different values is an error).
         batch_size: samples per network call (default: all at once).
@@ -186,6 +204,9 @@ def sample(
     """
     sampler = sampler or SamplerConfig()
     lay, ref, known = _validate(model, layout, reference, known_mask)
+    given_cond = _validate_condition(model, condition, lay.shape) if condition is not None else None
+    if given_cond is not None and known is None:
+        known = (given_cond == -1.0).all(dim=0)
     if aas is None:
         aas = AASConfig(enabled=ref is not None)
     if aas.enabled and ref is None:
@@ -220,7 +241,10 @@ def sample(
             def noise(gens: List[torch.Generator] = gens, shape: tuple = shape) -> torch.Tensor:
                 return torch.cat([torch.randn(shape, generator=g, device=device) for g in gens])
 
-            cond = model.condition(lay.to(device)[None].expand(b, -1, -1, -1))
+            if given_cond is None:
+                cond = model.condition(lay.to(device)[None].expand(b, -1, -1, -1))
+            else:
+                cond = given_cond.to(device)[None].expand(b, -1, -1, -1, -1)
 
             def eps_fn(x: torch.Tensor, t: torch.Tensor, cond: torch.Tensor = cond) -> torch.Tensor:
                 return eps(x, t, cond)

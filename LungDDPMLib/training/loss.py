@@ -28,7 +28,8 @@ def seeded_model(config: ModelConfig, seed: int) -> DiffusionModel:
 class LossModule(nn.Module):
     """The training loss as ``forward``, so that DDP sees the call and averages the gradients.
 
-    It calls :meth:`DiffusionModel.loss` with ``t`` and ``noise`` drawn per sample by :func:`draw_noise`.
+    It calls :meth:`DiffusionModel.loss` with the layout channels ``cond`` (see :meth:`DiffusionModel.condition`) and
+    ``t`` and ``noise`` drawn per sample by :func:`draw_noise`.
     """
 
     def __init__(self, model: DiffusionModel, kind: str) -> None:
@@ -37,8 +38,8 @@ class LossModule(nn.Module):
         self.model = model
         self.kind = kind
 
-    def forward(self, ct: torch.Tensor, layout: torch.Tensor, t: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
-        return self.model.loss(ct, self.model.condition(layout), kind=self.kind, t=t, noise=noise)
+    def forward(self, ct: torch.Tensor, cond: torch.Tensor, t: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+        return self.model.loss(ct, cond, kind=self.kind, t=t, noise=noise)
 
 
 def draw_noise(

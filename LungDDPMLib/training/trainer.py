@@ -171,15 +171,29 @@ class Trainer:
 
     # ------------------------------------------------------------------------------------------------ a step
     def _batch(self, batch: Any) -> Tuple[torch.Tensor, torch.Tensor]:
+        """The batch's CT and the network's layout channels (made from the labels, or the item's ``condition``:
+        linearly resized channels for models trained like the published ones)."""
         ct, layout = batch["ct"], batch["layout"]
         if ct.dim() != 5 or layout.dim() != 4 or tuple(ct.shape[2:]) != tuple(layout.shape[1:]):
             raise InputError(f"batch ct {tuple(ct.shape)} and layout {tuple(layout.shape)} do not match")
-        if tuple(layout.shape[1:]) != tuple(self.model.config.grid):
-            raise InputError(f"batch size {tuple(layout.shape[1:])} differs from model grid {self.model.config.grid}")
+        config = self.model.config
+        if tuple(layout.shape[1:]) != tuple(config.grid):
+            raise InputError(f"batch size {tuple(layout.shape[1:])} differs from model grid {config.grid}")
         ct = ct.to(self.device, torch.float32, non_blocking=True)
         if not torch.isfinite(ct).all() or float(ct.abs().max()) > 1.001:
             raise InputError("a training CT is not finite or not normalised to [-1, 1]; preprocess the data first")
-        return ct, layout.to(self.device, torch.long, non_blocking=True)
+        cond = batch.get("condition")
+        if cond is None:
+            if config.layout_resize == "channels-linear":
+                raise InputError(
+                    "this model was trained on linearly resized layout channels, but the batch has none; build the "
+                    "dataset with data.datasets.model_data_options(model.config)"
+                )
+            return ct, self.model.condition(layout.to(self.device, torch.long, non_blocking=True))
+        expected = (layout.shape[0], len(config.unet.layout_channels), *layout.shape[1:])
+        if tuple(cond.shape) != expected:
+            raise InputError(f"batch condition {tuple(cond.shape)} should have shape {expected}")
+        return ct, cond.to(self.device, torch.float32, non_blocking=True)
 
     def draw_noise(self, step_index: int, first: int, ct: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
         """Levels and noise of update ``step_index`` for samples at ``first, first+1, ...`` of the global batch."""
@@ -192,7 +206,7 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         summed = torch.zeros((), device=self.device)
         for micro in range(cfg.grad_accum):
-            ct, layout = self._batch(next(batches))
+            ct, cond = self._batch(next(batches))
             self.samples_seen += cfg.batch_size
             first = (micro * info.world_size + info.rank) * cfg.batch_size
             t, noise = self.draw_noise(step_index, first, ct)
@@ -200,7 +214,7 @@ class Trainer:
             sync = contextlib.nullcontext() if last or self._ddp is None else self._ddp.no_sync()  # type: ignore
             with sync, owned_rng(self.device, derive_seed(cfg.seed, "dropout", step_index, micro, info.rank)):
                 with autocast_context(self.device, cfg.precision):
-                    loss = loss_fn(ct, layout, t, noise)
+                    loss = loss_fn(ct, cond, t, noise)
                 (loss / cfg.grad_accum).backward()
             summed += loss.detach().float()
         total = float(summed)  # one device sync per update

@@ -41,10 +41,26 @@ def test_published_preset_describes_the_paper_model() -> None:
     assert plus.unet.layout_channels == ("nodule",) and plus.spatial_mode == "roi"
 
 
-def test_array_order_and_crop_fields() -> None:
-    assert preset("lung-ddpm").array_order == "xyz" and preset("small").array_order == "zyx"
+def test_array_order_layout_resize_and_crop_fields() -> None:
+    assert preset("lung-ddpm").array_order == "ikj" and preset("small").array_order == "kji"
+    assert preset("lung-ddpm-plus").array_order == "ikj"
+    assert preset("lung-ddpm").layout_resize == "channels-linear" and preset("small").layout_resize == "labels-nearest"
+    with pytest.raises(InputError, match="layout_resize"):
+        preset("small", layout_resize="linear")
     assert preset("small").crop == "lung"
     with pytest.raises(InputError, match="array_order"):
         preset("small", array_order="yxz")
     with pytest.raises(InputError, match="crop"):
         preset("small", crop="chest")
+
+
+def test_legacy_axis_order_names_are_read_as_what_they_meant() -> None:
+    """Configs stored before the orders were named by NIfTI axes: 'zyx' was ours, 'xyz' a published preset's."""
+    ours = preset("small").to_dict()
+    ours["array_order"] = "zyx"
+    del ours["layout_resize"]
+    assert ModelConfig.from_dict(ours) == preset("small")
+    published = preset("lung-ddpm").to_dict()
+    published["array_order"] = "xyz"
+    del published["layout_resize"]
+    assert ModelConfig.from_dict(published) == preset("lung-ddpm")

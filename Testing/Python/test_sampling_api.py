@@ -44,7 +44,8 @@ def test_faithful_mode_reproduces_the_published_off_by_one(model, layout, refere
     assert float(diff.pow(2).mean().sqrt()) == pytest.approx(0.0139, rel=0.1)
 
 
-def test_blend_from_zero_switches_blending_off(model, layout, reference) -> None:
+def test_blend_from_below_every_evaluated_level_blends_nothing(model, layout, reference) -> None:
+    # 5 trailing DDIM steps start at levels 249, 199, 149, 99 and 49: blend_from=0 (the last DDPM step only) skips all.
     out = sample(model, layout, reference, sampler=SamplerConfig("ddim", steps=5), aas=AASConfig(blend_from=0))
     assert float((out[0][layout == 0] - reference[layout == 0]).abs().max()) > 0.1
 
