@@ -1,0 +1,427 @@
+"""The published Lung-DDPM pipeline, written out here independently, against what this project feeds the network.
+
+The oracle below follows the authors' public code (Manem-Lab/Lung-DDPM: ``dataset.py``, ``train.py``,
+``sample.py``, ``diffusion_model/trainer.py``) step by step, with the tools it used replaced by equivalents that
+need no extra install: nibabel reads the files (as there), ``MinMaxScaler().fit_transform(a.reshape(-1, last))``
+becomes a per-column min-max, and ``torchio.Resize`` (a SimpleITK linear resample whose output voxel centres sit
+at ``(o + 0.5) * n_in / n_out - 0.5`` input voxels, edge voxels repeated) becomes ``F.interpolate(trilinear,
+align_corners=False)``, which places samples the same way. Nothing in the oracle calls project code: the files
+are written with nibabel in NIfTI voxel order, so a transposed volume anywhere in the project fails here.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Dict, List, Tuple
+
+import nibabel as nib
+import numpy as np
+import pytest
+import SimpleITK as sitk
+import torch
+import torch.nn.functional as F
+
+from LungDDPMLib.config import ScheduleConfig, preset
+from LungDDPMLib.data.datasets import PairedFolderDataset, model_data_options
+from LungDDPMLib.data.io import read_ct
+from LungDDPMLib.data.layout import load_layout
+from LungDDPMLib.data.pipeline import model_options, preprocess
+from LungDDPMLib.diffusion import DiffusionModel
+from LungDDPMLib.sampling import AASConfig, SamplerConfig
+from LungDDPMLib.sampling.aas import AASBlender
+from LungDDPMLib.sampling.samplers import sample_ddpm
+from LungDDPMLib.synthesis import synthesize_case
+
+SIZE = 128  # the published --input_size and --depth_size
+
+
+# ------------------------------------------------------------------------------------------ the test volumes
+def marked_volumes(shape_ijk: Tuple[int, int, int]) -> Tuple[np.ndarray, np.ndarray]:
+    """A CT (HU) and a 0/1/2 layout in NIfTI voxel order (i, j, k) with markers that tell every axis apart:
+    a cube near the origin, a bar along i, a plate spanning j and k, each at a different corner, and a lung box
+    and nodule placed off-centre."""
+    ni, nj, nk = shape_ijk
+    i, j, k = np.meshgrid(np.arange(ni), np.arange(nj), np.arange(nk), indexing="ij")
+    rng = np.random.default_rng(sum(shape_ijk))
+    ct = -900.0 + 250.0 * i / ni + 120.0 * j / nj + 60.0 * k / nk + rng.normal(0.0, 15.0, shape_ijk)
+
+    def box(fi: Tuple[float, float], fj: Tuple[float, float], fk: Tuple[float, float]) -> np.ndarray:
+        return (
+            (i >= int(fi[0] * ni))
+            & (i < int(fi[1] * ni))
+            & (j >= int(fj[0] * nj))
+            & (j < int(fj[1] * nj))
+            & (k >= int(fk[0] * nk))
+            & (k < int(fk[1] * nk))
+        )
+
+    ct[box((0.05, 0.14), (0.06, 0.16), (0.05, 0.17))] = 900.0  # cube at low i, low j, low k
+    ct[box((0.35, 0.72), (0.55, 0.61), (0.60, 0.67))] = 400.0  # bar along i at high j, high k (inside the lung)
+    ct[box((0.25, 0.30), (0.30, 0.70), (0.20, 0.45))] = -300.0  # plate in j-k at low i (inside the lung)
+    ct[box((0.85, 0.95), (0.80, 0.95), (0.02, 0.10))] = 1500.0  # bone block at high i, high j, low k
+    layout = np.zeros(shape_ijk, dtype=np.uint8)
+    layout[box((0.20, 0.80), (0.15, 0.75), (0.10, 0.85))] = 1
+    nodule = (i - 0.62 * ni) ** 2 + (j - 0.40 * nj) ** 2 + (k - 0.30 * nk) ** 2 <= (0.06 * min(shape_ijk)) ** 2
+    layout[nodule] = 2
+    return ct.astype(np.float32), layout
+
+
+@pytest.fixture(scope="module", params=[(100, 90, 70), (128, 128, 128)], ids=["resized", "native128"])
+def nifti_case(request, tmp_path_factory) -> Dict[str, object]:
+    """The case as a user's NIfTI files (written by nibabel, with a non-trivial affine)."""
+    shape = request.param
+    folder = tmp_path_factory.mktemp("nifti")
+    ct, layout = marked_volumes(shape)
+    affine = np.diag([0.7, 0.8, 1.5, 1.0])
+    affine[:3, 3] = (-40.0, 25.0, -300.0)
+    (folder / "ct").mkdir()
+    (folder / "layout").mkdir()
+    paths = {"ct": folder / "ct" / "case.nii.gz", "layout": folder / "layout" / "case.nii.gz"}
+    nib.save(nib.Nifti1Image(ct, affine), str(paths["ct"]))
+    nib.save(nib.Nifti1Image(layout, affine), str(paths["layout"]))
+    return {"shape": shape, "folder": folder, **paths}
+
+
+# -------------------------------------------------------------------------------------- the published oracle
+def minmax_last_axis(a: np.ndarray) -> np.ndarray:
+    """``MinMaxScaler().fit_transform(a.reshape(-1, a.shape[-1])).reshape(a.shape)`` (a constant column -> 0)."""
+    flat = a.reshape(-1, a.shape[-1])
+    lo, hi = flat.min(axis=0), flat.max(axis=0)
+    scale = np.where(hi - lo == 0, 1.0, hi - lo)
+    return ((flat - lo) / scale).reshape(a.shape)
+
+
+def tio_resize(a: np.ndarray) -> np.ndarray:
+    """``tio.Resize((128, 128, 128))`` of a 3D float64 array, as ``resize_img`` calls it (only if needed)."""
+    if a.shape == (SIZE, SIZE, SIZE):
+        return a
+    t = torch.from_numpy(np.ascontiguousarray(a))[None, None]
+    return F.interpolate(t, size=(SIZE,) * 3, mode="trilinear", align_corners=False)[0, 0].numpy()
+
+
+def published_inputs(ct_path: Path, layout_path: Path, script: bool) -> Tuple[torch.Tensor, torch.Tensor]:
+    """(CT (1, D, H, W), condition (2, D, H, W)) as the published code hands them to the network.
+
+    ``script=False``: ``dataset.py`` + ``train.py`` (scale per k at the native grid, then resize);
+    ``script=True``: ``sample.py`` (resize, then scale along the last axis of the transposed array).
+    """
+    ct = nib.load(str(ct_path)).get_fdata()  # (i, j, k), float64
+    mask = nib.load(str(layout_path)).get_fdata()
+    if script:
+        ct = tio_resize(np.transpose(ct, (1, 2, 0)))
+        ct = minmax_last_axis(ct)
+    else:
+        ct = tio_resize(np.transpose(minmax_last_axis(ct), (1, 2, 0)))
+    ct_t = (torch.tensor(ct).float() * 2 - 1).unsqueeze(0).transpose(3, 1)  # ct_transform / target_transform
+    mask = np.transpose(mask, (1, 2, 0))
+    channels = np.zeros((*mask.shape, 2))
+    channels[mask == 1, 0] = 1  # label2masks
+    channels[mask == 2, 1] = 1
+    if mask.shape != (SIZE, SIZE, SIZE):  # resize_img_4d: each channel on its own, linear
+        channels = np.stack([tio_resize(channels[..., c]) for c in range(2)], axis=-1)
+    cond = (torch.tensor(channels).float() * 2 - 1).permute(3, 0, 1, 2).transpose(3, 1)  # input_transform
+    return ct_t, cond
+
+
+def published_known(cond: torch.Tensor) -> torch.Tensor:
+    """``p_sample_loop_lung_ddpm``'s mask: both channels exactly -1."""
+    return (cond[0] == -1.0) & (cond[1] == -1.0)
+
+
+# ------------------------------------------------------------------------------------------------ sampling
+class Captured(Exception):
+    """Raised by the hook to stop at the first network call."""
+
+
+def capture_first_network_call(monkeypatch, model: DiffusionModel) -> Dict[str, object]:
+    """Record the published network's input and the reference/known mask AAS gets, then stop before computing."""
+    seen: Dict[str, object] = {}
+    import LungDDPMLib.synthesis as synthesis
+
+    real_sample = synthesis.sample
+
+    def spy(*args, **kwargs):
+        seen["layout"], seen["reference"] = args[1], args[2]
+        seen["condition"] = kwargs.get("condition")
+        return real_sample(*args, **kwargs)
+
+    def stop(module, inputs):
+        seen["network_input"] = inputs[0].detach().clone()
+        raise Captured
+
+    monkeypatch.setattr(synthesis, "sample", spy)
+    seen["handle"] = model.denoise_fn.register_forward_pre_hook(stop)
+    return seen
+
+
+@pytest.fixture(scope="module")
+def published_model() -> DiffusionModel:
+    torch.manual_seed(0)
+    return DiffusionModel(preset("lung-ddpm")).eval()
+
+
+def test_sampling_feeds_the_network_what_the_published_sample_py_feeds(nifti_case, published_model, monkeypatch):
+    seen = capture_first_network_call(monkeypatch, published_model)
+    ct = read_ct(nifti_case["ct"])
+    layout = load_layout(nifti_case["layout"], ct)
+    try:
+        with pytest.raises(Captured):
+            synthesize_case(ct, layout, published_model, sampler=SamplerConfig("ddim", steps=2), precision="fp32")
+    finally:
+        seen["handle"].remove()
+    want_ct, want_cond = published_inputs(nifti_case["ct"], nifti_case["layout"], script=False)
+    net_in = seen["network_input"]
+    assert tuple(net_in.shape) == (1, 3, SIZE, SIZE, SIZE)
+    # The layout channels reach the network as published: linear resize, fractional at boundaries.
+    assert torch.allclose(net_in[0, 1:], want_cond, atol=1e-6, rtol=0)
+    if nifti_case["shape"] != (SIZE,) * 3:
+        fractional = ((want_cond > -1) & (want_cond < 1)).sum()
+        assert int(fractional) > 1000, "the resized case must exercise fractional boundary values"
+    # The CT handed over for AAS (x_t is noise at the first call) is the published one, per-k scaled.
+    reference = torch.as_tensor(np.asarray(seen["reference"]))
+    assert torch.allclose(reference, want_ct[0], atol=2e-5, rtol=0)
+    # AAS keeps exactly the voxels where both channels are -1.
+    known_want = published_known(want_cond)
+    known_ours = (torch.as_tensor(np.asarray(seen["condition"])) == -1).all(dim=0)
+    assert torch.equal(known_ours, known_want)
+    # The check can fail: the order this project used before (i, j, k) is far from the published tensor.
+    wrong = torch.as_tensor(np.asarray(seen["reference"])).permute(0, 2, 1)
+    assert float((wrong - want_ct[0]).abs().mean()) > 0.05
+
+
+def test_resize_then_scale_is_the_published_sampling_script(nifti_case):
+    ct = read_ct(nifti_case["ct"])
+    layout = load_layout(nifti_case["layout"], ct)
+    options = model_options(preset("lung-ddpm"))
+    items, record = preprocess(ct, layout, compat_order="resize-then-scale", **options)
+    want_ct, want_cond = published_inputs(nifti_case["ct"], nifti_case["layout"], script=True)
+    assert torch.allclose(torch.from_numpy(items[0].ct), want_ct[0], atol=2e-5, rtol=0)
+    assert torch.allclose(torch.from_numpy(items[0].channels), want_cond, atol=1e-6, rtol=0)
+    assert record.patches[0].norm.slice_axis == 2  # NIfTI axis i, recorded so that the inverse uses it too
+    # ... and the per-i scaling differs from the training-order scaling (the test distinguishes the two).
+    train_ct, _ = published_inputs(nifti_case["ct"], nifti_case["layout"], script=False)
+    assert float((train_ct - want_ct).abs().max()) > 0.05
+
+
+class EchoDenoiser(torch.nn.Module):
+    """A 'network' whose x0 prediction is a fixed volume: a sampler then returns that volume, so the way back
+    from the network to the user's geometry can be checked with the markers in it."""
+
+    def __init__(self, x0: torch.Tensor, model: DiffusionModel) -> None:
+        super().__init__()
+        self.register_buffer("x0", x0)
+        self.register_buffer("abar", model.schedule.alphas_cumprod.clone())
+        self.unused = torch.nn.Parameter(torch.zeros(1))  # the sampler finds the device through the parameters
+
+    def forward(self, inp: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        a = self.abar[t].view(-1, 1, 1, 1, 1)
+        return (inp[:, :1] - a.sqrt() * self.x0) / (1 - a).sqrt()
+
+
+def test_synthetic_output_returns_to_the_input_geometry_with_the_markers_in_place(nifti_case):
+    model = DiffusionModel(preset("lung-ddpm", unet=preset("tiny").unet))  # published data handling, any network
+    want_ct, _ = published_inputs(nifti_case["ct"], nifti_case["layout"], script=False)
+    model.denoise_fn = EchoDenoiser(want_ct[None], model)
+    ct = read_ct(nifti_case["ct"])
+    layout = load_layout(nifti_case["layout"], ct)
+    result = synthesize_case(ct, layout, model, sampler=SamplerConfig("ddim", steps=1), precision="fp32")
+    out = result.images[0]
+    assert out.GetSize() == ct.GetSize() and out.GetDirection() == ct.GetDirection()
+    assert out.GetOrigin() == ct.GetOrigin() and out.GetSpacing() == ct.GetSpacing()
+    # Compare in NIfTI voxel order, independently of SimpleITK's array order.
+    real = nib.load(str(nifti_case["ct"])).get_fdata()
+    lay = nib.load(str(nifti_case["layout"])).get_fdata()
+    syn = np.transpose(sitk.GetArrayFromImage(out), (2, 1, 0)).astype(np.float64)
+    inside = lay > 0
+    assert np.array_equal(syn[~inside], real[~inside].astype(np.float32))  # outside: the input, bit for bit
+    if nifti_case["shape"] == (SIZE,) * 3:
+        # No resampling: the same HU back, up to float32 rounding amplified by 1/sqrt(alphabar_249) ~ 5000 in
+        # the one-step x0 estimate (about 1 HU; a transposed cube would be off by hundreds).
+        assert np.abs(syn[inside] - real[inside]).max() < 2.0
+    else:  # down to 128^3 and back blurs, but every marker stays where it was
+        err = np.abs(syn[inside] - real[inside])
+        assert np.median(err) < 30.0
+        for value in (400.0, -300.0):  # each marker: centroid and size, thresholded half-way to its surroundings
+            marker = inside & (np.abs(real - value) < 1)
+            lo, hi = np.argwhere(marker).min(axis=0) - 3, np.argwhere(marker).max(axis=0) + 4
+            near = tuple(slice(max(a, 0), b) for a, b in zip(lo, hi))
+            level = (value + np.median(real[near][~marker[near]])) / 2
+            found = np.zeros_like(marker)
+            found[near] = (syn[near] > level) if value > level else (syn[near] < level)
+            found &= inside
+            assert 0.7 < found.sum() / marker.sum() < 1.3
+            assert np.abs(np.argwhere(found).mean(axis=0) - np.argwhere(marker).mean(axis=0)).max() < 0.5
+
+
+# ------------------------------------------------------------------------------------------------ training
+def test_training_batches_have_the_orientation_sampling_feeds(nifti_case):
+    cfg = preset("lung-ddpm")
+    ds = PairedFolderDataset(
+        nifti_case["folder"] / "ct", nifti_case["folder"] / "layout", flip_prob=0.0, **model_data_options(cfg)
+    )
+    item = ds[0]
+    want_ct, want_cond = published_inputs(nifti_case["ct"], nifti_case["layout"], script=False)
+    assert torch.allclose(item["ct"], want_ct, atol=2e-5, rtol=0)
+    assert torch.allclose(item["condition"], want_cond, atol=1e-6, rtol=0)
+
+
+def test_left_right_flips_stay_left_right_in_the_published_order(nifti_case):
+    """Augmentation flips are named on the patient's axes: flipping x (NIfTI i) must flip the network's D."""
+    cfg = preset("lung-ddpm")
+    options = model_data_options(cfg)
+    plain = PairedFolderDataset(nifti_case["folder"] / "ct", nifti_case["folder"] / "layout", flip_prob=0.0, **options)
+    flipped = PairedFolderDataset(
+        nifti_case["folder"] / "ct", nifti_case["folder"] / "layout", flip_axes=(2,), flip_prob=1.0, **options
+    )
+    assert torch.equal(flipped[0]["ct"], plain[0]["ct"].flip(1))
+    assert torch.equal(flipped[0]["condition"], plain[0]["condition"].flip(1))
+
+
+def test_trainer_feeds_the_batch_condition_to_the_network(tmp_path):
+    """A published-style model trains on the item's linearly resized channels, not on channels re-made from labels."""
+    from LungDDPMLib.training import InMemoryPairs, TrainConfig, Trainer
+
+    cfg = preset("lung-ddpm", unet=preset("tiny").unet, grid=(16, 16, 16))
+    layout = torch.zeros(16, 16, 16, dtype=torch.long)
+    layout[3:12, 4:13, 2:14] = 1
+    cond = torch.full((2, 16, 16, 16), -1.0)
+    cond[0, 3:12, 4:13, 2:14] = 0.25  # values that labels could never produce
+
+    class WithCondition(InMemoryPairs):
+        def __getitem__(self, key):
+            return {**super().__getitem__(key), "condition": cond.clone()}
+
+    data = WithCondition(torch.zeros(1, 16, 16, 16), layout[None])
+    model = DiffusionModel(cfg)
+    seen: List[torch.Tensor] = []
+    model.denoise_fn.register_forward_pre_hook(lambda m, inp: seen.append(inp[0].detach().clone()))
+    trainer = Trainer(model, data, TrainConfig(max_steps=1, batch_size=1, grad_accum=1), tmp_path / "run")
+    trainer.fit()
+    assert seen and torch.equal(seen[0][0, 1:], cond)
+    plain = InMemoryPairs(torch.zeros(1, 16, 16, 16), layout[None])
+    with pytest.raises(Exception, match="linearly resized layout channels"):
+        Trainer(DiffusionModel(cfg), plain, TrainConfig(max_steps=1), tmp_path / "run2").fit()
+
+
+# ------------------------------------------------------------------------------------- AAS and blend_from
+def published_schedule(T: int) -> Dict[str, torch.Tensor]:
+    """``cosine_beta_schedule`` and the buffers ``GaussianDiffusion`` registers (float64 math, float32 buffers)."""
+    steps = T + 1
+    x = np.linspace(0, steps, steps)
+    ac = np.cos(((x / steps) + 0.008) / (1 + 0.008) * np.pi * 0.5) ** 2
+    ac = ac / ac[0]
+    betas = np.clip(1 - (ac[1:] / ac[:-1]), 0, 0.999)
+    alphas_cumprod = np.cumprod(1.0 - betas)
+    prev = np.append(1.0, alphas_cumprod[:-1])
+    post_var = betas * (1.0 - prev) / (1.0 - alphas_cumprod)
+    f = lambda a: torch.tensor(a, dtype=torch.float32)  # noqa: E731
+    return {
+        "sqrt_ab": f(np.sqrt(alphas_cumprod)),
+        "sqrt_1mab": f(np.sqrt(1.0 - alphas_cumprod)),
+        "sqrt_recip_ab": f(np.sqrt(1.0 / alphas_cumprod)),
+        "sqrt_recipm1_ab": f(np.sqrt(1.0 / alphas_cumprod - 1)),
+        "log_var": f(np.log(np.maximum(post_var, 1e-20))),
+        "coef1": f(betas * np.sqrt(prev) / (1.0 - alphas_cumprod)),
+        "coef2": f((1.0 - prev) * np.sqrt(1.0 - betas) / (1.0 - alphas_cumprod)),
+    }
+
+
+def published_loop(eps_fn, img, x_start, cond, blend_from: int, draws: List[torch.Tensor], T: int):
+    """``p_sample_loop_lung_ddpm`` with its noise taken, in its order, from ``draws`` (noise it multiplies by
+    zero or never uses is not taken). Returns the state after every step."""
+    s = published_schedule(T)
+    draws = list(draws)
+    states = []
+    mask = published_known(cond)[None, None]
+    for i in reversed(range(T)):
+        recon = s["sqrt_recip_ab"][i] * img - s["sqrt_recipm1_ab"][i] * eps_fn(img, i)
+        recon = recon.clamp(-1.0, 1.0)
+        mean = s["coef1"][i] * recon + s["coef2"][i] * img
+        noise = draws.pop(0) if i > 0 else torch.zeros_like(img)
+        img = mean + float(i > 0) * (0.5 * s["log_var"][i]).exp() * noise
+        if i <= blend_from:
+            x_noisy = s["sqrt_ab"][i] * x_start + s["sqrt_1mab"][i] * draws.pop(0)
+            img = torch.where(mask, x_noisy, img)
+        states.append(img)
+    assert not draws
+    return states
+
+
+#: A short schedule keeps the step-by-step runs fast; the published code takes --timesteps too (default 250).
+T_TEST = 50
+
+
+def small_model() -> DiffusionModel:
+    torch.manual_seed(0)
+    return DiffusionModel(preset("tiny", grid=(8, 8, 8), schedule=ScheduleConfig(timesteps=T_TEST))).eval()
+
+
+@pytest.mark.parametrize("blend_from", [0, 20, T_TEST - 1])
+def test_faithful_aas_with_blend_from_is_the_published_sampler_step_by_step(blend_from):
+    model = small_model()
+    gen = torch.Generator().manual_seed(blend_from)
+    cond = torch.full((2, 8, 8, 8), -1.0)
+    cond[0, 1:7, 2:7, 1:6] = 1.0
+    cond[0, 1:2, 2:7, 1:6] = 0.3  # fractional boundary: generated, as published (not exactly -1)
+    cond[1, 3:5, 3:5, 2:4] = 1.0
+    x_start = torch.rand(1, 1, 8, 8, 8, generator=gen) * 2 - 1
+    draws: List[torch.Tensor] = []
+
+    def noise() -> torch.Tensor:
+        draws.append(torch.randn(1, 1, 8, 8, 8, generator=gen))
+        return draws[-1]
+
+    def eps_fn(x: torch.Tensor, t) -> torch.Tensor:
+        t = torch.full((1,), int(t), dtype=torch.long) if not isinstance(t, torch.Tensor) else t
+        with torch.no_grad():
+            return model.eps(x, t, cond[None])
+
+    ours: List[torch.Tensor] = []
+    blender = AASBlender(
+        model.schedule,
+        x_start,
+        published_known(cond)[None, None],
+        AASConfig(faithful=True, blend_from=blend_from),
+        noise,
+    )
+
+    def hook(x, i, t_from, t_to):
+        ours.append(blender(x, i, t_from, t_to))
+        return ours[-1]
+
+    x_T = noise()
+    final = sample_ddpm(eps_fn, blender.start(x_T, T_TEST - 1), model.schedule, noise=noise, hook=hook)
+    theirs = published_loop(eps_fn, x_T, x_start, cond, blend_from, draws[1:], T_TEST)
+    assert len(ours) == len(theirs) == T_TEST
+    for step, (a, b) in enumerate(zip(ours, theirs)):
+        assert torch.allclose(a, b, atol=1e-4, rtol=0), f"step {step} differs by {float((a - b).abs().max())}"
+    assert torch.equal(final, ours[-1])
+
+
+@pytest.mark.parametrize("blend_from", [None, 30, 0])
+def test_blend_from_means_the_same_for_the_corrected_aas(blend_from):
+    """Corrected AAS: blending after every step that starts at a level <= blend_from, and the exact reference
+    after the last step when that step blends."""
+    model = small_model()
+    lay = torch.zeros(8, 8, 8, dtype=torch.long)
+    lay[1:7, 2:7, 1:6] = 1
+    ref = torch.linspace(-1, 1, 8**3).reshape(8, 8, 8)
+    from LungDDPMLib.sampling import sample
+
+    levels: List[int] = []
+    real_call = AASBlender.__call__
+
+    def spy(self, x, i, t_from, t_to):
+        out = real_call(self, x, i, t_from, t_to)
+        if not torch.equal(out, x):
+            levels.append(t_from)
+        return out
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(AASBlender, "__call__", spy)
+        out = sample(model, lay, ref, sampler=SamplerConfig("ddpm"), aas=AASConfig(blend_from=blend_from))
+    bound = T_TEST - 1 if blend_from is None else blend_from
+    assert levels == list(range(bound, -1, -1))
+    assert torch.equal(out[0][lay == 0], ref[lay == 0])
+    assert math.isfinite(float(out.abs().max()))
