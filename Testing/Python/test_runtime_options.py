@@ -64,8 +64,9 @@ def test_channels_last_network_output_equals_contiguous(model, batch, spatial) -
     plain = run_eps(model, RuntimeOptions(), inputs)
     cl = run_eps(model, RuntimeOptions(channels_last=True), inputs)
     assert cl.is_contiguous() and cl.dtype == torch.float32
-    # Only the summation order of the convolutions differs: float32 rounding, relative ~1e-5.
-    torch.testing.assert_close(cl, plain, rtol=1e-5, atol=1e-5)
+    # Only the summation order of the convolutions differs: float32 rounding, relative ~1e-5, and up to about
+    # 1.1e-5 absolute on this machine's oneDNN kernels (seen at 1 of 24,576 voxels); a layout error would be O(1).
+    torch.testing.assert_close(cl, plain, rtol=1e-5, atol=5e-5)
     assert all_contiguous(model)  # the weights were put back
 
 
