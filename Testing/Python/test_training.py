@@ -129,7 +129,7 @@ def test_per_sample_noise_reproduces_the_engine_loss(toy16, tmp_path):
     item = toy16[0]
     ct, layout = item["ct"][None], item["layout"][None]
     t, noise = trainer.draw_noise(5, 0, ct)
-    ours = trainer._loss_module(ct, layout, t, noise)
+    ours = trainer._loss_module(ct, trainer.model.condition(layout), t, noise)
     gen = torch.Generator().manual_seed(derive_seed(trainer.config.seed, "noise", 5, 0))
     engine = trainer.model.loss(ct, trainer.model.condition(layout), generator=gen)
     assert torch.equal(ours, engine)
