@@ -23,6 +23,22 @@ class UnsafeCheckpointError(CheckpointError):
     """The file is a pickle that would run code when loaded; we refuse to load it."""
 
 
+class DiskFullError(LungDDPMError, OSError):
+    """The output folder has no room (or no write permission) for the outputs; nothing was written there."""
+
+
+class NumericalError(LungDDPMError):
+    """A computation produced NaN or infinite values (damaged weights, or a precision too low for the model)."""
+
+
+class CaseLockedError(LungDDPMError):
+    """Another live process is synthesising the same case into the same output folder."""
+
+    def __init__(self, message: str, owner: dict) -> None:
+        super().__init__(message)
+        self.owner = owner
+
+
 class SamplingCancelled(LungDDPMError):
     """Raised inside a sampling loop when the caller asked to stop. Nothing partial is returned."""
 

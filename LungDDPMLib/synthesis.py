@@ -17,6 +17,7 @@ import SimpleITK as sitk
 
 from .data.pipeline import PreprocessRecord, model_options, postprocess, preprocess
 from .diffusion import DiffusionModel
+from .errors import NumericalError
 from .sampling import AASConfig, EtaEstimator, RuntimeOptions, SamplerConfig, StepInfo, sample
 
 
@@ -90,7 +91,14 @@ def synthesize_case(
             should_stop=should_stop,
             runtime=runtime,
         )
-        per_patch.append(list(out.numpy()))
+        values = out.numpy()
+        bad = [seed for seed, v in zip(seeds, values) if not np.isfinite(v).all()]
+        if bad:
+            raise NumericalError(
+                f"the model produced NaN or infinite values (seed(s) {bad}); nothing was written. Its weights may be "
+                "damaged, or the precision too low for it: try --precision fp32"
+            )
+        per_patch.append(list(values))
     t2 = time.perf_counter()
     images = [postprocess([p[k] for p in per_patch], record, ct, layout, feather_mm) for k in range(len(seeds))]
     t3 = time.perf_counter()

@@ -7,30 +7,81 @@ runs under ``torchrun`` (each rank takes every world-size-th case). Events are d
 * ``log`` {message}
 * ``progress`` {case, cases, name, step, total, eta_s}
 * ``result`` {case, name, paths, provenance}
-* ``skipped`` {case, name, paths} - every output already exists (a resumed batch)
-* ``error`` {kind, message, case?, name?} - a bad case is reported and the batch goes on
-* ``done`` {ok, skipped, failed, cancelled, elapsed_s}
+* ``skipped`` {case, name, paths, reason} - ``done``: a completion record says this exact case (same inputs, model,
+  sampler, steps, seeds) is finished; ``locked``: another live process is synthesising it right now
+* ``error`` {kind, message, case?, name?} - kind ``input``, ``checkpoint``, ``out-of-memory``, ``disk-full``,
+  ``numerical`` (NaN/inf in a sample) or ``internal``; a bad case is reported and the batch goes on
+* ``done`` {ok, skipped, failed, cancelled, elapsed_s} - always the last event, whatever failed before it
 
-Outputs are written atomically and only after a case has finished, so a cancel or a crash never leaves an
-output that looks complete.
+Outputs are written atomically and only after a case has finished, each verified by reading it back, so a cancel,
+a crash or a full disk never leaves an output that looks complete; no output may be an input, files this tool did
+not write are never replaced, and a per-case lock makes two runs on one folder do each case once
+(:mod:`LungDDPMLib.outputs`).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Sequence
 
 from .config import reject_unknown_fields
-from .errors import InputError, LungDDPMError, SamplingCancelled
+from .errors import CaseLockedError, DiskFullError, InputError, LungDDPMError, NumericalError, SamplingCancelled
 
 if TYPE_CHECKING:  # the worker module loads without torch; sampling is imported when a job runs
     from .sampling import RuntimeOptions
 
 Emit = Callable[[Dict[str, Any]], None]
+
+#: Output formats and their file suffixes: all hold a CT (16-bit integers, geometry) without loss.
+OUT_FORMATS = {"nrrd": ".nrrd", "nii.gz": ".nii.gz", "nii": ".nii", "mha": ".mha"}
+#: Allowed values of the job's string fields.
+CHOICES: Dict[str, tuple] = {
+    "sampler": ("dpm++", "ddim", "ddpm"),
+    "mode": (None, "full", "roi"),
+    "precision": ("auto", "fp32", "bf16"),
+    "auto_lung": ("never", "if-missing", "always"),
+    "out_format": tuple(OUT_FORMATS),
+}
+#: Lower bounds of the job's numbers.
+MINIMA = {"num_samples": 1, "seed": 0, "steps": 1, "feather_voxels": 0, "feather_mm": 0.0, "batch_size": 1, "eta": 0.0}
+
+
+def _type_ok(value: Any, kind: str) -> bool:
+    def is_int(v: Any) -> bool:
+        return isinstance(v, int) and not isinstance(v, bool)
+
+    if kind.startswith("Optional["):
+        return value is None or _type_ok(value, kind[len("Optional[") : -1])
+    checks: Dict[str, Callable[[Any], bool]] = {
+        "bool": lambda v: isinstance(v, bool),
+        "int": is_int,
+        "float": lambda v: is_int(v) or isinstance(v, float),
+        "str": lambda v: isinstance(v, str),
+        "List[int]": lambda v: isinstance(v, list) and all(is_int(x) for x in v),
+        "List[str]": lambda v: isinstance(v, list) and all(isinstance(x, str) for x in v),
+    }
+    return checks[kind](value)
+
+
+def check_job_values(data: Dict[str, Any]) -> None:
+    """Strict types, choices and bounds for a job's fields (``aas: "no"`` or ``seed: "0"`` are errors, not
+    silently read as something else)."""
+    for f in dataclasses.fields(Job):
+        if f.name == "cases" or f.name not in data:
+            continue
+        value = data[f.name]
+        if not _type_ok(value, str(f.type)):
+            wanted = str(f.type).replace("Optional[", "null or ").replace("List[", "a list of ").rstrip("]")
+            raise InputError(f"job field {f.name!r} must be {wanted}, got {value!r} ({type(value).__name__})")
+        if f.name in CHOICES and value not in CHOICES[f.name]:
+            raise InputError(f"job field {f.name!r} must be one of {list(CHOICES[f.name])}, got {value!r}")
+        if f.name in MINIMA and value is not None and value < MINIMA[f.name]:
+            raise InputError(f"job field {f.name!r} must be >= {MINIMA[f.name]}, got {value!r}")
 
 
 @dataclass(frozen=True)
@@ -69,40 +120,79 @@ class Job:
     nodule_labels: Optional[List[int]] = None
     lung_segments: Optional[List[str]] = None
     nodule_segments: Optional[List[str]] = None
+    ignore_labels: Optional[List[int]] = None
+    resample_layout: bool = False
     auto_lung: str = "never"
     out_format: str = "nrrd"
 
+    def __post_init__(self) -> None:
+        check_job_values({f.name: getattr(self, f.name) for f in dataclasses.fields(self)})
+        check_distinct_cases(self.cases)
+
     @classmethod
-    def from_dict(cls, data: Dict[str, Any]) -> Job:
+    def from_dict(cls, data: Any) -> Job:
+        if not isinstance(data, dict):
+            raise InputError(f"a job must be a JSON object with a 'cases' list, got {type(data).__name__}")
         reject_unknown_fields(cls, data, "job fields")
-        if not data.get("cases"):
-            raise InputError("the job names no cases")
-        try:
-            cases = [c if isinstance(c, Case) else Case(**c) for c in data["cases"]]
-        except TypeError as exc:
-            raise InputError(f"a case needs name, ct, layout and out_prefix: {exc}") from None
+        if not isinstance(data.get("cases"), list) or not data["cases"]:
+            raise InputError("the job names no cases ('cases' must be a non-empty list)")
+        cases = []
+        for c in data["cases"]:
+            if isinstance(c, Case):
+                cases.append(c)
+                continue
+            if not isinstance(c, dict) or set(c) != {"name", "ct", "layout", "out_prefix"}:
+                raise InputError(f"a case needs exactly name, ct, layout and out_prefix, got {c!r}")
+            if not all(isinstance(v, str) and v for v in c.values()):
+                raise InputError(f"a case's name, ct, layout and out_prefix must be non-empty strings, got {c!r}")
+            cases.append(Case(**c))
         return cls(**{**data, "cases": cases})
 
     @classmethod
     def from_json_file(cls, path: str) -> Job:
         try:
-            return cls.from_dict(json.loads(Path(path).read_text()))
-        except (OSError, json.JSONDecodeError) as exc:
+            data = json.loads(Path(path).read_text())
+        except (OSError, ValueError) as exc:
             raise InputError(f"cannot read the job file {path}: {exc}") from None
+        return cls.from_dict(data)
 
     def to_dict(self) -> Dict[str, Any]:
         return dataclasses.asdict(self)
 
     def output_paths(self, case: Case) -> List[Path]:
-        suffix = ".nii.gz" if self.out_format == "nii.gz" else ".nrrd"
+        suffix = OUT_FORMATS[self.out_format]
         if self.num_samples == 1:
             return [Path(case.out_prefix + suffix)]
         return [Path(f"{case.out_prefix}_{k}{suffix}") for k in range(self.num_samples)]
 
     @staticmethod
     def sidecar(case: Case) -> Path:
-        """The provenance JSON, written after the images: its presence marks the case as complete."""
-        return Path(case.out_prefix + ".json")
+        """The provenance JSON with the completion record, written after the images (see :mod:`.outputs`)."""
+        from .outputs import SIDECAR_SUFFIX
+
+        return Path(case.out_prefix + SIDECAR_SUFFIX)
+
+    @staticmethod
+    def lock(case: Case) -> Path:
+        from .outputs import LOCK_SUFFIX
+
+        return Path(case.out_prefix + LOCK_SUFFIX)
+
+    def completion_key(self, case: Case, model_sha256: str) -> Dict[str, Any]:
+        """Everything that decides a case's outputs: a finished case is skipped only if all of it is unchanged."""
+        from .outputs import file_identity
+
+        settings = self.to_dict()
+        for name in ("cases", "device", "precision", "channels_last", "compile", "cuda_graphs", "batch_size"):
+            settings.pop(name)  # how it ran, not what it computes (precision is recorded in the provenance)
+        settings.pop("checkpoint")
+        return {
+            "ct": file_identity(case.ct),
+            "layout": file_identity(case.layout),
+            "model_sha256": model_sha256,
+            "seeds": self.seeds(),
+            "settings": settings,
+        }
 
     def seeds(self) -> List[int]:
         return [self.seed + k for k in range(self.num_samples)]
@@ -119,26 +209,72 @@ class Job:
         )
 
 
+def check_distinct_cases(cases: Sequence[Case]) -> None:
+    """Two cases with one name or one output prefix would overwrite each other, or the second would be reported
+    as done; case-insensitive, because Windows and macOS file systems are."""
+    seen: Dict[str, Case] = {}
+    for case in cases:
+        for key in (f"name:{case.name.lower()}", f"out:{os.path.normcase(os.path.abspath(case.out_prefix)).lower()}"):
+            if key in seen:
+                other = seen[key]
+                what = "name" if key.startswith("name:") else "output prefix"
+                raise InputError(
+                    f"two cases share the {what} {case.name!r}/{other.name!r}: {other.ct} and {case.ct}; "
+                    "rename one so that each case has its own outputs"
+                )
+            seen[key] = case
+
+
 def classify_error(exc: BaseException) -> str:
     """Error kinds for the protocol: what a front end needs to choose its message and its remedy."""
     from .errors import CheckpointError
 
     if isinstance(exc, CheckpointError):
         return "checkpoint"
+    if isinstance(exc, DiskFullError):
+        return "disk-full"
+    if isinstance(exc, NumericalError):
+        return "numerical"
     if isinstance(exc, InputError):
         return "input"
-    if type(exc).__name__ == "OutOfMemoryError" or "out of memory" in str(exc).lower():
+    text = str(exc).lower()
+    if (
+        isinstance(exc, MemoryError)
+        or type(exc).__name__ == "OutOfMemoryError"
+        or "out of memory" in text
+        or "can't allocate memory" in text
+        or "defaultcpuallocator" in text
+    ):
         return "out-of-memory"
     return "internal"
 
 
 def error_message(exc: BaseException, kind: str) -> str:
     if kind == "out-of-memory":
+        if type(exc).__name__ == "OutOfMemoryError" or "cuda" in str(exc).lower():
+            return (
+                "the GPU ran out of memory; try --mode roi (small patches), fewer samples per call (--batch-size 1), "
+                "--precision bf16, or --device cpu"
+            )
         return (
-            "the GPU ran out of memory; try --mode roi (small patches), fewer samples per call (--batch-size 1), "
-            "--precision bf16, or --device cpu"
+            "the computer ran out of memory; use fewer samples per case (--num-samples), fewer per call "
+            "(--batch-size 1), or crop the CT to the chest"
         )
     return str(exc) or type(exc).__name__
+
+
+def estimate_case_bytes(ct: Any, num_samples: int, grid: Sequence[int], batch: int) -> Dict[str, int]:
+    """Memory and disk a case needs: every sample is held as float32 and as an image of the CT's type until the
+    case is written, and the network works on ``batch`` volumes of the model grid (about 16 copies each)."""
+    voxels = 1
+    for n in ct.GetSize():
+        voxels *= int(n)
+    pixel = max(int(ct.GetSizeOfPixelComponent()), 1)
+    grid_voxels = 1
+    for n in grid:
+        grid_voxels *= int(n)
+    memory = num_samples * voxels * (4 + pixel) + 16 * 4 * grid_voxels * batch + 3 * 4 * voxels
+    return {"memory": memory, "disk": num_samples * voxels * pixel + (1 << 20)}
 
 
 def _load_model(job: Job, emit: Emit) -> Any:
@@ -158,8 +294,12 @@ def _load_model(job: Job, emit: Emit) -> Any:
     return ckpt
 
 
-def _write_case(job: Job, case: Case, result: Any, ckpt: Any, paths: List[Path], elapsed: float) -> Dict:
+def _write_case(
+    job: Job, case: Case, result: Any, ckpt: Any, paths: List[Path], elapsed: float, key: Dict, layout_info: Dict
+) -> Dict:
+    """Write the images (each verified and renamed into place), then the sidecar with the completion record."""
     from .data.io import write_image
+    from .outputs import completion_record, write_sidecar
 
     runtime = job.runtime().resolved(next(ckpt.model.parameters()).device)  # what actually ran, not "auto"
     provenance = {
@@ -173,26 +313,30 @@ def _write_case(job: Job, case: Case, result: Any, ckpt: Any, paths: List[Path],
         "inputs": {
             "ct": case.ct,
             "layout": case.layout,
-            # How the layout was read: load_layout converts these labels/segments and resamples onto the CT grid.
+            # How the layout was read: these labels/segments, and whether it had to be resampled onto the CT grid.
             "layout_options": {
                 "lung_labels": job.lung_labels,
                 "nodule_labels": job.nodule_labels,
+                "ignore_labels": job.ignore_labels,
                 "lung_segments": job.lung_segments,
                 "nodule_segments": job.nodule_segments,
                 "auto_lung": job.auto_lung,
-                "resampled_to_ct_grid": "nearest neighbour, when the layout's grid differs",
             },
+            "layout_geometry": layout_info,
         },
         "timing_s": {**{k: round(v, 3) for k, v in result.timing_s.items()}, "case": round(elapsed, 3)},
         "preprocess": json.loads(result.record.to_json()),
     }
     for image, path in zip(result.images, paths):
         write_image(image, path)
-    sidecar = Job.sidecar(case)
-    tmp = sidecar.with_name(f".{sidecar.name}.partial")
-    tmp.write_text(json.dumps(provenance, indent=2))
-    tmp.replace(sidecar)
+    provenance["completion"] = completion_record(key, paths)
+    write_sidecar(Job.sidecar(case), provenance)
     return provenance
+
+
+def _finish(emit: Emit, start: float, ok: int, skipped: int, failed: List[str], cancelled: bool) -> None:
+    emit({"type": "done", "ok": ok, "skipped": skipped, "failed": failed, "cancelled": cancelled,
+          "elapsed_s": round(time.perf_counter() - start, 2)})  # fmt: skip
 
 
 def run_job(
@@ -201,10 +345,13 @@ def run_job(
     """Run every case of ``job`` that belongs to ``rank``; return the number of failed cases.
 
     Raises :class:`SamplingCancelled` after emitting ``done`` when ``should_stop`` turns true; a failure to load
-    the model (nothing can run) is raised too. A failure in one case is reported and the next case runs.
+    the model (nothing can run) is reported for every case. A failure in one case is reported and the next runs.
     """
-    from .data.io import read_ct
-    from .data.layout import load_layout
+    from .data.io import clean_orphans, read_ct
+    from .data.layout import read_layout
+    from .data.validation import check_memory
+    from .outputs import CaseLock, check_apart, check_not_foreign, check_writable, is_done, same_file
+    from .registry import DEMO_FILE, file_sha256
     from .sampling import AASConfig, SamplerConfig
     from .synthesis import synthesize_case
 
@@ -212,86 +359,116 @@ def run_job(
     sampler = SamplerConfig(job.sampler, steps=job.steps, eta=job.eta)
     aas = AASConfig(enabled=job.aas, blend_from=job.blend_from, feather_voxels=job.feather_voxels)
     runtime = job.runtime()
-    if job.num_samples < 1:
-        raise InputError(f"num_samples must be >= 1, got {job.num_samples}")
     mine = [(i, c) for i, c in enumerate(job.cases) if i % world == rank]
     ok, skipped, failed = 0, 0, []
     ckpt = None
+    model_path = job.checkpoint or str(DEMO_FILE)
+    try:
+        model_sha = file_sha256(model_path)
+    except OSError as exc:
+        emit({"type": "error", "kind": "checkpoint", "message": f"cannot read the model file {model_path}: {exc}"})
+        _finish(emit, start, ok, skipped, [c.name for _, c in mine], False)
+        return len(mine)
+    cleaned: set = set()
     for i, case in mine:
         paths = job.output_paths(case)
-        if all(p.exists() for p in paths) and Job.sidecar(case).exists():
+        sidecar, lock_path = Job.sidecar(case), Job.lock(case)
+        where = {"case": i, "name": case.name}
+        try:
+            check_apart([*paths, sidecar, lock_path], [Path(case.ct), Path(case.layout)])
+            if Path(case.ct).exists() and same_file(Path(case.ct), Path(case.layout)):
+                raise InputError(f"the CT and the layout of case {case.name!r} are the same file: {case.ct}")
+            key = job.completion_key(case, model_sha)
+        except (LungDDPMError, OSError) as exc:
+            kind = classify_error(exc) if isinstance(exc, LungDDPMError) else "input"
+            emit({"type": "error", "kind": kind, "message": error_message(exc, kind), **where})
+            failed.append(case.name)
+            continue
+        if is_done(sidecar, key, paths):
             skipped += 1
-            emit({"type": "skipped", "case": i, "name": case.name, "paths": [str(p) for p in paths]})
+            emit({"type": "skipped", "reason": "done", **where, "paths": [str(p) for p in paths]})
             continue
         case_start = time.perf_counter()
         if ckpt is None:
             try:
                 ckpt = _load_model(job, emit)
                 runtime.check_device(next(ckpt.model.parameters()).device)
-            except (LungDDPMError, RuntimeError, OSError) as exc:  # nothing can run without the model
+            except (LungDDPMError, RuntimeError, OSError, MemoryError) as exc:  # nothing can run without the model
                 kind = classify_error(exc)
                 emit({"type": "error", "kind": kind, "message": error_message(exc, kind)})
                 failed.extend(c.name for _, c in mine if c.name not in failed)
                 break
         try:
-            ct = read_ct(case.ct)
-            layout = load_layout(
-                case.layout,
-                ct,
-                job.lung_labels,
-                job.nodule_labels,
-                job.lung_segments,
-                job.nodule_segments,
-                auto_lung=job.auto_lung,
-            )
-
-            def progress(info: Any, i: int = i, name: str = case.name) -> None:
-                emit(
-                    {
-                        "type": "progress",
-                        "case": i,
-                        "cases": len(job.cases),
-                        "name": name,
-                        "step": info.step,
-                        "total": info.total,
-                        "eta_s": round(info.eta_s, 2),
-                    }
+            with CaseLock(lock_path):
+                if is_done(sidecar, key, paths):  # finished by another run while we waited for the lock
+                    skipped += 1
+                    emit({"type": "skipped", "reason": "done", **where, "paths": [str(p) for p in paths]})
+                    continue
+                check_not_foreign(paths, sidecar)
+                for folder in {p.parent for p in (*paths, sidecar)} - cleaned:
+                    for orphan in clean_orphans(folder):
+                        emit({"type": "log", "message": f"removed {orphan.name}, left by a run that was killed"})
+                    cleaned.add(folder)
+                ct = read_ct(case.ct)
+                layout, layout_info = read_layout(
+                    case.layout,
+                    ct,
+                    job.lung_labels,
+                    job.nodule_labels,
+                    job.lung_segments,
+                    job.nodule_segments,
+                    auto_lung=job.auto_lung,
+                    ignore_labels=job.ignore_labels,
+                    resample=job.resample_layout,
                 )
+                for warning in layout_info.get("warnings", []):
+                    emit({"type": "log", "message": f"{case.name}: {warning}"})
+                need = estimate_case_bytes(ct, job.num_samples, ckpt.config.grid, job.batch_size or job.num_samples)
+                check_memory(need["memory"], f"case {case.name} with {job.num_samples} sample(s)")
+                check_writable(paths[0].parent, need["disk"])
 
-            result = synthesize_case(
-                ct,
-                layout,
-                ckpt.model,
-                sampler=sampler,
-                aas=aas,
-                seeds=job.seeds(),
-                feather_mm=job.feather_mm,
-                batch_size=job.batch_size,
-                callback=progress,
-                should_stop=should_stop,
-                runtime=runtime,
-            )
-            provenance = _write_case(job, case, result, ckpt, paths, time.perf_counter() - case_start)
+                def progress(info: Any, i: int = i, name: str = case.name) -> None:
+                    emit(
+                        {
+                            "type": "progress",
+                            "case": i,
+                            "cases": len(job.cases),
+                            "name": name,
+                            "step": info.step,
+                            "total": info.total,
+                            "eta_s": round(info.eta_s, 2),
+                        }
+                    )
+
+                result = synthesize_case(
+                    ct,
+                    layout,
+                    ckpt.model,
+                    sampler=sampler,
+                    aas=aas,
+                    seeds=job.seeds(),
+                    feather_mm=job.feather_mm,
+                    batch_size=job.batch_size,
+                    callback=progress,
+                    should_stop=should_stop,
+                    runtime=runtime,
+                )
+                elapsed = time.perf_counter() - case_start
+                provenance = _write_case(job, case, result, ckpt, paths, elapsed, key, layout_info)
             ok += 1
-            emit(
-                {
-                    "type": "result",
-                    "case": i,
-                    "name": case.name,
-                    "paths": [str(p) for p in paths],
-                    "provenance": provenance,
-                }
-            )
+            emit({"type": "result", **where, "paths": [str(p) for p in paths], "provenance": provenance})
         except SamplingCancelled:
-            emit({"type": "done", "ok": ok, "skipped": skipped, "failed": failed, "cancelled": True,
-                  "elapsed_s": round(time.perf_counter() - start, 2)})  # fmt: skip
+            _finish(emit, start, ok, skipped, failed, True)
             raise
-        except (LungDDPMError, RuntimeError, OSError, ValueError) as exc:
+        except CaseLockedError as exc:
+            skipped += 1
+            emit({"type": "skipped", "reason": "locked", **where, "paths": [str(p) for p in paths],
+                  "message": str(exc)})  # fmt: skip
+        except (LungDDPMError, RuntimeError, OSError, ValueError, MemoryError) as exc:
             kind = classify_error(exc)
-            emit({"type": "error", "kind": kind, "message": error_message(exc, kind), "case": i, "name": case.name})
+            emit({"type": "error", "kind": kind, "message": error_message(exc, kind), **where})
             failed.append(case.name)
-    emit({"type": "done", "ok": ok, "skipped": skipped, "failed": failed, "cancelled": False,
-          "elapsed_s": round(time.perf_counter() - start, 2)})  # fmt: skip
+    _finish(emit, start, ok, skipped, failed, False)
     return len(failed)
 
 
@@ -303,14 +480,24 @@ def cases_from_folders(ct_dir: str, layout_dir: Optional[str], out_dir: str) -> 
     return [Case(name, str(ct), str(lay), str(Path(out_dir) / f"{name}_synthetic")) for name, ct, lay in pairs]
 
 
+def out_format_of(out: str) -> str:
+    """The output format an ``--out`` name asks for; a name without one of :data:`OUT_FORMATS`' suffixes is refused
+    (writing another format than asked, or a PNG that cannot hold a CT, would be a silent surprise)."""
+    lower = Path(out).name.lower()
+    for fmt, suffix in sorted(OUT_FORMATS.items(), key=lambda kv: -len(kv[1])):
+        if lower.endswith(suffix) and len(lower) > len(suffix):
+            return fmt
+    raise InputError(
+        f"--out {out!r}: name the output with one of {', '.join(OUT_FORMATS.values())} "
+        "(formats that hold a CT's values and geometry)"
+    )
+
+
 def single_case(ct: str, layout: str, out: str) -> Case:
-    """A case whose outputs are named after ``out`` (its extension is dropped)."""
+    """A case whose outputs are named after ``out`` (its extension, which sets the format, is dropped)."""
     p = Path(out)
-    name = p.name
-    for suffix in (".nii.gz", ".nrrd", ".nii", ".mha"):
-        if name.endswith(suffix):
-            name = name[: -len(suffix)]
-            break
+    suffix = OUT_FORMATS[out_format_of(out)]
+    name = p.name[: -len(suffix)]
     return Case(name, ct, layout, str(p.with_name(name)))
 
 

@@ -13,7 +13,9 @@ def add_job_arguments(p: argparse.ArgumentParser, *, job_file: bool) -> None:
     src = p.add_argument_group("inputs (one case, or a folder batch)")
     src.add_argument("--ct", help="CT file (NRRD, NIfTI, MetaImage) or DICOM folder")
     src.add_argument("--layout", help="layout: label map (0/1/2 or --lung-labels/--nodule-labels) or .seg.nrrd")
-    src.add_argument("--out", help="output image for one case (.nrrd or .nii.gz); with N samples: OUT_0..OUT_N-1")
+    src.add_argument(
+        "--out", help="output image for one case (.nrrd, .nii.gz, .nii or .mha); with N samples: OUT_0..OUT_N-1"
+    )
     src.add_argument("--ct-dir", help="batch: folder of CTs (paired with layouts by name)")
     src.add_argument("--layout-dir", help="batch: folder of layouts (default: in --ct-dir, named *_layout)")
     src.add_argument("--out-dir", help="batch: output folder (finished cases are skipped when run again)")
@@ -52,12 +54,18 @@ def add_job_arguments(p: argparse.ArgumentParser, *, job_file: bool) -> None:
     lay.add_argument("--nodule-labels", type=int, nargs="+", help="label values that mean nodule (default 2)")
     lay.add_argument("--lung-segments", nargs="+", help=".seg.nrrd segment names for lung")
     lay.add_argument("--nodule-segments", nargs="+", help=".seg.nrrd segment names for nodules")
+    lay.add_argument("--ignore-labels", type=int, nargs="+", help="label values to treat as background")
+    lay.add_argument(
+        "--resample-layout",
+        action="store_true",
+        help="accept a layout on another grid that covers the CT only partly (it is resampled onto the CT)",
+    )
     lay.add_argument("--auto-lung", choices=("never", "if-missing", "always"), default="never")
 
 
 def job_from_args(args: argparse.Namespace) -> Any:
     from ..errors import InputError
-    from ..worker import Job, cases_from_folders, single_case
+    from ..worker import Job, cases_from_folders, out_format_of, single_case
 
     if getattr(args, "job", None):
         return Job.from_json_file(args.job)
@@ -69,7 +77,7 @@ def job_from_args(args: argparse.Namespace) -> Any:
         if not (args.ct and args.layout and args.out):
             raise InputError("one case needs --ct, --layout and --out")
         cases = [single_case(args.ct, args.layout, args.out)]
-        out_format = "nii.gz" if args.out.endswith((".nii.gz", ".nii")) else "nrrd"
+        out_format = out_format_of(args.out)
     elif batch:
         if not (args.ct_dir and args.out_dir):
             raise InputError(
@@ -84,7 +92,7 @@ def job_from_args(args: argparse.Namespace) -> Any:
         )
     same_names = ("checkpoint", "sampler", "steps", "eta", "seed", "num_samples", "mode", "blend_from", "device")
     same_names += ("precision", "batch_size", "lung_labels", "nodule_labels", "lung_segments", "nodule_segments")
-    same_names += ("auto_lung", "channels_last", "compile", "cuda_graphs")
+    same_names += ("auto_lung", "channels_last", "compile", "cuda_graphs", "ignore_labels", "resample_layout")
     return Job(
         cases=cases,
         aas=not args.no_aas,

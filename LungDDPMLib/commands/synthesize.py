@@ -49,7 +49,8 @@ class _Terminal:
                 print(file=sys.stderr)
             print(json.dumps({"name": event["name"], "paths": event["paths"]}), flush=True)
         elif kind == "skipped" and not self.quiet:
-            print(f"{event['name']}: outputs exist, skipped", file=sys.stderr, flush=True)
+            why = "already done with these inputs and settings" if event.get("reason") == "done" else event["message"]
+            print(f"{event['name']}: skipped ({why})", file=sys.stderr, flush=True)
         elif kind == "error":
             where = f"{event['name']}: " if "name" in event else ""
             print(f"error: {where}{event['message']}", file=sys.stderr, flush=True)

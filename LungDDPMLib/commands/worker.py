@@ -19,8 +19,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..errors import LungDDPMError, SamplingCancelled
-    from ..worker import classify_error, emit_json_lines, run_job
+    """Every outcome reaches the caller as events: a failure before or outside the cases is one ``error`` event
+    followed by ``done`` (a front end never has to parse a traceback from stderr)."""
+    from ..errors import SamplingCancelled
+    from ..worker import classify_error, emit_json_lines, error_message, run_job
 
     emit = emit_json_lines(sys.stdout)
     should_stop, restore = cancel_on_signals()
@@ -31,8 +33,13 @@ def run(args: argparse.Namespace) -> int:
         return 1 if failed else 0
     except SamplingCancelled:
         return 130
-    except LungDDPMError as exc:
-        emit({"type": "error", "kind": classify_error(exc), "message": str(exc)})
+    except Exception as exc:
+        kind = classify_error(exc)
+        message = error_message(exc, kind)
+        if kind == "internal":
+            message = f"{type(exc).__name__}: {message} (a bug; please report it with the job file)"
+        emit({"type": "error", "kind": kind, "message": message})
+        emit({"type": "done", "ok": 0, "skipped": 0, "failed": [], "cancelled": False, "elapsed_s": 0.0})
         return 1
     finally:
         restore()

@@ -59,16 +59,30 @@ def pair_files(ct_dir: PathLike, layout_dir: Optional[PathLike] = None) -> List[
     cts: Dict[str, Path] = {}
     layouts: Dict[str, Path] = {}
 
+    def collision(key: str, first: Path, second: Path) -> InputError:
+        return InputError(
+            f"{first} and {second} both pair as case {key!r} (names are matched case-insensitively, without "
+            "extension and _ct/_layout tags); rename or move one of them"
+        )
+
     def add_layout(key: str, path: Path) -> None:
-        if key not in layouts or (file_suffix(layouts[key]) == ".seg.nrrd" and file_suffix(path) != ".seg.nrrd"):
-            layouts[key] = path
+        if key in layouts:
+            seg = [file_suffix(p) == ".seg.nrrd" for p in (layouts[key], path)]
+            if seg[0] == seg[1]:
+                raise collision(key, layouts[key], path)
+            if seg[0]:  # a plain label map wins over a .seg.nrrd of the same name
+                layouts[key] = path
+            return
+        layouts[key] = path
 
     for path in _images(ct_dir):
         key, tag = _key_and_tag(path)
         if layout_dir is None and (tag in LAYOUT_TAGS or file_suffix(path) == ".seg.nrrd"):
             add_layout(key, path)
+        elif key in cts:
+            raise collision(key, cts[key], path)
         else:
-            cts.setdefault(key, path)
+            cts[key] = path
     if layout_dir is not None:
         for path in _images(Path(layout_dir)):
             add_layout(_key_and_tag(path)[0], path)

@@ -11,15 +11,18 @@ float32, so spacing/origin/direction round-trip to ~1e-7 relative.
 
 from __future__ import annotations
 
+import errno
 import os
+import re
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, Sequence, Tuple, Union
+from typing import Any, Dict, List, Sequence, Tuple, Union
 
 import numpy as np
 import SimpleITK as sitk
 
-from ..errors import InputError
+from ..errors import DiskFullError, InputError
 from .validation import check_ct_intensities, check_dimension, check_memory, warn
 
 PathLike = Union[str, Path]
@@ -227,23 +230,148 @@ def read_ct(path: PathLike, check_intensities: bool = True) -> sitk.Image:
     return image
 
 
+#: Temporary files this tool writes next to an output: ``.<name>.<pid>.partial<suffix>``. Nothing else is ever
+#: cleaned up automatically (see :func:`clean_orphans`).
+TEMP_PATTERN = re.compile(r"^\.(?P<name>.+)\.(?P<pid>\d+)\.partial(?P<suffix>(\.[A-Za-z0-9]+)*)$")
+
+
+def temp_path(path: Path) -> Path:
+    """The temporary name ``path`` is written under before the rename (same folder, so the rename is atomic)."""
+    suffix = file_suffix(path) or path.suffix
+    stem = path.name[: -len(suffix)] if suffix else path.name
+    return path.with_name(f".{stem}.{os.getpid()}.partial{suffix}")
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether a process with this id runs on this machine (POSIX; elsewhere assumed alive, so nothing of a
+    running process is ever removed)."""
+    if os.name != "posix":
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def clean_orphans(folder: PathLike) -> List[Path]:
+    """Remove temporary files of this tool left in ``folder`` by processes that no longer run (a killed run).
+
+    Only names of :data:`TEMP_PATTERN` whose process id is not alive are touched; returns what was removed.
+    """
+    folder = Path(folder)
+    removed: List[Path] = []
+    if not folder.is_dir():
+        return removed
+    for entry in folder.iterdir():
+        m = TEMP_PATTERN.match(entry.name)
+        if m and entry.is_file() and int(m.group("pid")) != os.getpid() and not pid_alive(int(m.group("pid"))):
+            try:
+                entry.unlink()
+                removed.append(entry)
+            except OSError:
+                pass
+    return removed
+
+
+def _is_disk_full(exc: BaseException) -> bool:
+    text = str(exc).lower()
+    return getattr(exc, "errno", None) in (errno.ENOSPC, errno.EDQUOT) or "no space left" in text or "quota" in text
+
+
+def disk_full_error(path: Path, detail: str) -> DiskFullError:
+    free = shutil.disk_usage(path.parent).free if path.parent.exists() else 0
+    return DiskFullError(
+        f"cannot write {path}: the disk is full ({free / 2**20:.0f} MiB free in {path.parent}; {detail}). "
+        "Free space or choose another output folder; nothing was left under the output name"
+    )
+
+
+def fsync_file(path: Path) -> None:
+    """Flush a written file to the disk, so that a crash after the rename cannot leave a short file."""
+    fd = os.open(str(path), os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _verify_written(image: sitk.Image, tmp: Path, path: Path) -> None:
+    """Read the temporary file back and compare it with what was meant to be written.
+
+    ITK's writers may only print an error when the disk fills (the NIfTI writer does) and leave a short file
+    that reads without error; comparing the voxels is the one check that always catches it.
+    """
+    try:
+        back = sitk.ReadImage(str(tmp))
+        same = (
+            back.GetSize() == image.GetSize()
+            and back.GetPixelID() == image.GetPixelID()
+            and Geometry.of(back).matches(Geometry.of(image), tol=1e-4)
+            and np.array_equal(sitk.GetArrayViewFromImage(back), sitk.GetArrayViewFromImage(image))
+        )
+    except RuntimeError:
+        same = False
+    if not same:
+        free = shutil.disk_usage(tmp.parent).free
+        if free < 2 * tmp.stat().st_size + (1 << 20):
+            raise disk_full_error(path, "the written file did not read back complete")
+        raise OSError(f"cannot write {path}: the file written did not read back as the image (I/O error?)")
+
+
 def write_image(image: sitk.Image, path: PathLike, compress: bool = True) -> Path:
     """Write NRRD (.nrrd, .seg.nrrd), NIfTI (.nii, .nii.gz) or MetaImage (.mha); returns the path.
 
-    The file is written under a temporary name in the same folder and renamed into place, so a crash or a
-    cancel never leaves a truncated image under the final name (batch runs skip outputs that exist).
+    The file is written under a temporary name in the same folder, read back and compared with the image,
+    flushed to the disk and only then renamed into place: under the final name there is the whole image or
+    nothing (a crash, a cancel or a full disk never leaves a truncated file that looks complete).
+
+    Raises:
+        InputError: an extension that cannot be written. DiskFullError: no room (or the written file came back
+        short on a nearly full disk). OSError: any other write failure.
     """
     path = Path(path)
     suffix = file_suffix(path)
     if suffix not in WRITE_SUFFIXES:
         raise InputError(f"cannot write {path}: choose one of {', '.join(WRITE_SUFFIXES)}")
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name[: -len(suffix)]}.{os.getpid()}.partial{suffix}")
+    tmp = temp_path(path)
     try:
-        sitk.WriteImage(image, str(tmp), compress and suffix != ".nii")
+        try:
+            sitk.WriteImage(image, str(tmp), compress and suffix != ".nii")
+        except RuntimeError as exc:
+            if _is_disk_full(exc):
+                raise disk_full_error(path, "the writer reported it") from None
+            raise OSError(f"cannot write {path}: {str(exc).strip().splitlines()[-1][:200]}") from None
+        _verify_written(image, tmp, path)
+        fsync_file(tmp)
         os.replace(tmp, path)
-    except RuntimeError as exc:
-        raise InputError(f"cannot write {path}: {str(exc).strip().splitlines()[-1][:200]}") from None
+    except OSError as exc:
+        if _is_disk_full(exc) and not isinstance(exc, DiskFullError):
+            raise disk_full_error(path, str(exc)) from None
+        raise
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return path
+
+
+def write_text_atomic(text: str, path: PathLike) -> Path:
+    """Write a small text file (a JSON record) completely or not at all: temporary name, fsync, rename."""
+    path = Path(path)
+    tmp = temp_path(path)
+    try:
+        with open(tmp, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except OSError as exc:
+        if _is_disk_full(exc):
+            raise disk_full_error(path, str(exc)) from None
+        raise
     finally:
         if tmp.exists():
             tmp.unlink()

@@ -10,7 +10,7 @@ silently ruin a synthesis: no lung, absent label values, a layout that misses th
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Iterable, Optional, Sequence, Tuple, Union
+from typing import Dict, Iterable, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import SimpleITK as sitk
@@ -24,6 +24,12 @@ from .validation import warn
 
 AUTO_LUNG_MODES = ("never", "if-missing", "always")
 NODULE_WORDS = ("nodule", "lesion", "tumor", "tumour", "mass")
+#: A label map with more distinct values than this is taken for an intensity image (a CT given as a layout).
+MAX_LABEL_VALUES = 64
+#: A layout on another grid is resampled onto the CT only if their extents overlap at least this much
+#: (intersection over union of the physical boxes); below it the two are likely not aligned (a shifted origin, a
+#: crop) and the user must say ``resample=True`` (``--resample-layout``).
+MIN_EXTENT_OVERLAP = 0.95
 
 
 def _values(values: Union[int, Iterable[int]]) -> Tuple[int, ...]:
@@ -34,14 +40,21 @@ def _values(values: Union[int, Iterable[int]]) -> Tuple[int, ...]:
 
 
 def layout_from_labelmap(
-    labels: sitk.Image, lung_values: Union[int, Sequence[int]] = (1,), nodule_values: Union[int, Sequence[int]] = (2,)
+    labels: sitk.Image,
+    lung_values: Union[int, Sequence[int]] = (1,),
+    nodule_values: Union[int, Sequence[int]] = (2,),
+    ignore_values: Union[int, Sequence[int], None] = None,
 ) -> sitk.Image:
     """Map a label map's values to the layout values (several lung or nodule values are merged).
 
-    Raises :class:`InputError` when no requested lung value is present; absent nodule values only warn,
-    because a layout without nodules is a valid (healthy) synthesis.
+    Every value must be background (0), lung, nodule or explicitly ignored (``ignore_values``, read as
+    background): a value that fits none is refused rather than silently dropped (a right lung labelled 3 would
+    otherwise vanish). Raises :class:`InputError` for that, for an image with more than
+    :data:`MAX_LABEL_VALUES` distinct values (a CT given as a layout) and when no requested lung value is present;
+    absent nodule values only warn, because a layout without nodules is a valid (healthy) synthesis.
     """
     lung_values, nodule_values = _values(lung_values), _values(nodule_values)
+    ignore = _values(ignore_values) if ignore_values is not None else ()
     overlap = set(lung_values) & set(nodule_values)
     if overlap:
         raise InputError(
@@ -57,8 +70,21 @@ def layout_from_labelmap(
                 "Threshold it or give a label map with integer values"
             )
         array = array.astype(np.int64)
-    present = set(np.unique(array).tolist())
+    distinct = np.unique(array)
+    if len(distinct) > MAX_LABEL_VALUES:
+        raise InputError(
+            f"the layout has {len(distinct)} distinct values ({distinct.min()}..{distinct.max()}), far more than a "
+            "label map; is it a CT or another intensity image? Give the lung/nodule label map"
+        )
+    present = set(distinct.tolist())
     listing = ", ".join(str(v) for v in sorted(present)[:20])
+    unknown = sorted(present - {LABEL_BACKGROUND, *lung_values, *nodule_values, *ignore})
+    if unknown:
+        raise InputError(
+            f"the label map has value(s) {unknown[:10]} that are neither background (0), lung {list(lung_values)} "
+            f"nor nodule {list(nodule_values)} (it contains {listing}); map them, e.g. --lung-labels "
+            f"{','.join(str(v) for v in [*lung_values, unknown[0]])}, or --nodule-labels / --ignore-labels"
+        )
     missing_lung = [v for v in lung_values if v not in present]
     if len(missing_lung) == len(lung_values):
         raise InputError(
@@ -242,7 +268,35 @@ def check_layout(layout: sitk.Image, ct: Optional[sitk.Image] = None, auto_lung:
     return out
 
 
-def load_layout(
+def layout_grid_report(layout: sitk.Image, reference: sitk.Image, resample: bool) -> Dict[str, object]:
+    """How a layout's grid relates to the CT's: the difference and the overlap of their extents.
+
+    Raises :class:`InputError` when the grids differ and overlap less than :data:`MIN_EXTENT_OVERLAP`, unless
+    ``resample`` is given; a smaller difference is reported as a warning, because resampling a label map moves
+    boundaries by up to half a voxel.
+    """
+    lay_geo, ct_geo = Geometry.of(layout), Geometry.of(reference)
+    if lay_geo.matches(ct_geo, tol=1e-5):
+        return {"resampled": False, "warnings": []}
+    (a_lo, a_hi), (b_lo, b_hi) = lay_geo.physical_bounds(), ct_geo.physical_bounds()
+    a_hi, b_hi = a_hi + np.asarray(lay_geo.spacing), b_hi + np.asarray(ct_geo.spacing)  # voxel extents, not centres
+    inter = np.prod(np.clip(np.minimum(a_hi, b_hi) - np.maximum(a_lo, b_lo), 0, None))
+    union = np.prod(a_hi - a_lo) + np.prod(b_hi - b_lo) - inter
+    overlap = float(inter / union) if union > 0 else 0.0
+    shift = float(np.linalg.norm(np.asarray(lay_geo.origin) - np.asarray(ct_geo.origin)))
+    difference = f"layout {lay_geo.describe()}; CT {ct_geo.describe()}; origins {shift:.1f} mm apart"
+    if overlap < MIN_EXTENT_OVERLAP and not resample:
+        raise InputError(
+            f"the layout is on another grid than the CT and their extents overlap only {overlap:.0%} "
+            f"({difference}); if it is nevertheless aligned with the CT (e.g. cropped to the drawn region), pass "
+            "--resample-layout (resample=True); otherwise fix its geometry"
+        )
+    message = f"the layout was resampled onto the CT grid (extents overlap {overlap:.0%}; {difference})"
+    warn(message)
+    return {"resampled": True, "extent_overlap": round(overlap, 4), "difference": difference, "warnings": [message]}
+
+
+def read_layout(
     path: PathLike,
     reference: sitk.Image,
     lung_labels: Union[int, Sequence[int], None] = None,
@@ -250,11 +304,15 @@ def load_layout(
     lung_segments: Union[str, Sequence[str], None] = None,
     nodule_segments: Union[str, Sequence[str], None] = None,
     auto_lung: str = "never",
-) -> sitk.Image:
-    """Read a layout (label map or ``.seg.nrrd``), convert, resample onto ``reference`` and check it.
+    ignore_labels: Union[int, Sequence[int], None] = None,
+    resample: bool = False,
+) -> Tuple[sitk.Image, Dict[str, object]]:
+    """Read a layout (label map or ``.seg.nrrd``), convert, put it on ``reference``'s grid and check it.
 
     A ``.seg.nrrd`` (or any NRRD with Slicer segment entries) is read by segment names; anything else is a
-    label map read with ``lung_labels`` (default 1) and ``nodule_labels`` (default 2).
+    label map read with ``lung_labels`` (default 1), ``nodule_labels`` (default 2) and ``ignore_labels``
+    (background). Returns the layout and a report for the provenance: whether it was resampled, the extent
+    overlap and the geometry difference (see :func:`layout_grid_report`).
     """
     path = Path(path)
     image = read_image(path, allow_multicomponent=True)
@@ -272,7 +330,28 @@ def load_layout(
                 f"with {image.GetNumberOfComponentsPerPixel()} component(s)"
             )
         layout = layout_from_labelmap(
-            image, (1,) if lung_labels is None else lung_labels, (2,) if nodule_labels is None else nodule_labels
+            image,
+            (1,) if lung_labels is None else lung_labels,
+            (2,) if nodule_labels is None else nodule_labels,
+            ignore_labels,
         )
+    report = layout_grid_report(layout, reference, resample)
     layout = resample_to_reference(layout, reference)
-    return check_layout(layout, reference, auto_lung)
+    return check_layout(layout, reference, auto_lung), report
+
+
+def load_layout(
+    path: PathLike,
+    reference: sitk.Image,
+    lung_labels: Union[int, Sequence[int], None] = None,
+    nodule_labels: Union[int, Sequence[int], None] = None,
+    lung_segments: Union[str, Sequence[str], None] = None,
+    nodule_segments: Union[str, Sequence[str], None] = None,
+    auto_lung: str = "never",
+    ignore_labels: Union[int, Sequence[int], None] = None,
+    resample: bool = False,
+) -> sitk.Image:
+    """:func:`read_layout` without the report."""
+    return read_layout(
+        path, reference, lung_labels, nodule_labels, lung_segments, nodule_segments, auto_lung, ignore_labels, resample
+    )[0]

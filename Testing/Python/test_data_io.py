@@ -177,6 +177,6 @@ def test_write_is_atomic_and_leaves_no_temporary(tmp_path, monkeypatch):
         raise RuntimeError("disk full")
 
     monkeypatch.setattr(sitk, "WriteImage", failing_write)
-    with pytest.raises(InputError, match="disk full"):
+    with pytest.raises(OSError, match="disk full"):
         write_image(img, path)
     assert path.read_bytes() == before and [p.name for p in tmp_path.iterdir()] == ["out.nii.gz"]

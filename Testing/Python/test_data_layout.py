@@ -44,9 +44,9 @@ def test_labelmap_with_several_lung_values(small_phantom):
 def test_absent_label_values(small_phantom):
     labels = _user_labels(small_phantom)
     with pytest.raises(InputError, match=r"lung label value\(s\) \[1\] not found.*contains 0, 3, 4, 7"):
-        layout_from_labelmap(labels, lung_values=1, nodule_values=7)
+        layout_from_labelmap(labels, lung_values=1, nodule_values=7, ignore_values=(3, 4))
     with pytest.warns(DataWarning, match="no nodule"):
-        layout = layout_from_labelmap(labels, lung_values=(3, 4), nodule_values=9)
+        layout = layout_from_labelmap(labels, lung_values=(3, 4), nodule_values=9, ignore_values=7)
     assert not (sitk.GetArrayViewFromImage(layout) == LABEL_NODULE).any()
     with pytest.warns(DataWarning, match=r"\[5\] not found"):
         layout_from_labelmap(labels, lung_values=(3, 4, 5), nodule_values=7)
@@ -115,7 +115,10 @@ def test_layout_on_another_grid_is_resampled(tmp_path, small_phantom):
     ref.SetOrigin(tuple(centre - np.asarray(ref.GetDirection()).reshape(3, 3) @ half))
     other = sitk.Resample(small_phantom.layout, ref, sitk.Transform(), sitk.sitkNearestNeighbor, 0)
     path = write_image(other, tmp_path / "other.nii.gz")
-    layout = load_layout(path, ct)
+    with pytest.raises(InputError, match=r"overlap only 2\d%.*--resample-layout"):
+        load_layout(path, ct)  # a crop that small is accepted only when the user says it is aligned
+    with pytest.warns(DataWarning, match="resampled onto the CT grid"):
+        layout = load_layout(path, ct, resample=True)
     assert Geometry.of(layout).matches(Geometry.of(ct))
     a = sitk.GetArrayViewFromImage(layout) == LABEL_LUNG
     b = sitk.GetArrayViewFromImage(small_phantom.layout) == LABEL_LUNG

@@ -68,7 +68,7 @@ def test_worker_reports_progress_result_and_done(workspace: Path, tmp_path: Path
     for path in result["paths"]:
         img = sitk.ReadImage(path)
         assert img.GetSize() == ct.GetSize() and img.GetDirection() == ct.GetDirection()
-    sidecar = json.loads((tmp_path / "x.json").read_text())
+    sidecar = json.loads((tmp_path / "x.lungddpm.json").read_text())
     assert sidecar["sampler"] == "dpm++" and sidecar["inputs"]["layout_options"]["auto_lung"] == "never"
     assert sidecar["preprocess"]["crop"] == "lung" and sidecar["preprocess"]["grid"] == [32, 32, 32]
     assert ev[-1] == {**ev[-1], "ok": 1, "failed": [], "cancelled": False}
@@ -152,12 +152,13 @@ def test_error_kinds_and_exit_codes(workspace: Path, tmp_path: Path) -> None:
     assert missing.returncode == 1 and any(e["type"] == "error" and e["kind"] == "checkpoint" for e in ev)
     usage = worker("--ct", "cases/case0_ct.nrrd", cwd=workspace)
     out, _ = usage.communicate(timeout=60)
-    assert usage.returncode == 1 and events(out)[-1]["kind"] == "input"
+    errors = [e for e in events(out) if e["type"] == "error"]
+    assert usage.returncode == 1 and errors[-1]["kind"] == "input" and events(out)[-1]["type"] == "done"
     job_file = tmp_path / "job.json"
     job_file.write_text(json.dumps({"cases": [], "checkpoint": "model.pt"}))
     bad = worker("--job", str(job_file), cwd=workspace)
     out, _ = bad.communicate(timeout=60)
-    assert bad.returncode == 1 and "no cases" in events(out)[-1]["message"]
+    assert bad.returncode == 1 and "no cases" in events(out)[-2]["message"] and events(out)[-1]["type"] == "done"
 
 
 def test_job_round_trips_through_json(workspace: Path) -> None:
