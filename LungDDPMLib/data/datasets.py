@@ -87,6 +87,12 @@ def pair_files(ct_dir: PathLike, layout_dir: Optional[PathLike] = None) -> List[
         for path in _images(Path(layout_dir)):
             add_layout(_key_and_tag(path)[0], path)
     names = sorted(set(cts) & set(layouts))
+    for name in names:
+        if cts[name].resolve() == layouts[name].resolve():
+            raise InputError(
+                f"{cts[name]} would be paired with itself as CT and layout (the same file); give the layouts their "
+                "own folder, or name them case_ct / case_layout"
+            )
     unmatched = sorted(set(cts) ^ set(layouts))
     if not names:
         raise InputError(
