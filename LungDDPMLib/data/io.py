@@ -342,8 +342,10 @@ def write_image(image: sitk.Image, path: PathLike, compress: bool = True) -> Pat
         try:
             sitk.WriteImage(image, str(tmp), compress and suffix != ".nii")
         except RuntimeError as exc:
-            if _is_disk_full(exc):
-                raise disk_full_error(path, "the writer reported it") from None
+            # ITK's messages rarely say why ("failed to write to file"): a disk without room for the raw voxels is.
+            raw = image.GetNumberOfPixels() * image.GetSizeOfPixelComponent() * image.GetNumberOfComponentsPerPixel()
+            if _is_disk_full(exc) or shutil.disk_usage(path.parent).free < raw:
+                raise disk_full_error(path, "the writer failed") from None
             raise OSError(f"cannot write {path}: {str(exc).strip().splitlines()[-1][:200]}") from None
         _verify_written(image, tmp, path)
         fsync_file(tmp)
