@@ -123,7 +123,20 @@ def match(real: List[Path], synthetic: List[Path], layouts: Optional[List[Path]]
         )
     if len(real) == 1:
         r = real[0]
-        pairing = Pairing(how="all samples of one real CT")
+        others = [s for s, k in zip(synthetic, keyed) if k != case_key(r)]
+        tagged = [s.name for s in others if _SAMPLE.search(strip_suffix(s).lower())]
+        if tagged:  # named as samples of another case: pairing them with this CT would be silently wrong
+            raise InputError(
+                f"synthetic file(s) {', '.join(tagged[:5])} are named after another case than the only real CT "
+                f"{r.name} (case {case_key(r)!r}); give their real CTs too, or leave them out"
+            )
+        names = ", ".join(s.name for s in others[:5])
+        note = (
+            f"{len(others)} synthetic file(s) do not carry the real CT's name ({names}); taken as samples of {r.name}"
+            if others
+            else ""
+        )
+        pairing = Pairing(how="all samples of one real CT", note=note)
         lay = layout_for(case_key(r), r, layouts, keys)
         pairing.pairs = [{"real": r, "synthetic": s, "layout": lay} for s in synthetic]
         return pairing

@@ -57,7 +57,9 @@ def test_case_keys_and_matching(files) -> None:
     assert pairing.how == "by case name" and len(pairing.pairs) == 4
     assert {Path(p["real"]).name for p in pairing.pairs} == {"case1_ct.nrrd", "case2_ct.nrrd", "case3_ct.nrrd"}
     one = match(real[:1], [files["synthetic"] / "other.nrrd"])
-    assert one.how == "all samples of one real CT"
+    assert one.how == "all samples of one real CT" and "other.nrrd" in one.note  # never a silent guess
+    with pytest.raises(InputError, match=r"case2_synthetic.nrrd are named after another case"):
+        match(real[:1], [files["synthetic"] / "case1_synthetic.nrrd", files["synthetic"] / "case2_synthetic.nrrd"])
     none = match(real, [Path("x.nrrd"), Path("y.nrrd")])
     assert none.how == "none" and "only set metrics" in none.note
 
@@ -142,7 +144,7 @@ def test_sets_too_small_and_non_ct(files, tmp_path, capsys) -> None:
     assert sets["status"] == "ok" and sets["unit"] == "patch" and sets["n_real"] == sets["n_synthetic"] >= 2
     prob = sitk.GetImageFromArray(np.random.default_rng(0).random((32, 48, 48)).astype(np.float32))
     prob.CopyInformation(files["phantoms"][2].ct)
-    bad = write_image(prob, tmp_path / "prob_synthetic.nrrd")
+    bad = write_image(prob, tmp_path / "prob.nrrd")
     assert main(["evaluate", "--real", real, "--synthetic", str(bad), "--out", str(tmp_path / "b")]) == 1
     assert "Hounsfield units" in capsys.readouterr().err
 
