@@ -10,6 +10,8 @@ runs under ``torchrun`` (each rank takes every world-size-th case). Events are d
 * ``skipped`` {case, name, paths} - every output already exists (a resumed batch)
 * ``error`` {kind, message, case?, name?} - a bad case is reported and the batch goes on
 * ``done`` {ok, skipped, failed, cancelled, elapsed_s}
+* ``metrics`` {case, name, ok, samples, histograms | message} - only with ``lungddpm worker --metrics``, after each
+  ``result`` (see :mod:`LungDDPMLib.gui_tasks`; a metrics failure never fails the case)
 
 Outputs are written atomically and only after a case has finished, so a cancel or a crash never leaves an
 output that looks complete.

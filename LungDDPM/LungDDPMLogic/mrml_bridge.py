@@ -298,6 +298,14 @@ def place_in_folder(nodes: Sequence[Any], folder: int) -> None:
         sh.SetItemParent(sh_item(node), folder)
 
 
+def follow_parent_transform(nodes: Sequence[Any], reference: Any) -> None:
+    """Put ``nodes`` under ``reference``'s parent transform: they copy its voxel grid in local coordinates, so
+    without the same transform they would not overlay a CT that the user has registered or moved."""
+    transform_id = reference.GetTransformNodeID()
+    for node in nodes:
+        node.SetAndObserveTransformNodeID(transform_id)
+
+
 def remove_folder(folder: int) -> None:
     """Remove a run folder and every node in it (used to undo a run that failed while loading)."""
     sh = slicer.mrmlScene.GetSubjectHierarchyNode()

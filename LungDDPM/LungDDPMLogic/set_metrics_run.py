@@ -133,9 +133,14 @@ class SetMetricsRun:
         self.poll()
 
     def cancel(self) -> None:
-        """Stop the computation and remove its files; the scene is left unchanged."""
+        """Ask the computation's process tree to stop; returns at once (poll until :attr:`finished`, then
+        :meth:`discard`). The scene is left unchanged."""
         if self.worker is not None:
             self.worker.cancel()
+
+    def discard(self) -> None:
+        """Remove the temporary files (killing the process tree if it still runs)."""
+        if self.worker is not None:
             self.worker.cleanup()
 
     def finish(self, name: str = "LungDDPM set metrics") -> Any:
@@ -149,7 +154,7 @@ class SetMetricsRun:
                 raise WorkerError(errors[-1] if errors else "the evaluation stopped: " + " | ".join(self.log[-3:]))
             return add_set_metrics_table(name, json.loads(report_path.read_text()))
         finally:
-            self.worker.cleanup()
+            self.discard()
 
 
 def set_metrics_rows(report: Dict[str, Any]) -> List[List[str]]:
