@@ -10,7 +10,7 @@ HU mean and SD. Not-applicable values (an empty region) are NaN in the table.
 
 from __future__ import annotations
 
-from typing import Any, Dict, List, Sequence
+from typing import Any, Dict, List, Optional, Sequence
 
 import slicer
 import vtk
@@ -96,3 +96,14 @@ def add_histogram_plot(name: str, histograms: Dict[str, Any]) -> List[Any]:
         chart.AddAndObservePlotSeriesNodeID(series.GetID())
         series_nodes.append(series)
     return [table_node, chart, *series_nodes]
+
+
+def layout_needed(table_shown: bool, plot_shown: bool, with_plot: bool) -> Optional[str]:
+    """The ``vtkMRMLLayoutNode`` layout to switch to so that results are visible, or None to keep the user's.
+
+    A table alone needs a table view; a table with a chart needs both. Switching only when a view is missing
+    leaves a layout the user arranged alone.
+    """
+    if table_shown and (plot_shown or not with_plot):
+        return None
+    return "SlicerLayoutFourUpPlotTableView" if with_plot else "SlicerLayoutFourUpTableView"

@@ -21,6 +21,8 @@ from LungDDPMLib.errors import InputError
 LABEL_LUNG, LABEL_NODULE = 1, 2
 NODULE_WORDS = ("nodule", "lesion", "tumor", "tumour", "mass")
 ATTRIBUTE_PREFIX = "LungDDPM."
+#: SNOMED CT codes of lung and nodule in Slicer terminology entries (see ``segment_choice.TERMINOLOGY``).
+SCT_LUNG, SCT_NODULE = "39607008", "27925004"
 #: LPS <-> RAS: flip the first two axes (its own inverse).
 FLIP_LPS_RAS = np.diag([-1.0, -1.0, 1.0])
 
@@ -73,17 +75,28 @@ def is_nodule_name(name: str) -> bool:
     return any(w in low for w in NODULE_WORDS)
 
 
-def guess_segments(segmentation_node: Any) -> Tuple[List[str], List[str]]:
-    """(lung IDs, nodule IDs) guessed from segment names, case-insensitively.
+def terminology_role(segment: Any) -> Optional[str]:
+    """'lung' or 'nodule' when the segment's terminology entry carries the SNOMED CT code for lung or nodule."""
+    entry = segment.GetTerminology() if hasattr(segment, "GetTerminology") else ""
+    for role, code in (("lung", SCT_LUNG), ("nodule", SCT_NODULE)):
+        if f"^{code}^" in (entry or ""):
+            return role
+    return None
 
-    Lung: the name contains "lung" and no nodule word ("Left lung", "LUNG_R"). Nodule: the name contains
-    "nodule", "lesion", "tumor", "tumour" or "mass" ("Nodule 1", "lung nodule").
+
+def guess_segments(segmentation_node: Any) -> Tuple[List[str], List[str]]:
+    """(lung IDs, nodule IDs) guessed from terminology codes, else from segment names (case-insensitively).
+
+    Lung: coded as lung, or the name contains "lung" and no nodule word ("Left lung", "LUNG_R"). Nodule: coded as
+    nodule, or the name contains "nodule", "lesion", "tumor", "tumour" or "mass" ("Nodule 1", "lung nodule").
     """
     lungs, nodules = [], []
+    seg = segmentation_node.GetSegmentation()
     for sid, name in segment_names(segmentation_node).items():
-        if is_nodule_name(name):
+        role = terminology_role(seg.GetSegment(sid))
+        if role == "nodule" or (role is None and is_nodule_name(name)):
             nodules.append(sid)
-        elif "lung" in name.lower():
+        elif role == "lung" or (role is None and "lung" in name.lower()):
             lungs.append(sid)
     return lungs, nodules
 

@@ -119,9 +119,13 @@ class SetMetricsRun:
             self.worker.cleanup()
             raise
 
-    def poll(self) -> None:
-        if self.worker is not None:
-            self.log.extend(str(e.get("message", "")) for e in self.worker.poll() if e.get("type") == "log")
+    def poll(self) -> List[Dict[str, Any]]:
+        """Drain the process's events (``lungddpm evaluate`` prints log lines) into :attr:`log`; returns them."""
+        if self.worker is None:
+            return []
+        events = self.worker.poll()
+        self.log.extend(str(e.get("message", "")) for e in events if e.get("type") == "log")
+        return events
 
     @property
     def finished(self) -> bool:

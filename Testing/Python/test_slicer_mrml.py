@@ -234,14 +234,17 @@ def test_slicer_nodule_placement_adds_a_sized_nodule_segment(slicer_scene, phant
     centre = (mb.ijk_to_ras(ct) @ np.array([i, j, k, 1.0]))[:3]
     markups = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLMarkupsFiducialNode", "Nodule points")
     markups.AddControlPointWorld(*centre)
-    sid = npl.add_nodule_at_markup(seg, ct, markups, diameter_mm=16.0, kind="ground-glass", shape="round")
+    sid = npl.add_nodule_at_markup(seg, ct, markups, diameter_mm=16.0, shape="round")
     segment = seg.GetSegmentation().GetSegment(sid)
     assert segment.GetName() == "Nodule 2"  # "NODULE 1" is taken (names compared case-insensitively)
     mask = slicer.util.arrayFromSegmentBinaryLabelmap(seg, sid, ct) > 0
     ball_voxels = 4 / 3 * np.pi * 8.0**3 / np.prod(PHANTOM_SPACING)
     assert 0.6 * ball_voxels < mask.sum() < 1.5 * ball_voxels
-    assert segment.HasTag("LungDDPM.kind") and segment.HasTag("LungDDPM.diameter_mm")
-    assert sid in mb.guess_segments(seg)[1]  # recognised as a nodule by its name
+    assert segment.HasTag("LungDDPM.shape") and segment.HasTag("LungDDPM.diameter_mm")
+    assert not segment.HasTag("LungDDPM.kind")  # the shape is geometry, not a density class the model could use
+    assert mb.terminology_role(segment) == "nodule" and "^27925004^Nodule" in segment.GetTerminology()
+    segment.SetName("renamed blob")  # the terminology code still says what it is
+    assert sid in mb.guess_segments(seg)[1]
     layout = mb.layout_from_segmentation(seg, ct).array
     assert (layout[mask] == 2).all()
     for shape in ("lobulated", "spiculated"):
