@@ -17,10 +17,25 @@ import pytest
 MODULE_DIR = Path(__file__).resolve().parents[2] / "LungDDPM"
 
 
+def slicer_core_available() -> bool:
+    """slicer-core is installed (a plain ``slicer`` package without MRML does not count)."""
+    try:
+        import slicer
+    except ImportError:
+        return False
+    return hasattr(slicer, "vtkMRMLScene")
+
+
 def _headless_slicer():
     slicer = pytest.importorskip("slicer", reason="slicer-core (pip install slicer-core) is not installed")
     if not hasattr(slicer, "vtkMRMLScene"):
         pytest.skip("the installed 'slicer' package has no MRML (slicer-core is needed)")
+    return setup_headless()
+
+
+def setup_headless():
+    """The headless ``slicer`` module with a scene and module logics (also used by tests in a subprocess)."""
+    import slicer
     import slicer.util
 
     if getattr(slicer, "_lungddpm_headless", False):
