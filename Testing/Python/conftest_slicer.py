@@ -68,6 +68,12 @@ def setup_headless():
     return slicer
 
 
+def add_module_path() -> None:
+    """Make the qt-free ``LungDDPMLogic`` package importable (also without slicer-core, for its non-MRML parts)."""
+    if str(MODULE_DIR) not in sys.path:
+        sys.path.insert(0, str(MODULE_DIR))
+
+
 def empty_scene():
     """Generator for a fixture: the headless ``slicer`` module with an empty scene, cleared again afterwards."""
     slicer = _headless_slicer()
