@@ -8,6 +8,8 @@ slicer-core cannot be imported.
 
 from __future__ import annotations
 
+import os
+import stat
 import sys
 import types
 from pathlib import Path
@@ -15,6 +17,7 @@ from pathlib import Path
 import pytest
 
 MODULE_DIR = Path(__file__).resolve().parents[2] / "LungDDPM"
+BLOCKER_DIR = Path(__file__).resolve().parent / "stock_slicer"
 
 
 def slicer_core_available() -> bool:
@@ -80,3 +83,16 @@ def empty_scene():
     slicer.mrmlScene.Clear(0)
     yield slicer
     slicer.mrmlScene.Clear(0)
+
+
+def python_lacking(folder: Path, modules: str) -> str:
+    """An executable that starts this Python unable to import ``modules`` (comma-separated), like a worker's Python
+    that lacks them (``stock_slicer/sitecustomize.py`` does the blocking). POSIX shell script."""
+    wrapper = Path(folder) / "python-lacking"
+    wrapper.write_text(
+        "#!/bin/sh\n"
+        f'PYTHONPATH="{BLOCKER_DIR}${{PYTHONPATH:+{os.pathsep}$PYTHONPATH}}" LUNGDDPM_BLOCK="{modules}" '
+        f'exec "{sys.executable}" "$@"\n'
+    )
+    wrapper.chmod(wrapper.stat().st_mode | stat.S_IXUSR)
+    return str(wrapper)

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import stat
 import subprocess
 import sys
 import textwrap
@@ -23,7 +22,7 @@ import pytest
 
 HERE = Path(__file__).resolve().parent
 MODULE_DIR = HERE.parents[1] / "LungDDPM"
-BLOCKER_DIR = HERE / "stock_slicer"
+BLOCKER_DIR = conftest_slicer.BLOCKER_DIR
 #: What Slicer's process may import of the engine: pure-Python errors and config, and the numpy/scipy/SimpleITK
 #: data layer (HU check, automatic lung mask). Everything else, and torch and scikit-image, is blocked.
 ALLOWED_ENGINE = "LungDDPMLib,LungDDPMLib.errors,LungDDPMLib.config,LungDDPMLib.data,LungDDPMLib.data.*"
@@ -172,23 +171,11 @@ def test_slicer_whole_flow_in_a_process_without_torch_or_skimage(tmp_path, tiny_
     assert out["model_first"] == "Checking the model file..." and out["model"].startswith("LungDDPM demo model")
 
 
-def _python_lacking(tmp_path: Path, modules: str) -> str:
-    """An executable that starts this Python without ``modules`` (a worker's Python that lacks them)."""
-    wrapper = tmp_path / "python-lacking"
-    wrapper.write_text(
-        "#!/bin/sh\n"
-        f'PYTHONPATH="{BLOCKER_DIR}${{PYTHONPATH:+:$PYTHONPATH}}" LUNGDDPM_BLOCK="{modules}" '
-        f'exec "{sys.executable}" "$@"\n'
-    )
-    wrapper.chmod(wrapper.stat().st_mode | stat.S_IXUSR)
-    return str(wrapper)
-
-
 @pytest.mark.skipif(os.name != "posix", reason="the wrapper is a POSIX shell script")
 def test_slicer_missing_worker_packages_are_installed_only_after_asking(tmp_path, slicer_scene):
     from LungDDPMLogic.dependencies import DependencyError, ensure_dependencies, missing_packages
 
-    python = _python_lacking(tmp_path, "skimage,scipy")
+    python = conftest_slicer.python_lacking(tmp_path, "skimage,scipy")
     assert missing_packages(python) == ["scipy", "skimage"]
     assert missing_packages(sys.executable) == []
     questions, pip_calls = [], []
@@ -209,8 +196,8 @@ def test_slicer_metrics_failure_in_the_worker_keeps_the_volumes(tmp_path, tiny_c
     from LungDDPMLogic.synthesis_run import RunSettings, SynthesisRun
 
     ct, seg = load_phantom(*write_phantom(tmp_path))
-    run = SynthesisRun(ct, seg, RunSettings(checkpoint=tiny_checkpoint, steps=2, device="cpu"), python=_python_lacking(
-        tmp_path, "skimage"))  # fmt: skip
+    settings = RunSettings(checkpoint=tiny_checkpoint, steps=2, device="cpu")
+    run = SynthesisRun(ct, seg, settings, python=conftest_slicer.python_lacking(tmp_path, "skimage"))
     run.prepare()
     run.wait(timeout=240)
     outputs = run.finish()
