@@ -94,6 +94,9 @@ def test_slicer_synthesis_outputs_geometry_provenance_hierarchy(slicer_scene, ph
     sh = slicer.mrmlScene.GetSubjectHierarchyNode()
     patient = sh.CreateFolderItem(sh.GetSceneItemID(), "Patient 1")
     sh.SetItemParent(mb.sh_item(ct), patient)
+    registered = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLLinearTransformNode", "registration")
+    for node in (ct, seg):  # the user moved the CT and its layout together: outputs must follow
+        node.SetAndObserveTransformNodeID(registered.GetID())
     settings = RunSettings(checkpoint=tiny_checkpoint, steps=2, num_samples=2, seed=5, device="cpu")
     run = SynthesisRun(ct, seg, settings)
     run.prepare()
@@ -121,6 +124,8 @@ def test_slicer_synthesis_outputs_geometry_provenance_hierarchy(slicer_scene, ph
     children = [sh.GetItemDataNode(i) for i in _children(sh, out.folder)]
     for node in out.nodes():
         assert node in children
+    for node in [*out.volumes, out.layout]:
+        assert node.GetTransformNodeID() == registered.GetID()
     assert np.array_equal(slicer.util.arrayFromVolume(out.layout), run.layout.array)
     # metrics table: a row per (sample, region); kept anatomy has zero error
     table = out.metrics_table.GetTable()
