@@ -15,7 +15,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import subprocess
-from typing import Any, Callable, List, Optional
+from typing import Any, Callable, List, Optional, Set
 
 from LungDDPMLib.errors import LungDDPMError
 
@@ -36,6 +36,10 @@ _FIND_CODE = (
     "        return True\n"
     "print(json.dumps([n for n in sys.argv[1:] if missing(n)]))\n"
 )
+
+
+#: Pythons found to have every package in this session (asking again on each Apply would start a process each time).
+_COMPLETE: Set[str] = set()
 
 
 class DependencyError(LungDDPMError):
@@ -98,7 +102,13 @@ def ensure_dependencies(
     Returns what was installed (empty when nothing was missing). ``pip_install`` defaults to
     ``slicer.util.pip_install`` (which installs into Slicer's Python, the one PythonSlicer runs).
     """
+    python = python or python_executable()
+    if python in _COMPLETE:
+        return []
     missing = missing_packages(python)
+    if not missing:
+        _COMPLETE.add(python)
+        return []
     installed: List[str] = []
     if "torch" in missing:
         ensure_torch(confirm)

@@ -96,3 +96,16 @@ def python_lacking(folder: Path, modules: str) -> str:
     )
     wrapper.chmod(wrapper.stat().st_mode | stat.S_IXUSR)
     return str(wrapper)
+
+
+def write_tiny_checkpoint(folder: Path) -> str:
+    """A freshly initialised tiny model (32^3 lung crops) saved in ``folder``: fast workers, no downloads."""
+    torch = pytest.importorskip("torch")
+    from LungDDPMLib.checkpoint import save_checkpoint
+    from LungDDPMLib.config import preset
+    from LungDDPMLib.diffusion import DiffusionModel
+
+    torch.manual_seed(0)
+    path = Path(folder) / "tiny.pt"
+    save_checkpoint(path, DiffusionModel(preset("tiny", grid=(32, 32, 32), crop="lung")))
+    return str(path)

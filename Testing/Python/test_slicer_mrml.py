@@ -26,15 +26,7 @@ def phantom():
 
 @pytest.fixture(scope="module")
 def tiny_checkpoint(tmp_path_factory):
-    torch = pytest.importorskip("torch")
-    from LungDDPMLib.checkpoint import save_checkpoint
-    from LungDDPMLib.config import preset
-    from LungDDPMLib.diffusion import DiffusionModel
-
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("model") / "tiny.pt"
-    save_checkpoint(path, DiffusionModel(preset("tiny", grid=(32, 32, 32), crop="lung")))
-    return str(path)
+    return conftest_slicer.write_tiny_checkpoint(tmp_path_factory.mktemp("model"))
 
 
 def _other_grid(image: sitk.Image) -> sitk.Image:
@@ -101,6 +93,8 @@ def test_slicer_synthesis_outputs_geometry_provenance_hierarchy(slicer_scene, ph
     run = SynthesisRun(ct, seg, settings)
     run.prepare()
     workdir = run.worker.workdir
+    for name in ("ct.nrrd", "layout.nrrd"):  # uncompressed: gzip would cost seconds on Slicer's main thread
+        assert b"encoding: raw" in (workdir / name).read_bytes()[:2000]
     run.wait(timeout=120)
     out = run.finish()
     assert not workdir.exists()  # temporary inputs and outputs removed

@@ -129,15 +129,7 @@ def slicer_scene():
 
 @pytest.fixture(scope="module")
 def tiny_checkpoint(tmp_path_factory):
-    torch = pytest.importorskip("torch")
-    from LungDDPMLib.checkpoint import save_checkpoint
-    from LungDDPMLib.config import preset
-    from LungDDPMLib.diffusion import DiffusionModel
-
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("model") / "tiny.pt"
-    save_checkpoint(path, DiffusionModel(preset("tiny", grid=(32, 32, 32), crop="lung")))
-    return str(path)
+    return conftest_slicer.write_tiny_checkpoint(tmp_path_factory.mktemp("model"))
 
 
 def test_slicer_whole_flow_in_a_process_without_torch_or_skimage(tmp_path, tiny_checkpoint):
