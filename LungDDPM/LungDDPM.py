@@ -290,11 +290,15 @@ class LungDDPMWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         with slicer.util.tryWithErrorDisplay(_("Synthesis failed."), waitCursor=True):
             try:
                 outcome = self._synthesis.tick(self._loadSynthesis, self._logEvent)
+            except Exception:
+                self.ui.statusLabel.text = _("Failed; see the message and the log")
+                raise
             finally:
+                self.ui.progressBar.setVisible(self._synthesis.busy)
+            if self._synthesis.busy:
                 self.ui.progressBar.value = round(100 * run.progress.fraction)
                 self.ui.statusLabel.text = run.eta_text()
-                self.ui.progressBar.setVisible(self._synthesis.busy)
-            if outcome is not None and outcome.kind == "cancelled":
+            elif outcome is not None and outcome.kind == "cancelled":
                 self.ui.statusLabel.text = _("Cancelled; the scene is unchanged")
 
     def _loadSynthesis(self, run):
@@ -312,9 +316,9 @@ class LungDDPMWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         with slicer.util.tryWithErrorDisplay(_("FID / MMD failed."), waitCursor=True):
             try:
                 outcome = self._setMetrics.tick(self._loadSetMetrics, self._logEvent)
-            finally:
-                if not self._setMetrics.busy:
-                    self.ui.setMetricsStatusLabel.text = ""
+            except Exception:
+                self.ui.setMetricsStatusLabel.text = _("Failed; see the message and the log")
+                raise
             if outcome is not None and outcome.kind == "cancelled":
                 self.ui.setMetricsStatusLabel.text = _("Cancelled")
 
@@ -338,12 +342,14 @@ class LungDDPMWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def onLungSegmentsPicked(self, segmentIds) -> None:
         from LungDDPMLogic.segment_choice import encode_ids
 
-        self._parameterNode.lungSegmentIds = encode_ids(list(segmentIds))
+        if self._parameterNode is not None:
+            self._parameterNode.lungSegmentIds = encode_ids(list(segmentIds))
 
     def onNoduleSegmentsPicked(self, segmentIds) -> None:
         from LungDDPMLogic.segment_choice import encode_ids
 
-        self._parameterNode.noduleSegmentIds = encode_ids(list(segmentIds))
+        if self._parameterNode is not None:
+            self._parameterNode.noduleSegmentIds = encode_ids(list(segmentIds))
 
     def onCheckpointChanged(self, path: str) -> None:
         if self._parameterNode is not None:
