@@ -79,22 +79,22 @@ def descendants(pid: int) -> Set[int]:
 
 def is_alive(pid: int) -> bool:
     """The process exists and is not a zombie (a zombie holds no memory and no GPU)."""
-    fields = _proc_stat(pid) if PROC.is_dir() else None
-    if fields is not None:
-        return fields[0] != "Z"
     if PROC.is_dir():
-        return False
+        fields = _proc_stat(pid)
+        return fields is not None and fields[0] != "Z"
     psutil = _psutil()
     if psutil is not None:
         try:
             return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
         except psutil.Error:
             return False
-    try:
-        os.kill(pid, 0)
-    except (ProcessLookupError, PermissionError, OSError):
-        return False
-    return True
+    if POSIX:
+        try:
+            os.kill(pid, 0)  # signal 0 only asks (on Windows os.kill would terminate the process)
+        except (ProcessLookupError, PermissionError, OSError):
+            return False
+        return True
+    return False  # Windows without psutil: taskkill /T /F has ended the tree; nothing cheap to ask
 
 
 def group_alive(pgid: int) -> bool:

@@ -22,10 +22,9 @@ import sys
 import tempfile
 import threading
 import time
-import weakref
 from collections import deque
 from pathlib import Path
-from typing import Any, Deque, Dict, List, Optional
+from typing import Any, Deque, Dict, List, Optional, Set
 
 import numpy as np
 
@@ -33,8 +32,9 @@ from .engine_path import engine_root
 from .process_tree import TreeStopper, popen_group_kwargs
 
 CANCEL_GRACE_S = 10.0
-#: Workers that may still run, killed with their trees when Python exits (Slicer closing without a scene close).
-_LIVE: weakref.WeakSet[WorkerProcess] = weakref.WeakSet()
+#: Workers started and not yet cleaned up, killed with their trees when Python exits (Slicer closing). A plain set:
+#: a worker whose run object was dropped must still be found here.
+_LIVE: Set[WorkerProcess] = set()
 
 
 def python_executable() -> str:
