@@ -298,3 +298,27 @@ def test_slicer_model_info_is_hashed_in_a_probe_process_and_cached(tmp_path):
         fh.write(b"x")  # changed: described again
     assert answer(str(big)) == (CHECKING, other)
     describer.close()
+
+
+#: What Slicer's process may import of the engine, anywhere in the module (also lazily, inside functions).
+ENGINE_IN_SLICER = ("LungDDPMLib.errors", "LungDDPMLib.config", "LungDDPMLib.data")
+
+
+def test_slicer_process_never_imports_torch_skimage_or_the_heavy_engine():
+    """Every import in LungDDPM.py and LungDDPMLogic/, module-level or lazy: no torch, no scikit-image, and of the
+    engine only its light parts (the widget cannot run here, so this is its check; the logic also runs in
+    test_slicer_stock_process.py under an import blocker)."""
+    files = [MODULE / "LungDDPM.py", *sorted((MODULE / "LungDDPMLogic").glob("*.py"))]
+    for path in files:
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0:
+                names = [node.module or ""]
+            else:
+                continue
+            for name in names:
+                top = name.split(".")[0]
+                assert top not in ("torch", "skimage", "torchvision", "monai"), f"{path.name} imports {name}"
+                if top == "LungDDPMLib":
+                    assert name.startswith(ENGINE_IN_SLICER), f"{path.name}:{node.lineno} imports {name}"
