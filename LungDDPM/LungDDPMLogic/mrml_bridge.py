@@ -320,10 +320,29 @@ def follow_parent_transform(nodes: Sequence[Any], reference: Any) -> None:
 
 
 def remove_folder(folder: int) -> None:
-    """Remove a run folder and every node in it (used to undo a run that failed while loading)."""
-    sh = slicer.mrmlScene.GetSubjectHierarchyNode()
-    if folder:
-        sh.RemoveItem(folder, True, True)
+    """Remove a run folder with every node in it and their display and storage nodes (undoes a failed load).
+
+    The display and storage nodes are removed explicitly: removing a data node does not always take them along
+    (it does not in a scene without Slicer's application logic), and orphans would stay in the scene.
+    """
+    if not folder:
+        return
+    scene = slicer.mrmlScene
+    sh = scene.GetSubjectHierarchyNode()
+    children = vtk.vtkIdList()
+    sh.GetItemChildren(folder, children, True)
+    for n in range(children.GetNumberOfIds()):
+        node = sh.GetItemDataNode(children.GetId(n))
+        if node is None:
+            continue
+        helpers = [node.GetNthDisplayNode(i) for i in range(node.GetNumberOfDisplayNodes())] if hasattr(
+            node, "GetNumberOfDisplayNodes") else []  # fmt: skip
+        if hasattr(node, "GetStorageNode"):
+            helpers.append(node.GetStorageNode())
+        for helper in helpers:
+            if helper is not None:
+                scene.RemoveNode(helper)
+    sh.RemoveItem(folder, True, True)
 
 
 def set_provenance(node: Any, provenance: Dict[str, Any], seed: Optional[int] = None) -> None:

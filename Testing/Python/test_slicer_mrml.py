@@ -320,3 +320,29 @@ def test_slicer_set_metrics_pairs_samples_with_the_ct_they_came_from(slicer_scen
     off = mb.add_volume_from_sitk(moved, "Resampled")
     with pytest.raises(mb.LayoutError, match="not on the grid of any checked real volume"):
         SetMetricsRun([ct], [off]).check_inputs()
+
+
+def test_slicer_loading_failure_leaves_nothing_behind(slicer_scene, phantom, tiny_checkpoint, monkeypatch):
+    """All or nothing: if loading fails after the volumes and the layout were created, all of them go again (the
+    layout label map is never left at the scene root)."""
+    from LungDDPMLogic import mrml_bridge as mb
+    from LungDDPMLogic.synthesis_run import RunSettings, SynthesisRun
+
+    ct, seg = _scene_inputs(slicer_scene, phantom, other_grid=False)
+    run = SynthesisRun(ct, seg, RunSettings(checkpoint=tiny_checkpoint, steps=2, device="cpu"))
+    run.prepare()
+    run.wait(timeout=120)
+
+    def broken(nodes, reference):
+        assert any(n.GetName() == "Chest layout" for n in nodes)  # the last step, after every node was created
+        raise RuntimeError("transform failed")
+
+    monkeypatch.setattr(mb, "follow_parent_transform", broken)
+    scene = slicer_scene.mrmlScene
+    scene.GetSubjectHierarchyNode()  # the scene's singleton (always present in Slicer), not an output
+    ids = {scene.GetNthNode(n).GetID() for n in range(scene.GetNumberOfNodes())}
+    with pytest.raises(RuntimeError, match="transform failed"):
+        run.finish()
+    left = [scene.GetNthNode(n) for n in range(scene.GetNumberOfNodes()) if scene.GetNthNode(n).GetID() not in ids]
+    assert not left, [(n.GetClassName(), n.GetName()) for n in left]  # nor their display nodes
+    assert slicer_scene.mrmlScene.GetFirstNodeByName("Chest layout") is None
