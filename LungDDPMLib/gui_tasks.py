@@ -102,6 +102,7 @@ def with_metrics(emit: Emit, job: Any) -> Emit:
     def emit_and_measure(event: Dict[str, Any]) -> None:
         emit(event)
         if event.get("type") == "result":
+            emit({"type": "log", "message": f"computing paired metrics and histograms of {event.get('name')}"})
             emit(metrics_event(job, event))
 
     return emit_and_measure

@@ -302,7 +302,10 @@ class SynthesisRun:
             self.worker.cleanup()
 
     def eta_text(self) -> str:
+        """One line for the status label: starting, the step and its ETA, or the metrics after sampling."""
         p = self.progress
+        if self.results and not self.metrics:
+            return "sampling done; computing the metrics in the worker..."
         if not p.total:
             return "starting the worker..." if self.worker and self.worker.running else ""
         eta = "" if p.eta_s is None else f", about {round(p.eta_s)} s left"

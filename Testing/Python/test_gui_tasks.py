@@ -51,8 +51,8 @@ def test_metrics_follow_each_result_and_a_failure_never_raises(tmp_path):
     emit = with_metrics(events.append, job)
     emit({"type": "progress", "step": 1})
     emit({"type": "result", "case": 0, "name": "c", "paths": [paths["out"]]})
-    assert [e["type"] for e in events] == ["progress", "result", "metrics"]
-    assert events[2]["ok"] and events[2]["samples"][0]["lung"]["mae_hu"] == 5.0
+    assert [e["type"] for e in events] == ["progress", "result", "log", "metrics"]
+    assert events[3]["ok"] and events[3]["samples"][0]["lung"]["mae_hu"] == 5.0
     broken = metrics_event(job, {"type": "result", "case": 0, "name": "c", "paths": [str(tmp_path / "gone.nrrd")]})
     assert broken["ok"] is False and "gone.nrrd" in broken["message"]
 
