@@ -155,7 +155,8 @@ class SetMetricsRun:
             report_path = self.worker.workdir / "report" / "metrics.json"
             if self.worker.returncode != 0 or not report_path.is_file():
                 errors = [line[len("error: ") :] for line in self.log if line.startswith("error: ")]
-                raise WorkerError(errors[-1] if errors else "the evaluation stopped: " + " | ".join(self.log[-3:]))
+                message = errors[-1] if errors else "the evaluation stopped: " + " | ".join(self.log[-3:])
+                raise WorkerError(message.replace(" (rerun with --debug for details)", ""))  # a CLI hint
             return add_set_metrics_table(name, json.loads(report_path.read_text()))
         finally:
             self.discard()

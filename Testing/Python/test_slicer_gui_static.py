@@ -170,6 +170,12 @@ def test_slicer_device_handler_is_connected_after_the_box_is_filled():
     assert not any("addItem" in text for _, text in calls), "setup must fill the box through _fillDevices"
 
 
+def test_slicer_reload_also_reloads_the_logic_package():
+    text = ast.unparse(_method("onReload"))
+    assert "LungDDPMLogic.unload()" in text and "ScriptedLoadableModuleWidget.onReload(self)" in text
+    assert text.index("unload()") < text.index("ScriptedLoadableModuleWidget.onReload")
+
+
 def test_slicer_failures_restore_the_gui_in_finally():
     """Each action that changes a task's state updates the GUI in a finally block (tryWithErrorDisplay re-raises)."""
     for name in ("onApplyButton", "onComputeSetMetrics", "onTimer"):
