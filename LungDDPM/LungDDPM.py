@@ -482,38 +482,10 @@ class LungDDPMLogic(ScriptedLoadableModuleLogic):
         return run
 
     @staticmethod
-    def _shownViews(layoutManager, kind: str) -> bool:
-        """Whether the current layout shows a table (``kind`` 'table') or plot ('plot') view."""
-        count = getattr(layoutManager, f"{kind}ViewCount", 0)
-        widget = getattr(layoutManager, f"{kind}Widget")
-        return any(widget(i) is not None and widget(i).isVisible() for i in range(count))
-
-    @staticmethod
-    def _showInViews(tableNode, chartNode=None) -> None:
-        """Select the table (and chart) in the views; switch the layout only when no such view is shown."""
-        from LungDDPMLogic.evaluation_nodes import layout_needed
-
-        layoutManager = slicer.app.layoutManager()
-        if layoutManager is None:
-            return
-        needed = layout_needed(
-            LungDDPMLogic._shownViews(layoutManager, "table"),
-            LungDDPMLogic._shownViews(layoutManager, "plot"),
-            chartNode is not None,
-        )
-        if needed is not None:
-            layoutManager.setLayout(getattr(slicer.vtkMRMLLayoutNode, needed))
-        appLogic = slicer.app.applicationLogic()
-        selection = appLogic.GetSelectionNode()
-        selection.SetActiveTableID(tableNode.GetID())
-        appLogic.PropagateTableSelection()
-        if chartNode is not None:
-            selection.SetActivePlotChartID(chartNode.GetID())
-            appLogic.PropagatePlotChartSelection()
-
-    @staticmethod
     def showTable(tableNode) -> None:
-        LungDDPMLogic._showInViews(tableNode)
+        from LungDDPMLogic.result_views import show_in_views
+
+        show_in_views(tableNode)
 
     @staticmethod
     def addNodule(segmentationNode, volumeNode, markupsNode, diameterMm, shape) -> str:
@@ -557,12 +529,9 @@ class LungDDPMLogic(ScriptedLoadableModuleLogic):
 
     @staticmethod
     def showResults(inputVolume, outputs) -> None:
-        """Synthetic against real in the slice views; the metrics table and the histogram chart when present."""
-        slicer.util.setSliceViewerLayers(
-            background=outputs.volumes[0], foreground=inputVolume, foregroundOpacity=0.0, label=outputs.layout
-        )
-        if outputs.metrics_table is not None:
-            LungDDPMLogic._showInViews(outputs.metrics_table, outputs.histogram_chart)
+        from LungDDPMLogic.result_views import show_results
+
+        show_results(inputVolume, outputs)
 
 
 class LungDDPMTest(ScriptedLoadableModuleTest):
@@ -583,31 +552,19 @@ class LungDDPMTest(ScriptedLoadableModuleTest):
         import tempfile
 
         from LungDDPMLogic.dependencies import missing_packages
-        from LungDDPMLogic.phantom_scene import load_phantom, run_to_end, write_phantom
-        from LungDDPMLogic.synthesis_run import RunSettings, SynthesisRun
+        from LungDDPMLogic.phantom_scene import self_test
 
         self.delayDisplay("Starting the LungDDPM phantom test")
         missing = missing_packages()
         if missing:
             self.skipTest(f"the worker's Python lacks {missing} (press Apply in the module to install them)")
         with tempfile.TemporaryDirectory() as folder:
-            ct, seg = load_phantom(*write_phantom(pathlib.Path(folder)))
-        run = SynthesisRun(ct, seg, RunSettings(steps=2, device="cpu"))
-        run.prepare()
-        run_to_end(run, idle=slicer.app.processEvents)
-        outputs = run.finish()
+            outputs, fid = self_test(pathlib.Path(folder), idle=slicer.app.processEvents)
         self.assertEqual(outputs.metrics_error, "")
-        self.assertEqual(len(outputs.volumes), 1)
-        self.assertEqual(outputs.volumes[0].GetName(), "Phantom CT synthetic 0")
+        self.assertEqual([v.GetName() for v in outputs.volumes], ["Phantom CT synthetic 0"])
         self.assertEqual(outputs.volumes[0].GetAttribute("LungDDPM.steps"), "2")
         self.assertEqual(outputs.metrics_table.GetTable().GetNumberOfRows(), 4)
         self.assertGreater(outputs.histogram_chart.GetNumberOfPlotSeriesNodes(), 0)
-        setRun = LungDDPMLogic.startSetMetrics([ct], outputs.volumes, seg, "", "", "patch")
-        run_to_end(setRun, idle=slicer.app.processEvents)
-        table = setRun.finish().GetTable()
-        values = {
-            table.GetValue(r, 0).ToString(): table.GetValue(r, 1).ToString() for r in range(table.GetNumberOfRows())
-        }
-        self.assertEqual(values["status"], "ok")
-        self.assertGreaterEqual(float(values["fid"]), 0.0)
+        self.assertEqual(fid["status"], "ok")
+        self.assertGreaterEqual(float(fid["fid"]), 0.0)
         self.delayDisplay("LungDDPM phantom test passed")

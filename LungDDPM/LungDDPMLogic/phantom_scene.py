@@ -1,23 +1,25 @@
-"""A procedural chest phantom in the scene, made by the engine in a worker process: the self-test's input.
+"""The module's self-test: a procedural chest phantom made by the engine in a worker, synthesis, then FID/MMD.
 
 Why a worker: the phantom generator is part of the engine, and Slicer's process must not depend on more of the
 engine than it needs (the self-test used to import torch in Slicer's process to build a model). Here the engine
 writes NRRD files (``lungddpm phantom``) and the scene reads them with SimpleITK, which Slicer bundles; the
 synthesis then uses the bundled demo model, so no torch is imported here and nothing is downloaded.
+:func:`self_test` is the whole flow; ``LungDDPMTest`` (inside Slicer) and the test-suite (headless) both run it.
 """
 
 from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any, Optional, Tuple
+from typing import Any, Callable, Dict, Optional, Tuple
 
 import numpy as np
 import slicer
 
 from . import mrml_bridge as mb
 from .segment_choice import set_terminology
-from .synthesis_run import WorkerError
+from .set_metrics_run import SetMetricsRun
+from .synthesis_run import RunOutputs, RunSettings, SynthesisRun, WorkerError
 from .worker_launcher import WorkerProcess
 
 PHANTOM_SIZE, PHANTOM_SPACING, PHANTOM_SEED = (64, 64, 40), (3.2, 3.2, 6.0), 3
@@ -65,3 +67,23 @@ def run_to_end(task: Any, timeout_s: float = 300.0, idle: Optional[Any] = None) 
             idle()
         time.sleep(0.05)
     task.poll()
+
+
+def self_test(
+    folder: Path, checkpoint: str = "", idle: Optional[Callable[[], Any]] = None, python: Optional[str] = None
+) -> Tuple[RunOutputs, Dict[str, str]]:
+    """Phantom -> 2-step synthesis (the bundled demo model by default) -> FID/MMD against the phantom.
+
+    Returns the run's outputs and the FID/MMD table as {metric: value}; raises on any failure.
+    """
+    ct, seg = load_phantom(*write_phantom(folder, python))
+    run = SynthesisRun(ct, seg, RunSettings(checkpoint=checkpoint, steps=2, device="cpu"), python=python)
+    run.prepare()
+    run_to_end(run, idle=idle)
+    outputs = run.finish()
+    set_run = SetMetricsRun([ct], outputs.volumes, seg, python=python)
+    set_run.prepare()
+    run_to_end(set_run, idle=idle)
+    table = set_run.finish().GetTable()
+    values = {table.GetValue(r, 0).ToString(): table.GetValue(r, 1).ToString() for r in range(table.GetNumberOfRows())}
+    return outputs, values

@@ -346,3 +346,16 @@ def test_slicer_loading_failure_leaves_nothing_behind(slicer_scene, phantom, tin
     left = [scene.GetNthNode(n) for n in range(scene.GetNumberOfNodes()) if scene.GetNthNode(n).GetID() not in ids]
     assert not left, [(n.GetClassName(), n.GetName()) for n in left]  # nor their display nodes
     assert slicer_scene.mrmlScene.GetFirstNodeByName("Chest layout") is None
+
+
+def test_slicer_self_test_flow_runs_headless(slicer_scene, tmp_path):
+    """What LungDDPMTest runs inside Slicer (phantom by the engine, the bundled demo model, FID/MMD), here."""
+    from LungDDPMLogic.phantom_scene import self_test
+    from LungDDPMLogic.result_views import show_results
+
+    outputs, fid = self_test(tmp_path)
+    assert outputs.metrics_error == "" and [v.GetName() for v in outputs.volumes] == ["Phantom CT synthetic 0"]
+    assert outputs.volumes[0].GetAttribute("LungDDPM.model.sha256")  # the bundled model, hashed by the worker
+    assert outputs.metrics_table.GetTable().GetNumberOfRows() == 4
+    assert fid["status"] == "ok" and float(fid["fid"]) >= 0.0
+    show_results(None, outputs)  # no application here: nothing to show, and no error
