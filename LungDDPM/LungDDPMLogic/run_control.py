@@ -96,7 +96,9 @@ class TaskSlot:
         if task is not None:
             task.discard()
 
-    def tick(self, on_done: Callable[[Any], Any], on_event: Optional[Callable[[Dict[str, Any]], None]] = None):
+    def tick(
+        self, on_done: Callable[[Any], Any], on_event: Optional[Callable[[Dict[str, Any]], None]] = None
+    ) -> Optional[Outcome]:
         """Poll the task; when it has finished, call ``on_done(task)`` (load results) and return an
         :class:`Outcome`, else None. The slot is idle again before ``on_done``'s exception, if any, propagates."""
         if self.task is None:
