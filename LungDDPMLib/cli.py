@@ -11,7 +11,7 @@ import sys
 from typing import List, Optional
 
 from . import __version__
-from .commands import demo, downstream, evaluate, export, info, phantom, synthesize, train, worker
+from .commands import demo, downstream, evaluate, export, info, phantom, probe, synthesize, train, worker
 from .errors import LungDDPMError
 
 EXIT_ERROR, EXIT_CANCELLED = 1, 130
@@ -27,7 +27,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
 
-    for module in (synthesize, demo, evaluate, train, phantom, info, export, worker, downstream):
+    for module in (synthesize, demo, evaluate, train, phantom, info, export, worker, downstream, probe):
         module.add_parser(sub)
     return parser
 

@@ -11,6 +11,8 @@ runs under ``torchrun`` (each rank takes every world-size-th case). Events are d
   sampler, steps, seeds) is finished; ``locked``: another live process is synthesising it right now
 * ``error`` {kind, message, case?, name?} - kind ``input``, ``checkpoint``, ``out-of-memory``, ``disk-full``,
   ``numerical`` (NaN/inf in a sample) or ``internal``; a bad case is reported and the batch goes on
+* ``metrics`` {case, name, ok, samples, histograms | message} - only with ``lungddpm worker --metrics``, after each
+  ``result`` (see :mod:`LungDDPMLib.gui_tasks`; a metrics failure never fails the case)
 * ``done`` {ok, skipped, failed, cancelled, elapsed_s} - always the last event, whatever failed before it
 
 Outputs are written atomically and only after a case has finished, each verified by reading it back, so a cancel,

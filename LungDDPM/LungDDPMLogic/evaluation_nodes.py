@@ -1,22 +1,22 @@
 """How faithful is a synthetic CT? Per-region metrics in a table node and HU histograms in a plot chart.
 
-The numbers come from the engine's :func:`LungDDPMLib.evaluation.paired_metrics` (one definition for the CLI, the
-demo and this module): per region (lung, nodule, generated = lung + nodule, kept = everything else; with AAS the
-kept region equals the input, so its errors are 0) and sample, MSE and MAE in HU, PSNR on the -1000..1000 HU window,
-a windowed 3D SSIM, the Wasserstein-1 distance of the HU distributions, and real/synthetic HU mean and SD.
-Not-applicable values (an empty region) are NaN in the table.
+The numbers are computed by the engine in the worker process (``lungddpm worker --metrics`` sends a ``metrics``
+event, see :mod:`LungDDPMLib.gui_tasks`), because the engine's SSIM needs scikit-image, which a stock Slicer does
+not have; here they only become nodes. Per region (lung, nodule, generated = lung + nodule, kept = everything
+else; with AAS the kept region equals the input, so its errors are 0) and sample: MSE and MAE in HU, PSNR on the
+-1000..1000 HU window, a windowed 3D SSIM, the Wasserstein-1 distance of the HU distributions, and real/synthetic
+HU mean and SD. Not-applicable values (an empty region) are NaN in the table.
 """
 
 from __future__ import annotations
 
-from typing import Any, Dict, List, Sequence
+from typing import Any, Dict, List, Optional, Sequence
 
-import numpy as np
 import slicer
 import vtk
 
 REGIONS = ("lung", "nodule", "generated", "kept")
-#: Table column -> key of :func:`LungDDPMLib.evaluation.paired_metrics`.
+#: Table column -> key of the engine's ``paired_metrics`` (the ``samples`` of a ``metrics`` event).
 METRIC_COLUMNS = {
     "voxels": "voxels",
     "MSE (HU^2)": "mse_hu",
@@ -29,21 +29,18 @@ METRIC_COLUMNS = {
     "synthetic mean (HU)": "synthetic_mean_hu",
     "synthetic SD (HU)": "synthetic_sd_hu",
 }
-HISTOGRAM_BINS = np.arange(-1100.0, 600.0 + 1e-9, 20.0)
 
 
-def metrics_rows(real: np.ndarray, synthetics: Sequence[np.ndarray], layout: np.ndarray) -> List[Dict[str, Any]]:
-    """One row per (sample, region) with every metric (NaN where a metric does not apply)."""
-    from LungDDPMLib.evaluation import paired_metrics  # the engine, on sys.path via engine_path
-
+def metrics_rows(event: Dict[str, Any]) -> List[Dict[str, Any]]:
+    """One row per (sample, region) with every metric (NaN where a metric does not apply) from a metrics event."""
     rows = []
-    for k, synthetic in enumerate(synthetics):
-        metrics = paired_metrics(real, synthetic, layout)
+    for k, regions in enumerate(event["samples"]):
         for region in REGIONS:
-            values = metrics[region]
-            row = {"sample": k, "region": region}
+            values = regions[region]
+            row: Dict[str, Any] = {"sample": k, "region": region}
             for column, key in METRIC_COLUMNS.items():
-                row[column] = float("nan") if values[key] is None else float(values[key])
+                value = values.get(key)
+                row[column] = float("nan") if value is None else float(value)
             rows.append(row)
     return rows
 
@@ -69,27 +66,15 @@ def add_metrics_table(name: str, rows: Sequence[Dict[str, Any]]) -> Any:
     return node
 
 
-def histogram(values: np.ndarray) -> np.ndarray:
-    """Fraction of the region's voxels per 20 HU bin (so regions of any size compare)."""
-    counts, _ = np.histogram(np.clip(values, HISTOGRAM_BINS[0], HISTOGRAM_BINS[-1]), bins=HISTOGRAM_BINS)
-    return counts / max(1, values.size)
-
-
-def add_histogram_plot(name: str, real: np.ndarray, synthetics: Sequence[np.ndarray], layout: np.ndarray) -> List[Any]:
+def add_histogram_plot(name: str, histograms: Dict[str, Any]) -> List[Any]:
     """HU histograms, real against each synthetic sample, per generated region: [table, chart, *series]."""
-    from LungDDPMLib.evaluation import region_masks  # one definition of the regions, the engine's
-
-    masks = region_masks(layout)
     table_node = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLTableNode", f"{name} data")
     table = table_node.GetTable()
-    centres = (HISTOGRAM_BINS[:-1] + HISTOGRAM_BINS[1:]) / 2
-    columns: Dict[str, np.ndarray] = {"HU": centres}
-    for region in ("lung", "nodule"):
-        if not masks[region].any():
-            continue
-        columns[f"{region} real"] = histogram(real[masks[region]])
-        for k, synthetic in enumerate(synthetics):
-            columns[f"{region} synthetic {k}"] = histogram(synthetic[masks[region]])
+    columns: Dict[str, Sequence[float]] = {"HU": histograms["bins_hu"]}
+    for region, values in histograms["regions"].items():
+        columns[f"{region} real"] = values["real"]
+        for k, synthetic in enumerate(values["synthetic"]):
+            columns[f"{region} synthetic {k}"] = synthetic
     for column, values in columns.items():
         table.AddColumn(_column(vtk.vtkDoubleArray(), column, [float(v) for v in values]))
     table.Modified()
@@ -111,3 +96,14 @@ def add_histogram_plot(name: str, real: np.ndarray, synthetics: Sequence[np.ndar
         chart.AddAndObservePlotSeriesNodeID(series.GetID())
         series_nodes.append(series)
     return [table_node, chart, *series_nodes]
+
+
+def layout_needed(table_shown: bool, plot_shown: bool, with_plot: bool) -> Optional[str]:
+    """The ``vtkMRMLLayoutNode`` layout to switch to so that results are visible, or None to keep the user's.
+
+    A table alone needs a table view; a table with a chart needs both. Switching only when a view is missing
+    leaves a layout the user arranged alone.
+    """
+    if table_shown and (plot_shown or not with_plot):
+        return None
+    return "SlicerLayoutFourUpPlotTableView" if with_plot else "SlicerLayoutFourUpTableView"

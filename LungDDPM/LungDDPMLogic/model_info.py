@@ -1,39 +1,77 @@
-"""What a model file is, in one line for the GUI: recognised through the engine's model registry, without torch.
+"""What a model file is, in one line for the GUI, computed by the engine in a probe process and cached.
 
-The registry matches a file by its sha256 (bytes identical to a known release) or, failing that, by its file
-name; hashing a large checkpoint takes a moment, so results are cached by path, size and modification time.
+Why not here: recognising a file means hashing all of it (the registry matches a file by its sha256), which takes
+a second or more for the published 160 MB weights; on Slicer's main thread, in ``_updateGui``, that froze the GUI
+on every parameter change. Here only a ``stat`` runs on the main thread: a description is cached by path, size and
+modification time, and a new file is described by ``lungddpm probe model FILE`` in the background.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Dict, Tuple
+import os
+from typing import Dict, Optional, Tuple
 
-_CACHE: Dict[Tuple[str, int, int], str] = {}
+from .engine_probe import Probe
+
+Key = Tuple[str, int, int]
+CHECKING = "Checking the model file..."
 
 
-def describe_checkpoint(path: str) -> str:
-    """One line: the known model's title, preset and grid; or why the file is not recognised; or that it is missing."""
-    from LungDDPMLib.registry import DEMO_FILE, identify
+def file_key(path: str) -> Optional[Key]:
+    """(absolute path, size, mtime in ns) of a file, or None when it is not a file; ``""`` is the bundled model."""
+    if not path:
+        return ("", 0, 0)
+    try:
+        stat = os.stat(path)
+    except OSError:
+        return None
+    if not os.path.isfile(path):
+        return None
+    return (os.path.abspath(path), stat.st_size, stat.st_mtime_ns)
 
-    p = Path(path) if path and path != "." else DEMO_FILE
-    if not p.is_file():
-        if p == DEMO_FILE:
-            return "No model file chosen and the bundled demo model is missing from this installation"
-        return f"File not found: {p}"
-    stat = p.stat()
-    key = (str(p.resolve()), stat.st_size, int(stat.st_mtime_ns))
-    if key not in _CACHE:
-        model, how = identify(str(p))
-        if model is None:
-            text = (
-                f"{p.name}: not a known model; its preset and grid are read from the file when it runs "
-                "('lungddpm info' prints them)"
-            )
-        else:
-            grid = "x".join(str(n) for n in model.grid)
-            text = f"{model.title} - preset {model.preset}, grid {grid}"
-            if how == "name":
-                text += " (recognised by file name only; the weights are checked when it runs)"
-        _CACHE[key] = text
-    return _CACHE[key]
+
+class ModelDescriber:
+    """Descriptions of model files by (path, size, mtime); at most one probe runs, for the latest request."""
+
+    def __init__(self, python: Optional[str] = None) -> None:
+        self.python = python
+        self.cache: Dict[Key, str] = {}
+        self.probe: Optional[Probe] = None
+        self.probe_key: Optional[Key] = None
+        self.wanted: Optional[str] = None
+
+    def describe(self, path: str) -> str:
+        """The description now: cached, 'File not found', or :data:`CHECKING` while a probe runs (started here)."""
+        path = "" if path in ("", ".") else path
+        self.wanted = path
+        key = file_key(path)
+        if key is None:
+            return f"File not found: {path}"
+        if key in self.cache:
+            return self.cache[key]
+        if self.probe_key != key:
+            if self.probe is not None:
+                self.probe.cancel()
+            self.probe, self.probe_key = Probe(["model", path], "model", self.python), key
+        return CHECKING
+
+    @property
+    def pending(self) -> bool:
+        return self.probe is not None
+
+    def poll(self) -> Optional[str]:
+        """When the running probe has answered: cache it and return the description of the wanted file."""
+        if self.probe is None or not self.probe.poll():
+            return None
+        probe, key = self.probe, self.probe_key
+        self.probe, self.probe_key = None, None
+        if probe.result is not None and key is not None:
+            self.cache[key] = str(probe.result.get("text", ""))
+        elif key is not None:
+            return f"Cannot read the model file: {probe.error}"
+        return self.describe(self.wanted or "")
+
+    def close(self) -> None:
+        if self.probe is not None:
+            self.probe.cancel()
+            self.probe, self.probe_key = None, None

@@ -21,6 +21,8 @@ from LungDDPMLib.errors import InputError
 LABEL_LUNG, LABEL_NODULE = 1, 2
 NODULE_WORDS = ("nodule", "lesion", "tumor", "tumour", "mass")
 ATTRIBUTE_PREFIX = "LungDDPM."
+#: SNOMED CT codes of lung and nodule in Slicer terminology entries (see ``segment_choice.TERMINOLOGY``).
+SCT_LUNG, SCT_NODULE = "39607008", "27925004"
 #: LPS <-> RAS: flip the first two axes (its own inverse).
 FLIP_LPS_RAS = np.diag([-1.0, -1.0, 1.0])
 
@@ -73,17 +75,28 @@ def is_nodule_name(name: str) -> bool:
     return any(w in low for w in NODULE_WORDS)
 
 
-def guess_segments(segmentation_node: Any) -> Tuple[List[str], List[str]]:
-    """(lung IDs, nodule IDs) guessed from segment names, case-insensitively.
+def terminology_role(segment: Any) -> Optional[str]:
+    """'lung' or 'nodule' when the segment's terminology entry carries the SNOMED CT code for lung or nodule."""
+    entry = segment.GetTerminology() if hasattr(segment, "GetTerminology") else ""
+    for role, code in (("lung", SCT_LUNG), ("nodule", SCT_NODULE)):
+        if f"^{code}^" in (entry or ""):
+            return role
+    return None
 
-    Lung: the name contains "lung" and no nodule word ("Left lung", "LUNG_R"). Nodule: the name contains
-    "nodule", "lesion", "tumor", "tumour" or "mass" ("Nodule 1", "lung nodule").
+
+def guess_segments(segmentation_node: Any) -> Tuple[List[str], List[str]]:
+    """(lung IDs, nodule IDs) guessed from terminology codes, else from segment names (case-insensitively).
+
+    Lung: coded as lung, or the name contains "lung" and no nodule word ("Left lung", "LUNG_R"). Nodule: coded as
+    nodule, or the name contains "nodule", "lesion", "tumor", "tumour" or "mass" ("Nodule 1", "lung nodule").
     """
     lungs, nodules = [], []
+    seg = segmentation_node.GetSegmentation()
     for sid, name in segment_names(segmentation_node).items():
-        if is_nodule_name(name):
+        role = terminology_role(seg.GetSegment(sid))
+        if role == "nodule" or (role is None and is_nodule_name(name)):
             nodules.append(sid)
-        elif "lung" in name.lower():
+        elif role == "lung" or (role is None and "lung" in name.lower()):
             lungs.append(sid)
     return lungs, nodules
 
@@ -298,11 +311,38 @@ def place_in_folder(nodes: Sequence[Any], folder: int) -> None:
         sh.SetItemParent(sh_item(node), folder)
 
 
+def follow_parent_transform(nodes: Sequence[Any], reference: Any) -> None:
+    """Put ``nodes`` under ``reference``'s parent transform: they copy its voxel grid in local coordinates, so
+    without the same transform they would not overlay a CT that the user has registered or moved."""
+    transform_id = reference.GetTransformNodeID()
+    for node in nodes:
+        node.SetAndObserveTransformNodeID(transform_id)
+
+
 def remove_folder(folder: int) -> None:
-    """Remove a run folder and every node in it (used to undo a run that failed while loading)."""
-    sh = slicer.mrmlScene.GetSubjectHierarchyNode()
-    if folder:
-        sh.RemoveItem(folder, True, True)
+    """Remove a run folder with every node in it and their display and storage nodes (undoes a failed load).
+
+    The display and storage nodes are removed explicitly: removing a data node does not always take them along
+    (it does not in a scene without Slicer's application logic), and orphans would stay in the scene.
+    """
+    if not folder:
+        return
+    scene = slicer.mrmlScene
+    sh = scene.GetSubjectHierarchyNode()
+    children = vtk.vtkIdList()
+    sh.GetItemChildren(folder, children, True)
+    for n in range(children.GetNumberOfIds()):
+        node = sh.GetItemDataNode(children.GetId(n))
+        if node is None:
+            continue
+        helpers = [node.GetNthDisplayNode(i) for i in range(node.GetNumberOfDisplayNodes())] if hasattr(
+            node, "GetNumberOfDisplayNodes") else []  # fmt: skip
+        if hasattr(node, "GetStorageNode"):
+            helpers.append(node.GetStorageNode())
+        for helper in helpers:
+            if helper is not None:
+                scene.RemoveNode(helper)
+    sh.RemoveItem(folder, True, True)
 
 
 def set_provenance(node: Any, provenance: Dict[str, Any], seed: Optional[int] = None) -> None:

@@ -1,9 +1,11 @@
-"""Add a nodule segment at a markup point: diameter in mm, kind and shape, drawn on the reference CT grid.
+"""Add a nodule segment at a markup point: diameter in mm and shape, drawn on the reference CT grid.
 
-The layout only knows "nodule" (label 2), so the kind (solid, part-solid, ground-glass) is recorded as segment
-tags for the user and for provenance, and the shape decides the mask: ``round`` a ball, ``lobulated`` a union
-of a core and 3-6 lobes, ``spiculated`` a ball with 8-16 thin spikes. Distances are measured in physical
-millimetres through the volume's IJK-to-RAS matrix, so oblique and anisotropic grids give round nodules.
+The shape is purely geometric and decides the mask only: ``round`` a ball, ``lobulated`` a union of a core and
+3-6 lobes, ``spiculated`` a ball with 8-16 thin spikes. It is not a density class: the layout the model sees
+knows only "nodule" (label 2), so a solid, part-solid or ground-glass choice could not reach the synthesis and is
+deliberately not offered (nodule types would need a model conditioned on them). Distances are measured in
+physical millimetres through the volume's IJK-to-RAS matrix, so oblique and anisotropic grids give round nodules.
+The new segment is coded as a nodule (SNOMED CT terminology), its shape and diameter are recorded as tags.
 """
 
 from __future__ import annotations
@@ -14,8 +16,8 @@ import numpy as np
 import slicer
 
 from . import mrml_bridge as mb
+from .segment_choice import set_terminology
 
-KINDS = ("solid", "part-solid", "ground-glass")
 SHAPES = ("round", "lobulated", "spiculated")
 MIN_DIAMETER_MM, MAX_DIAMETER_MM = 3.0, 30.0
 NODULE_COLOR = (0.95, 0.8, 0.2)
@@ -89,14 +91,11 @@ def add_nodule_segment(
     volume: Any,
     center_ras: Sequence[float],
     diameter_mm: float = 10.0,
-    kind: str = "solid",
     shape: str = "round",
     seed: int = 0,
     name: Optional[str] = None,
 ) -> str:
     """Add a nodule segment ("Nodule N") to ``segmentation_node`` on ``volume``'s grid; returns its ID."""
-    if kind not in KINDS:
-        raise mb.LayoutError(f"unknown nodule kind {kind!r}; choose one of {', '.join(KINDS)}")
     mask = nodule_mask(volume, center_ras, diameter_mm, shape, seed)
     segmentation = segmentation_node.GetSegmentation()
     if name is None:
@@ -110,7 +109,8 @@ def add_nodule_segment(
     segment_id = segmentation.AddEmptySegment("", name, list(NODULE_COLOR))
     slicer.util.updateSegmentBinaryLabelmapFromArray(mask.astype(np.uint8), segmentation_node, segment_id, volume)
     segment = segmentation.GetSegment(segment_id)
-    for key, value in (("kind", kind), ("shape", shape), ("diameter_mm", f"{diameter_mm:g}")):
+    set_terminology(segment, "nodule")
+    for key, value in (("shape", shape), ("diameter_mm", f"{diameter_mm:g}")):
         segment.SetTag(mb.ATTRIBUTE_PREFIX + key, value)
     return segment_id
 

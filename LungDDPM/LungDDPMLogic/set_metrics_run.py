@@ -119,9 +119,13 @@ class SetMetricsRun:
             self.worker.cleanup()
             raise
 
-    def poll(self) -> None:
-        if self.worker is not None:
-            self.log.extend(str(e.get("message", "")) for e in self.worker.poll() if e.get("type") == "log")
+    def poll(self) -> List[Dict[str, Any]]:
+        """Drain the process's events (``lungddpm evaluate`` prints log lines) into :attr:`log`; returns them."""
+        if self.worker is None:
+            return []
+        events = self.worker.poll()
+        self.log.extend(str(e.get("message", "")) for e in events if e.get("type") == "log")
+        return events
 
     @property
     def finished(self) -> bool:
@@ -133,9 +137,14 @@ class SetMetricsRun:
         self.poll()
 
     def cancel(self) -> None:
-        """Stop the computation and remove its files; the scene is left unchanged."""
+        """Ask the computation's process tree to stop; returns at once (poll until :attr:`finished`, then
+        :meth:`discard`). The scene is left unchanged."""
         if self.worker is not None:
             self.worker.cancel()
+
+    def discard(self) -> None:
+        """Remove the temporary files (killing the process tree if it still runs)."""
+        if self.worker is not None:
             self.worker.cleanup()
 
     def finish(self, name: str = "LungDDPM set metrics") -> Any:
@@ -146,10 +155,11 @@ class SetMetricsRun:
             report_path = self.worker.workdir / "report" / "metrics.json"
             if self.worker.returncode != 0 or not report_path.is_file():
                 errors = [line[len("error: ") :] for line in self.log if line.startswith("error: ")]
-                raise WorkerError(errors[-1] if errors else "the evaluation stopped: " + " | ".join(self.log[-3:]))
+                message = errors[-1] if errors else "the evaluation stopped: " + " | ".join(self.log[-3:])
+                raise WorkerError(message.replace(" (rerun with --debug for details)", ""))  # a CLI hint
             return add_set_metrics_table(name, json.loads(report_path.read_text()))
         finally:
-            self.worker.cleanup()
+            self.discard()
 
 
 def set_metrics_rows(report: Dict[str, Any]) -> List[List[str]]:

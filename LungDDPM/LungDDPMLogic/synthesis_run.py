@@ -3,8 +3,11 @@
 The life of a run: :meth:`SynthesisRun.prepare` reads and checks the scene (a bad input raises here, before
 anything is created), writes the inputs to NRRD and starts the worker; :meth:`SynthesisRun.poll` (on the GUI's
 timer) collects progress; :meth:`SynthesisRun.finish` loads the outputs into a new subject-hierarchy folder next
-to the input, all at once (if loading fails, everything it added is removed again). :meth:`SynthesisRun.cancel`
-stops the worker and leaves the scene as it was.
+to the input: the synthetic volumes and the layout first, all or nothing (if loading them fails, everything added is
+removed again), then the metrics table and histogram chart from the worker's ``metrics`` event, which are optional:
+a metrics failure is reported in :attr:`RunOutputs.metrics_error` and never removes a finished volume.
+:meth:`SynthesisRun.cancel` asks the worker's process tree to stop and returns at once; keep polling until
+:attr:`SynthesisRun.finished`, then :meth:`SynthesisRun.discard` removes the files. The scene is left as it was.
 
 Example (a script or the self-test)::
 
@@ -71,15 +74,19 @@ class RunSettings:
 
 @dataclass
 class RunOutputs:
+    """What a run added to the scene; the metrics nodes are None when ``metrics_error`` says why."""
+
     folder: int
     volumes: List[Any]
     layout: Any
-    metrics_table: Any
-    histogram_chart: Any
+    metrics_table: Any = None
+    histogram_chart: Any = None
     other_nodes: List[Any] = field(default_factory=list)
+    metrics_error: str = ""
 
     def nodes(self) -> List[Any]:
-        return [*self.volumes, self.layout, self.metrics_table, self.histogram_chart, *self.other_nodes]
+        optional = [n for n in (self.metrics_table, self.histogram_chart) if n is not None]
+        return [*self.volumes, self.layout, *optional, *self.other_nodes]
 
 
 @dataclass
@@ -116,6 +123,7 @@ class SynthesisRun:
         self.progress = Progress()
         self.results: List[Dict[str, Any]] = []
         self.errors: List[Dict[str, Any]] = []
+        self.metrics: Dict[int, Dict[str, Any]] = {}
         self.log: List[str] = []
         self.started = 0.0
 
@@ -142,7 +150,8 @@ class SynthesisRun:
             layout_path = write_volume_nrrd(layout.array, geometry, self.worker.workdir / "layout.nrrd")
             case = {"name": "case", "ct": str(ct_path), "layout": str(layout_path), "out_prefix": str(self.out_prefix)}
             self.started = time.monotonic()
-            self.worker.start({"cases": [case], **self.settings.job_fields(), "auto_lung": "never"})
+            job = {"cases": [case], **self.settings.job_fields(), "auto_lung": "never"}
+            self.worker.start(job, ["--metrics"])
         except BaseException:
             self.worker.cleanup()
             raise
@@ -167,6 +176,8 @@ class SynthesisRun:
                 self.results.append(event)
             elif kind == "error":
                 self.errors.append(event)
+            elif kind == "metrics":
+                self.metrics[int(event.get("case", 0))] = event
             elif kind == "log":
                 self.log.append(str(event.get("message", "")))
         return events
@@ -199,39 +210,69 @@ class SynthesisRun:
             )
 
     def finish(self) -> RunOutputs:
-        """Load the outputs into the scene (all or nothing) and remove the temporary files."""
+        """Load the outputs into the scene and remove the temporary files.
+
+        The volumes and the layout are loaded all or nothing (a failure removes the run folder with everything in
+        it and raises); the metrics nodes come after and their failure only sets ``metrics_error``.
+        """
         assert self.worker is not None and self.layout is not None, "prepare() first"
+        try:
+            outputs = self._load_volumes()
+            outputs.metrics_error = self._add_metrics(outputs)
+            return outputs
+        finally:
+            self.discard()
+
+    def _load_volumes(self) -> RunOutputs:
+        assert self.layout is not None
+        self._raise_if_failed()
+        result = self.results[-1]
+        provenance = result.get("provenance") or {}
+        seeds = provenance.get("seeds") or list(range(self.settings.num_samples))
+        arrays = [self._read_output(p) for p in result["paths"]]  # read and checked before any node is created
+        name = self.volume.GetName()
         folder = 0
         try:
-            self._raise_if_failed()
-            result = self.results[-1]
-            provenance = result.get("provenance") or {}
-            seeds = provenance.get("seeds") or list(range(self.settings.num_samples))
-            arrays = [self._read_output(p) for p in result["paths"]]
-            name = self.volume.GetName()
             folder = mb.create_run_folder(self.volume, f"{name} LungDDPM {time.strftime('%Y-%m-%d %H:%M:%S')}")
             volumes = []
             for k, array in enumerate(arrays):
                 node = mb.add_volume_like(self.volume, array, f"{name} synthetic {k}")
+                mb.place_in_folder([node], folder)
                 mb.set_provenance(node, provenance, seed=seeds[k] if k < len(seeds) else None)
                 node.SetAttribute(mb.ATTRIBUTE_PREFIX + "referenceVolumeID", self.volume.GetID())
-                mb.place_in_folder([node], folder)
                 volumes.append(node)
             layout_node = mb.add_volume_like(self.volume, self.layout.array, f"{name} layout", labelmap=True)
+            mb.place_in_folder([layout_node], folder)
             layout_node.SetAttribute(mb.ATTRIBUTE_PREFIX + "role", "layout")
-            real = mb.volume_array(self.volume)
-            rows = ev.metrics_rows(real, arrays, self.layout.array)
-            table = ev.add_metrics_table(f"{name} LungDDPM metrics", rows)
-            plot_nodes = ev.add_histogram_plot(f"{name} HU histograms", real, arrays, self.layout.array)
-            chart = plot_nodes[1]
-            others = [plot_nodes[0], *plot_nodes[2:]]
-            mb.place_in_folder([layout_node, table, chart, *others], folder)
-            return RunOutputs(folder, volumes, layout_node, table, chart, others)
+            mb.follow_parent_transform([*volumes, layout_node], self.volume)
         except BaseException:
             mb.remove_folder(folder)
             raise
-        finally:
-            self.worker.cleanup()
+        return RunOutputs(folder, volumes, layout_node)
+
+    def _add_metrics(self, outputs: RunOutputs) -> str:
+        """Add the metrics table and histogram chart to the run folder; returns '' or why they are missing."""
+        event = self.metrics.get(int(self.results[-1].get("case", 0)))
+        if event is None:
+            return "the worker sent no metrics (the synthetic volumes are complete)"
+        if not event.get("ok"):
+            return f"the metrics could not be computed: {event.get('message', 'unknown error')}"
+        name = self.volume.GetName()
+        added: List[Any] = []
+        try:
+            outputs.metrics_table = ev.add_metrics_table(f"{name} LungDDPM metrics", ev.metrics_rows(event))
+            added.append(outputs.metrics_table)
+            plot_nodes = ev.add_histogram_plot(f"{name} HU histograms", event["histograms"])
+            added.extend(plot_nodes)
+            outputs.histogram_chart, outputs.other_nodes = plot_nodes[1], [plot_nodes[0], *plot_nodes[2:]]
+            mb.place_in_folder(added, outputs.folder)
+        except Exception as exc:  # a malformed event must not cost the finished volumes
+            for node in added:
+                slicer.mrmlScene.RemoveNode(node)
+            outputs.metrics_table = outputs.histogram_chart = None
+            outputs.other_nodes = []
+            return f"the metrics could not be shown: {type(exc).__name__}: {exc}"
+        return ""
 
     def _read_output(self, path: str) -> np.ndarray:
         import SimpleITK as sitk
@@ -249,14 +290,22 @@ class SynthesisRun:
         return array
 
     def cancel(self) -> None:
-        """Stop the worker (SIGTERM, then kill) and remove its files; the scene is left unchanged."""
+        """Ask the worker's process tree to stop; returns at once. Poll until :attr:`finished`, then
+        :meth:`discard`. Nothing is added to the scene."""
         if self.worker is not None:
             self.worker.cancel()
+
+    def discard(self) -> None:
+        """Remove the temporary files (killing the worker's tree if it still runs)."""
+        if self.worker is not None:
             self.poll()
             self.worker.cleanup()
 
     def eta_text(self) -> str:
+        """One line for the status label: starting, the step and its ETA, or the metrics after sampling."""
         p = self.progress
+        if self.results and not self.metrics:
+            return "sampling done; computing the metrics in the worker..."
         if not p.total:
             return "starting the worker..." if self.worker and self.worker.running else ""
         eta = "" if p.eta_s is None else f", about {round(p.eta_s)} s left"

@@ -1,20 +1,22 @@
-"""Run ``python -m LungDDPMLib worker --job job.json`` in a separate process and read its JSON lines.
+"""Run ``python -m LungDDPMLib worker --job job.json`` (or any subcommand) in a separate process; read its JSON lines.
 
 The model never runs in Slicer's own process: a crash, an out-of-memory or a cancel cannot take the
-application down and the GUI never freezes. Two reader threads move the worker's stdout (one JSON event per
-line) and stderr into a queue; the GUI drains it with :meth:`WorkerProcess.poll` on a timer. Cancel sends
-SIGTERM (the worker stops within one sampling step, exits 130 and leaves no partial output) and kills the
-process group after a grace period. Inputs cross the process boundary as NRRD files in a temporary folder
-(:func:`write_volume_nrrd`), which :meth:`WorkerProcess.cleanup` removes.
+application down, the GUI never freezes, and Slicer's process never imports torch. Two reader threads move the
+worker's stdout (one JSON event per line) and stderr into a queue; the GUI drains it with
+:meth:`WorkerProcess.poll` on a timer. :meth:`WorkerProcess.cancel` returns at once: it asks the whole process
+tree to stop (see :mod:`.process_tree`; PythonSlicer is a launcher whose child is the real Python) and later polls
+escalate to a kill. Every worker still alive when Python exits (Slicer closing) is killed with its tree. Inputs
+cross the process boundary as uncompressed NRRD files in a temporary folder (:func:`write_volume_nrrd`; gzip would
+cost seconds on the main thread), which :meth:`WorkerProcess.cleanup` removes.
 """
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
 import queue
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -22,13 +24,17 @@ import threading
 import time
 from collections import deque
 from pathlib import Path
-from typing import Any, Deque, Dict, List, Optional
+from typing import Any, Deque, Dict, List, Optional, Set
 
 import numpy as np
 
 from .engine_path import engine_root
+from .process_tree import TreeStopper, popen_group_kwargs
 
 CANCEL_GRACE_S = 10.0
+#: Workers started and not yet cleaned up, killed with their trees when Python exits (Slicer closing). A plain set:
+#: a worker whose run object was dropped must still be found here.
+_LIVE: Set[WorkerProcess] = set()
 
 
 def python_executable() -> str:
@@ -45,15 +51,19 @@ def python_executable() -> str:
     return sys.executable
 
 
-def write_volume_nrrd(array: np.ndarray, geometry: Dict[str, Any], path: Path) -> Path:
-    """Write a ``(K, J, I)`` array with LPS ``geometry`` (see ``mrml_bridge.sitk_geometry``) as NRRD."""
+def write_volume_nrrd(array: np.ndarray, geometry: Dict[str, Any], path: Path, compress: bool = False) -> Path:
+    """Write a ``(K, J, I)`` array with LPS ``geometry`` (see ``mrml_bridge.sitk_geometry``) as NRRD.
+
+    Uncompressed by default: the file lives for one run in a temporary folder, and gzip of a 512x512x300 CT takes
+    seconds on Slicer's main thread.
+    """
     import SimpleITK as sitk
 
     image = sitk.GetImageFromArray(np.ascontiguousarray(array))
     image.SetSpacing(geometry["spacing"])
     image.SetOrigin(geometry["origin"])
     image.SetDirection(geometry["direction"])
-    sitk.WriteImage(image, str(path), True)
+    sitk.WriteImage(image, str(path), compress)
     return path
 
 
@@ -64,7 +74,7 @@ def read_volume_nrrd(path: str) -> Any:
 
 
 class WorkerProcess:
-    """One worker run: start it, poll its events, cancel it, clean up its temporary folder."""
+    """One worker run: start it, poll its events, stop its process tree, clean up its temporary folder."""
 
     def __init__(self, workdir: Optional[str] = None, python: Optional[str] = None) -> None:
         self.workdir = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix="LungDDPM-"))
@@ -74,15 +84,16 @@ class WorkerProcess:
         self.events: queue.Queue[Dict[str, Any]] = queue.Queue()
         self.stderr_tail: Deque[str] = deque(maxlen=40)
         self.cancelled = False
+        self.stopper: Optional[TreeStopper] = None
         self._threads: List[threading.Thread] = []
 
     # --- starting -------------------------------------------------------------------------------------------
 
-    def start(self, job: Dict[str, Any]) -> None:
+    def start(self, job: Dict[str, Any], extra_args: Optional[List[str]] = None) -> None:
         """Write ``job`` (a ``LungDDPMLib.worker.Job`` as a dict) to the work folder and start the worker."""
         job_path = self.workdir / "job.json"
         job_path.write_text(json.dumps(job, indent=2))
-        self.start_command(["worker", "--job", str(job_path)])
+        self.start_command(["worker", "--job", str(job_path), *(extra_args or [])])
 
     def start_command(self, args: List[str]) -> None:
         """Start ``python -m LungDDPMLib <args>`` (any ``lungddpm`` subcommand) with the engine on the path."""
@@ -93,13 +104,6 @@ class WorkerProcess:
         if root is not None:
             env["PYTHONPATH"] = os.pathsep.join([str(root)] + [p for p in [env.get("PYTHONPATH")] if p])
         env["PYTHONUNBUFFERED"] = "1"
-        kwargs: Dict[str, Any] = {}
-        if os.name == "posix":
-            kwargs["start_new_session"] = True  # its own process group: cancel reaches any child it starts
-        else:
-            kwargs["creationflags"] = getattr(subprocess, "CREATE_NEW_PROCESS_GROUP", 0) | getattr(
-                subprocess, "CREATE_NO_WINDOW", 0
-            )
         self.process = subprocess.Popen(
             [self.python, "-u", "-m", "LungDDPMLib", *args],
             stdin=subprocess.DEVNULL,
@@ -110,8 +114,10 @@ class WorkerProcess:
             text=True,
             encoding="utf-8",
             errors="replace",
-            **kwargs,
+            **popen_group_kwargs(),
         )
+        self.stopper = TreeStopper(self.process)
+        _LIVE.add(self)
         for stream, parse in ((self.process.stdout, True), (self.process.stderr, False)):
             t = threading.Thread(target=self._read, args=(stream, parse), daemon=True)
             t.start()
@@ -139,6 +145,7 @@ class WorkerProcess:
 
     @property
     def running(self) -> bool:
+        """The process started here has not exited (its children may outlive it; see :meth:`finished`)."""
         return self.process is not None and self.process.poll() is None
 
     @property
@@ -146,7 +153,9 @@ class WorkerProcess:
         return None if self.process is None else self.process.poll()
 
     def poll(self) -> List[Dict[str, Any]]:
-        """Every event received since the last call, without blocking."""
+        """Every event received since the last call, without blocking; advances a requested stop."""
+        if self.cancelled and self.stopper is not None:
+            self.stopper.poll()
         out = []
         while True:
             try:
@@ -155,54 +164,60 @@ class WorkerProcess:
                 return out
 
     def finished(self) -> bool:
-        """The process has exited and both of its streams have been read to the end."""
-        return self.process is not None and not self.running and not any(t.is_alive() for t in self._threads)
+        """The process has exited, its streams are read to the end and, after a cancel, no process of its tree
+        is left."""
+        if self.process is None or self.running or any(t.is_alive() for t in self._threads):
+            return False
+        return not self.cancelled or self.stopper is None or self.stopper.poll()
 
     def wait(self, timeout: Optional[float] = None) -> Optional[int]:
-        """Block until the process exits and its output is read (for scripts and tests, not for the GUI)."""
+        """Block until :meth:`finished` (scripts, tests and the self-test; the GUI polls instead)."""
         if self.process is None:
             return None
-        try:
-            self.process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            return None
-        for t in self._threads:
-            t.join(5.0)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while not self.finished():
+            if deadline is not None and time.monotonic() > deadline:
+                return None
+            time.sleep(0.05)
         return self.process.returncode
 
     # --- stopping -------------------------------------------------------------------------------------------
 
-    def _signal(self, sig: int) -> None:
-        if not self.running:
-            return
-        try:
-            if os.name == "posix":
-                os.killpg(self.process.pid, sig)
-            elif sig == signal.SIGTERM:
-                self.process.send_signal(signal.CTRL_BREAK_EVENT)  # type: ignore[attr-defined]
-            else:
-                self.process.kill()
-        except (ProcessLookupError, PermissionError, OSError):
-            pass
+    def cancel(self, grace_s: float = CANCEL_GRACE_S) -> None:
+        """Ask the whole process tree to stop and return at once; :meth:`poll` kills it after ``grace_s``.
 
-    def cancel(self, grace_s: float = CANCEL_GRACE_S) -> Optional[int]:
-        """SIGTERM, then kill after ``grace_s``; returns the exit code (130 when the worker stopped cleanly)."""
+        The worker stops within one sampling step, exits 130 and leaves no partial output.
+        """
         self.cancelled = True
-        if self.process is None:
-            return None
-        self._signal(signal.SIGTERM)
-        deadline = time.monotonic() + grace_s
-        while self.running and time.monotonic() < deadline:
-            time.sleep(0.05)
-        if self.running:
-            self._signal(getattr(signal, "SIGKILL", signal.SIGTERM))
-        return self.wait(5.0)
+        if self.stopper is not None:
+            self.stopper.request(grace_s)
+
+    def kill_now(self) -> None:
+        """Kill the whole tree at once (application exit, or a cleanup while it still runs)."""
+        self.cancelled = True
+        if self.stopper is not None:
+            self.stopper.kill_now()
 
     def cleanup(self) -> None:
-        """Stop the worker if it still runs and remove the temporary folder with every file in it."""
-        if self.running:
-            self.cancel(grace_s=2.0)
+        """Remove the temporary folder with every file in it (killing the tree first if it still runs)."""
+        if self.stopper is not None and not self.stopper.done:
+            self.kill_now()
+            self.wait(5.0)
+        _LIVE.discard(self)
         shutil.rmtree(self.workdir, ignore_errors=True)
 
     def stderr_text(self) -> str:
         return "\n".join(self.stderr_tail)
+
+
+def kill_all_workers() -> int:
+    """Kill every live worker tree and remove its files (application exit); returns how many were running."""
+    workers = list(_LIVE)
+    for worker in workers:
+        worker.kill_now()
+    for worker in workers:
+        worker.cleanup()
+    return len(workers)
+
+
+atexit.register(kill_all_workers)

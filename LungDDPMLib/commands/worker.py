@@ -15,6 +15,9 @@ from .job_args import add_job_arguments, cancel_on_signals, job_from_args, rank_
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("worker", help="run a synthesis job, printing one JSON event per line (for GUIs and scripts)")
     add_job_arguments(p, job_file=True)
+    p.add_argument(
+        "--metrics", action="store_true", help="after each result, a 'metrics' event (paired metrics, HU histograms)"
+    )
     p.set_defaults(func=run)
 
 
@@ -29,6 +32,10 @@ def run(args: argparse.Namespace) -> int:
     try:
         job = job_from_args(args)
         rank, world = rank_and_world()
+        if getattr(args, "metrics", False):
+            from ..gui_tasks import with_metrics
+
+            emit = with_metrics(emit, job)
         failed = run_job(job, emit, should_stop, rank, world)
         return 1 if failed else 0
     except SamplingCancelled:

@@ -13,8 +13,6 @@ import re
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
-import pytest
-
 ROOT = Path(__file__).resolve().parents[2]
 MODULE = ROOT / "LungDDPM"
 UI_FILE = MODULE / "Resources" / "UI" / "LungDDPM.ui"
@@ -71,34 +69,59 @@ def _parameter_fields():
     raise AssertionError("no @parameterNodeWrapper class in LungDDPM.py")
 
 
+#: Every widget LungDDPM.py names (``self.ui.<name>``) and the class it must have in the .ui: the code calls
+#: methods of that class (``setSelectedSegmentIDs``, ``checkedNodes``, ``appendPlainText``, ``setCurrentNode``...).
+CODE_WIDGETS = {
+    "applyButton": "QPushButton",
+    "progressBar": "QProgressBar",
+    "statusLabel": "QLabel",
+    "logTextEdit": "QPlainTextEdit",
+    "deviceComboBox": "QComboBox",
+    "deviceStatusLabel": "QLabel",
+    "refreshDevicesButton": "QPushButton",
+    "inputsCollapsibleButton": "ctkCollapsibleButton",
+    "modelCollapsibleButton": "ctkCollapsibleButton",
+    "blendFromSpinBox": "QSpinBox",
+    "guessSegmentsButton": "QPushButton",
+    "lungSegmentSelector": "qMRMLSegmentSelectorWidget",  # multi-select segment pickers
+    "noduleSegmentSelector": "qMRMLSegmentSelectorWidget",
+    "checkpointPathLineEdit": "ctkPathLineEdit",
+    "modelInfoLabel": "QLabel",
+    "noduleMarkupsSelector": "qMRMLNodeComboBox",
+    "noduleMarkupsPlaceWidget": "qSlicerMarkupsPlaceWidget",
+    "addNoduleButton": "QPushButton",
+    "realVolumesComboBox": "qMRMLCheckableNodeComboBox",  # FID/MMD sets
+    "syntheticVolumesComboBox": "qMRMLCheckableNodeComboBox",
+    "setMetricsUnitComboBox": "QComboBox",
+    "computeSetMetricsButton": "QPushButton",
+    "setMetricsStatusLabel": "QLabel",
+}
+#: Parameters synced with their widget in code rather than by ``SlicerParameterName`` (see the parameter class).
+MANUALLY_SYNCED = {"lungSegmentIds", "noduleSegmentIds", "checkpoint"}
+
+
 def test_slicer_ui_parses_and_names_every_widget_the_code_uses():
     tree, widgets = _ui_widgets()
     assert tree.getroot().tag == "ui"
     top = tree.getroot().find("widget")
     assert top.get("class") == "qMRMLWidget"  # setMRMLScene on the loaded widget
     used = set(re.findall(r"self\.ui\.([A-Za-z_]\w*)", (MODULE / "LungDDPM.py").read_text()))
-    assert used, "the module names no widget"
+    assert used == set(CODE_WIDGETS), f"declare the class of every widget the code names: {used ^ set(CODE_WIDGETS)}"
     missing = sorted(used - set(widgets))
     assert not missing, f"widgets named in LungDDPM.py but absent from the .ui: {missing}"
-    expected = {
-        "applyButton": "QPushButton",
-        "progressBar": "QProgressBar",
-        "statusLabel": "QLabel",
-        "deviceComboBox": "QComboBox",
-        "inputsCollapsibleButton": "ctkCollapsibleButton",
-        "modelCollapsibleButton": "ctkCollapsibleButton",
-        "blendFromSpinBox": "QSpinBox",
-        "lungSegmentSelector": "qMRMLSegmentSelectorWidget",  # multi-select segment pickers
-        "noduleSegmentSelector": "qMRMLSegmentSelectorWidget",
-        "realVolumesComboBox": "qMRMLCheckableNodeComboBox",  # FID/MMD sets
-        "syntheticVolumesComboBox": "qMRMLCheckableNodeComboBox",
-        "computeSetMetricsButton": "QPushButton",
-    }
-    for name, cls in expected.items():
-        assert widgets[name][0] == cls, (name, widgets[name][0])
+    wrong = {name: (widgets[name][0], cls) for name, cls in CODE_WIDGETS.items() if widgets[name][0] != cls}
+    assert not wrong, f"widget classes in the .ui differ from what the code expects (ui, code): {wrong}"
     custom = {c.find("class").text for c in tree.getroot().iter("customwidget")}
-    used_custom = {cls for cls, _ in widgets.values() if cls.startswith(("ctk", "qMRML"))}
+    used_custom = {cls for cls, _ in widgets.values() if cls.startswith(("ctk", "qMRML", "qSlicer"))}
     assert used_custom <= custom, f"custom widgets without a <customwidget> entry: {used_custom - custom}"
+    # the place widget sits beside the point-list selector (same horizontal layout)
+    for layout in tree.getroot().iter("layout"):
+        names = [w.get("name") for w in layout.findall("item/widget")]
+        if "noduleMarkupsSelector" in names:
+            assert layout.get("class") == "QHBoxLayout" and "noduleMarkupsPlaceWidget" in names
+            break
+    else:
+        raise AssertionError("noduleMarkupsSelector is not in a layout")
 
 
 def test_slicer_every_parameter_has_a_bound_widget_of_the_right_class():
@@ -106,7 +129,13 @@ def test_slicer_every_parameter_has_a_bound_widget_of_the_right_class():
     fields = _parameter_fields()
     assert len(fields) >= 15
     bound = {param: (name, cls) for name, (cls, param) in widgets.items() if param}
+    source = (MODULE / "LungDDPM.py").read_text()
     for field, key in fields.items():
+        if field in MANUALLY_SYNCED:
+            assert field not in bound, f"{field!r} is synced in code; it must not also be bound in the .ui"
+            assert key == "str", f"{field!r} must be a str (got {key})"
+            assert re.search(rf"\.{field}\s*=", source), f"nothing in LungDDPM.py writes {field!r}"
+            continue
         assert field in bound, f"parameter {field!r} has no widget with SlicerParameterName={field!r}"
         name, cls = bound[field]
         assert key in CONNECTOR_CLASSES, f"parameter {field!r}: unexpected type {key!r}"
@@ -116,8 +145,43 @@ def test_slicer_every_parameter_has_a_bound_widget_of_the_right_class():
     # node selectors need the scene: each is connected to mrmlSceneChanged
     receivers = {c.find("receiver").text for c in ET.parse(UI_FILE).getroot().iter("connection")}
     for name, (cls, _) in widgets.items():
-        if cls in ("qMRMLNodeComboBox", "qMRMLCheckableNodeComboBox", "qMRMLSegmentSelectorWidget"):
+        if cls in ("qMRMLNodeComboBox", "qMRMLCheckableNodeComboBox", "qMRMLSegmentSelectorWidget",
+                   "qSlicerMarkupsPlaceWidget"):  # fmt: skip
             assert name in receivers, f"{name} never gets the MRML scene"
+
+
+def _method(name: str) -> ast.FunctionDef:
+    for node in ast.walk(_module_ast()):
+        if isinstance(node, ast.FunctionDef) and node.name == name:
+            return node
+    raise AssertionError(f"no method {name} in LungDDPM.py")
+
+
+def test_slicer_device_handler_is_connected_after_the_box_is_filled():
+    """The first addItem emits currentIndexChanged(0); connecting before filling overwrote the remembered device."""
+    calls = [
+        (n.lineno, ast.unparse(n))
+        for n in ast.walk(_method("setup"))
+        if isinstance(n, ast.Call) and ("deviceComboBox" in ast.unparse(n) or "_fillDevices" in ast.unparse(n))
+    ]
+    fill = min(line for line, text in calls if text.startswith("self._fillDevices"))
+    connect = [line for line, text in calls if "connect" in text and "currentIndexChanged" in text]
+    assert connect and min(connect) > fill, calls
+    assert not any("addItem" in text for _, text in calls), "setup must fill the box through _fillDevices"
+
+
+def test_slicer_reload_also_reloads_the_logic_package():
+    text = ast.unparse(_method("onReload"))
+    assert "LungDDPMLogic.unload()" in text and "ScriptedLoadableModuleWidget.onReload(self)" in text
+    assert text.index("unload()") < text.index("ScriptedLoadableModuleWidget.onReload")
+
+
+def test_slicer_failures_restore_the_gui_in_finally():
+    """Each action that changes a task's state updates the GUI in a finally block (tryWithErrorDisplay re-raises)."""
+    for name in ("onApplyButton", "onComputeSetMetrics", "onTimer"):
+        method = _method(name)
+        tries = [n for n in ast.walk(method) if isinstance(n, ast.Try) and n.finalbody]
+        assert any("_updateGui" in ast.unparse(t.finalbody) for t in tries), f"{name} restores no state in finally"
 
 
 def _cmake_list(text, variable):
@@ -181,39 +245,86 @@ def test_slicer_extension_index_entry():
     assert entry["build_dependencies"] == ["PyTorch"]
 
 
-@pytest.mark.parametrize("name", ["solid", "part-solid", "ground-glass"])
-def test_slicer_nodule_kinds_match_the_engine(name):
-    from LungDDPMLib.phantom.nodules import KINDS
+def test_slicer_nodule_placement_offers_shapes_only():
+    """A nodule 'type' (solid, part-solid, ground-glass) cannot reach the model: only the geometric shape is offered."""
+    text = (MODULE / "LungDDPM.py").read_text() + UI_FILE.read_text()
+    for word in ("noduleKind", "part-solid", "ground-glass"):
+        assert word not in text, word
+    shapes = re.search(r"noduleShape: Annotated\[str, Choice\((\[.*?\])\)\]", text)
+    assert shapes and tuple(ast.literal_eval(shapes.group(1))) == ("round", "lobulated", "spiculated")
+    placement = (MODULE / "LungDDPMLogic" / "nodule_placement.py").read_text()
+    assert 'SHAPES = ("round", "lobulated", "spiculated")' in placement and "not a density class" in placement
 
-    assert name in KINDS
-    assert f'"{name}"' in (MODULE / "LungDDPM.py").read_text()
 
-
-def test_slicer_model_info_uses_the_registry_without_torch(tmp_path):
-    """The model line under the file chooser: bundled model by default, known models by content, else 'not known'."""
-    import shutil
-    import subprocess
+def _logic_importable():
     import sys
 
-    code = (
-        "import sys; sys.path[:0] = [{module!r}, {root!r}]\n"
-        "from LungDDPMLogic.model_info import describe_checkpoint\n"
-        "print(describe_checkpoint(''))\n"
-        "print(describe_checkpoint({copy!r}))\n"
-        "print(describe_checkpoint({other!r}))\n"
-        "print(describe_checkpoint({missing!r}))\n"
-        "print('torch' in sys.modules)\n"
-    )
+    if str(MODULE) not in sys.path:
+        sys.path.insert(0, str(MODULE))
+
+
+def test_slicer_model_info_is_hashed_in_a_probe_process_and_cached(tmp_path):
+    """The model line: bundled model by default, known models by content, else 'not known'; the GUI call only stats
+    the file (hashing runs in ``lungddpm probe model``) and a description is reused until the file changes."""
+    import shutil
+    import time
+
+    _logic_importable()
+    from LungDDPMLogic.model_info import CHECKING, ModelDescriber
+
     from LungDDPMLib.registry import DEMO_FILE
+
+    describer = ModelDescriber()
+
+    def answer(path):
+        started = time.perf_counter()
+        first = describer.describe(path)
+        assert time.perf_counter() - started < 0.1  # a stat and a process start, never the hash
+        deadline = time.monotonic() + 60
+        while describer.pending and time.monotonic() < deadline:
+            text = describer.poll()
+            if text is not None:
+                return first, text
+            time.sleep(0.02)
+        return first, first
 
     copy = tmp_path / "renamed.pt"
     shutil.copyfile(DEMO_FILE, copy)
-    other = tmp_path / "mine.pt"
-    other.write_bytes(b"not a known model")
-    script = code.format(module=str(MODULE), root=str(ROOT), copy=str(copy), other=str(other),
-                         missing=str(tmp_path / "absent.pt"))  # fmt: skip
-    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stdout.splitlines()
-    assert out[0].startswith("LungDDPM demo model") and "preset small, grid 64x64x64" in out[0]
-    assert out[1] == out[0]  # recognised by its sha256 under another name
-    assert "not a known model" in out[2] and out[3].startswith("File not found")
-    assert out[4] == "False"  # the GUI's process never imports torch for this
+    big = tmp_path / "mine.pt"
+    with open(big, "wb") as fh:
+        fh.truncate(64 << 20)  # 64 MB of someone's model
+    first, demo = answer("")
+    assert first == CHECKING and demo.startswith("LungDDPM demo model") and "preset small, grid 64x64x64" in demo
+    assert answer(str(copy)) == (CHECKING, demo)  # recognised by its sha256 under another name
+    first, other = answer(str(big))
+    assert first == CHECKING and "not a known model" in other
+    assert answer("") == (demo, demo) and not describer.pending  # cached: no second probe
+    assert answer(str(tmp_path / "absent.pt"))[0].startswith("File not found") and not describer.pending
+    with open(big, "ab") as fh:
+        fh.write(b"x")  # changed: described again
+    assert answer(str(big)) == (CHECKING, other)
+    describer.close()
+
+
+#: What Slicer's process may import of the engine, anywhere in the module (also lazily, inside functions).
+ENGINE_IN_SLICER = ("LungDDPMLib.errors", "LungDDPMLib.config", "LungDDPMLib.data")
+
+
+def test_slicer_process_never_imports_torch_skimage_or_the_heavy_engine():
+    """Every import in LungDDPM.py and LungDDPMLogic/, module-level or lazy: no torch, no scikit-image, and of the
+    engine only its light parts (the widget cannot run here, so this is its check; the logic also runs in
+    test_slicer_stock_process.py under an import blocker)."""
+    files = [MODULE / "LungDDPM.py", *sorted((MODULE / "LungDDPMLogic").glob("*.py"))]
+    for path in files:
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0:
+                names = [node.module or ""]
+            else:
+                continue
+            for name in names:
+                top = name.split(".")[0]
+                assert top not in ("torch", "skimage", "torchvision", "monai"), f"{path.name} imports {name}"
+                if top == "LungDDPMLib":
+                    assert name.startswith(ENGINE_IN_SLICER), f"{path.name}:{node.lineno} imports {name}"

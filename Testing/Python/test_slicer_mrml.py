@@ -26,15 +26,7 @@ def phantom():
 
 @pytest.fixture(scope="module")
 def tiny_checkpoint(tmp_path_factory):
-    torch = pytest.importorskip("torch")
-    from LungDDPMLib.checkpoint import save_checkpoint
-    from LungDDPMLib.config import preset
-    from LungDDPMLib.diffusion import DiffusionModel
-
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("model") / "tiny.pt"
-    save_checkpoint(path, DiffusionModel(preset("tiny", grid=(32, 32, 32), crop="lung")))
-    return str(path)
+    return conftest_slicer.write_tiny_checkpoint(tmp_path_factory.mktemp("model"))
 
 
 def _other_grid(image: sitk.Image) -> sitk.Image:
@@ -94,10 +86,15 @@ def test_slicer_synthesis_outputs_geometry_provenance_hierarchy(slicer_scene, ph
     sh = slicer.mrmlScene.GetSubjectHierarchyNode()
     patient = sh.CreateFolderItem(sh.GetSceneItemID(), "Patient 1")
     sh.SetItemParent(mb.sh_item(ct), patient)
+    registered = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLLinearTransformNode", "registration")
+    for node in (ct, seg):  # the user moved the CT and its layout together: outputs must follow
+        node.SetAndObserveTransformNodeID(registered.GetID())
     settings = RunSettings(checkpoint=tiny_checkpoint, steps=2, num_samples=2, seed=5, device="cpu")
     run = SynthesisRun(ct, seg, settings)
     run.prepare()
     workdir = run.worker.workdir
+    for name in ("ct.nrrd", "layout.nrrd"):  # uncompressed: gzip would cost seconds on Slicer's main thread
+        assert b"encoding: raw" in (workdir / name).read_bytes()[:2000]
     run.wait(timeout=120)
     out = run.finish()
     assert not workdir.exists()  # temporary inputs and outputs removed
@@ -121,6 +118,8 @@ def test_slicer_synthesis_outputs_geometry_provenance_hierarchy(slicer_scene, ph
     children = [sh.GetItemDataNode(i) for i in _children(sh, out.folder)]
     for node in out.nodes():
         assert node in children
+    for node in [*out.volumes, out.layout]:
+        assert node.GetTransformNodeID() == registered.GetID()
     assert np.array_equal(slicer.util.arrayFromVolume(out.layout), run.layout.array)
     # metrics table: a row per (sample, region); kept anatomy has zero error
     table = out.metrics_table.GetTable()
@@ -164,8 +163,12 @@ def test_slicer_cancel_leaves_scene_unchanged(slicer_scene, phantom, tiny_checkp
         time.sleep(0.05)
     assert run.progress.step >= 1, (run.errors, run.log)
     workdir = run.worker.workdir
+    asked = time.monotonic()
     run.cancel()
-    assert run.worker.returncode == 130  # the worker stopped cleanly within a step
+    assert time.monotonic() - asked < 0.5  # non-blocking: the GUI keeps polling
+    run.wait(timeout=60)
+    assert run.finished and run.worker.returncode == 130  # the worker stopped cleanly within a step
+    run.discard()
     assert not workdir.exists()
     assert slicer.mrmlScene.GetNumberOfNodes() == before
     assert not run.results
@@ -230,14 +233,17 @@ def test_slicer_nodule_placement_adds_a_sized_nodule_segment(slicer_scene, phant
     centre = (mb.ijk_to_ras(ct) @ np.array([i, j, k, 1.0]))[:3]
     markups = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLMarkupsFiducialNode", "Nodule points")
     markups.AddControlPointWorld(*centre)
-    sid = npl.add_nodule_at_markup(seg, ct, markups, diameter_mm=16.0, kind="ground-glass", shape="round")
+    sid = npl.add_nodule_at_markup(seg, ct, markups, diameter_mm=16.0, shape="round")
     segment = seg.GetSegmentation().GetSegment(sid)
     assert segment.GetName() == "Nodule 2"  # "NODULE 1" is taken (names compared case-insensitively)
     mask = slicer.util.arrayFromSegmentBinaryLabelmap(seg, sid, ct) > 0
     ball_voxels = 4 / 3 * np.pi * 8.0**3 / np.prod(PHANTOM_SPACING)
     assert 0.6 * ball_voxels < mask.sum() < 1.5 * ball_voxels
-    assert segment.HasTag("LungDDPM.kind") and segment.HasTag("LungDDPM.diameter_mm")
-    assert sid in mb.guess_segments(seg)[1]  # recognised as a nodule by its name
+    assert segment.HasTag("LungDDPM.shape") and segment.HasTag("LungDDPM.diameter_mm")
+    assert not segment.HasTag("LungDDPM.kind")  # the shape is geometry, not a density class the model could use
+    assert mb.terminology_role(segment) == "nodule" and "^27925004^Nodule" in segment.GetTerminology()
+    segment.SetName("renamed blob")  # the terminology code still says what it is
+    assert sid in mb.guess_segments(seg)[1]
     layout = mb.layout_from_segmentation(seg, ct).array
     assert (layout[mask] == 2).all()
     for shape in ("lobulated", "spiculated"):
@@ -314,3 +320,42 @@ def test_slicer_set_metrics_pairs_samples_with_the_ct_they_came_from(slicer_scen
     off = mb.add_volume_from_sitk(moved, "Resampled")
     with pytest.raises(mb.LayoutError, match="not on the grid of any checked real volume"):
         SetMetricsRun([ct], [off]).check_inputs()
+
+
+def test_slicer_loading_failure_leaves_nothing_behind(slicer_scene, phantom, tiny_checkpoint, monkeypatch):
+    """All or nothing: if loading fails after the volumes and the layout were created, all of them go again (the
+    layout label map is never left at the scene root)."""
+    from LungDDPMLogic import mrml_bridge as mb
+    from LungDDPMLogic.synthesis_run import RunSettings, SynthesisRun
+
+    ct, seg = _scene_inputs(slicer_scene, phantom, other_grid=False)
+    run = SynthesisRun(ct, seg, RunSettings(checkpoint=tiny_checkpoint, steps=2, device="cpu"))
+    run.prepare()
+    run.wait(timeout=120)
+
+    def broken(nodes, reference):
+        assert any(n.GetName() == "Chest layout" for n in nodes)  # the last step, after every node was created
+        raise RuntimeError("transform failed")
+
+    monkeypatch.setattr(mb, "follow_parent_transform", broken)
+    scene = slicer_scene.mrmlScene
+    scene.GetSubjectHierarchyNode()  # the scene's singleton (always present in Slicer), not an output
+    ids = {scene.GetNthNode(n).GetID() for n in range(scene.GetNumberOfNodes())}
+    with pytest.raises(RuntimeError, match="transform failed"):
+        run.finish()
+    left = [scene.GetNthNode(n) for n in range(scene.GetNumberOfNodes()) if scene.GetNthNode(n).GetID() not in ids]
+    assert not left, [(n.GetClassName(), n.GetName()) for n in left]  # nor their display nodes
+    assert slicer_scene.mrmlScene.GetFirstNodeByName("Chest layout") is None
+
+
+def test_slicer_self_test_flow_runs_headless(slicer_scene, tmp_path):
+    """What LungDDPMTest runs inside Slicer (phantom by the engine, the bundled demo model, FID/MMD), here."""
+    from LungDDPMLogic.phantom_scene import self_test
+    from LungDDPMLogic.result_views import show_results
+
+    outputs, fid = self_test(tmp_path)
+    assert outputs.metrics_error == "" and [v.GetName() for v in outputs.volumes] == ["Phantom CT synthetic 0"]
+    assert outputs.volumes[0].GetAttribute("LungDDPM.model.sha256")  # the bundled model, hashed by the worker
+    assert outputs.metrics_table.GetTable().GetNumberOfRows() == 4
+    assert fid["status"] == "ok" and float(fid["fid"]) >= 0.0
+    show_results(None, outputs)  # no application here: nothing to show, and no error

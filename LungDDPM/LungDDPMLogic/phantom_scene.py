@@ -1,0 +1,89 @@
+"""The module's self-test: a procedural chest phantom made by the engine in a worker, synthesis, then FID/MMD.
+
+Why a worker: the phantom generator is part of the engine, and Slicer's process must not depend on more of the
+engine than it needs (the self-test used to import torch in Slicer's process to build a model). Here the engine
+writes NRRD files (``lungddpm phantom``) and the scene reads them with SimpleITK, which Slicer bundles; the
+synthesis then uses the bundled demo model, so no torch is imported here and nothing is downloaded.
+:func:`self_test` is the whole flow; ``LungDDPMTest`` (inside Slicer) and the test-suite (headless) both run it.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any, Callable, Dict, Optional, Tuple
+
+import numpy as np
+import slicer
+
+from . import mrml_bridge as mb
+from .segment_choice import set_terminology
+from .set_metrics_run import SetMetricsRun
+from .synthesis_run import RunOutputs, RunSettings, SynthesisRun, WorkerError
+from .worker_launcher import WorkerProcess
+
+PHANTOM_SIZE, PHANTOM_SPACING, PHANTOM_SEED = (64, 64, 40), (3.2, 3.2, 6.0), 3
+
+
+def write_phantom(folder: Path, python: Optional[str] = None, timeout_s: float = 120.0) -> Tuple[Path, Path]:
+    """Write a small phantom CT (HU) and its layout (0/1/2) to ``folder`` with ``lungddpm phantom``."""
+    worker = WorkerProcess(python=python)
+    try:
+        args = ["phantom", str(folder), "--n", "1", "--seed", str(PHANTOM_SEED), "--nodules", "1", "--no-seg"]
+        args += ["--size", *map(str, PHANTOM_SIZE), "--spacing", *map(str, PHANTOM_SPACING)]
+        worker.start_command(args)
+        if worker.wait(timeout_s) != 0:
+            raise WorkerError(f"'lungddpm phantom' failed: {worker.stderr_text()[-500:]}")
+    finally:
+        worker.cleanup()
+    name = f"phantom{PHANTOM_SEED:04d}"
+    return Path(folder) / f"{name}_ct.nrrd", Path(folder) / f"{name}_layout.nrrd"
+
+
+def load_phantom(ct_path: Path, layout_path: Path, name: str = "Phantom CT") -> Tuple[Any, Any]:
+    """The CT as a volume node and the layout as a segmentation with coded "Lung" and "Nodule" segments."""
+    import SimpleITK as sitk
+
+    ct = mb.add_volume_from_sitk(sitk.ReadImage(str(ct_path)), name)
+    labels = sitk.GetArrayFromImage(sitk.ReadImage(str(layout_path)))
+    seg = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSegmentationNode", f"{name} layout")
+    seg.SetReferenceImageGeometryParameterFromVolumeNode(ct)
+    for segment_name, value, role in (("Lung", mb.LABEL_LUNG, "lung"), ("Nodule", mb.LABEL_NODULE, "nodule")):
+        segment_id = seg.GetSegmentation().AddEmptySegment("", segment_name, [0.5, 0.5, 0.5])
+        set_terminology(seg.GetSegmentation().GetSegment(segment_id), role)
+        slicer.util.updateSegmentBinaryLabelmapFromArray((labels == value).astype(np.uint8), seg, segment_id, ct)
+    return ct, seg
+
+
+def run_to_end(task: Any, timeout_s: float = 300.0, idle: Optional[Any] = None) -> None:
+    """Poll a task until it has finished (``idle`` is called between polls, e.g. ``slicer.app.processEvents``)."""
+    deadline = time.monotonic() + timeout_s
+    while not task.finished:
+        if time.monotonic() > deadline:
+            task.cancel()
+            raise WorkerError(f"the task did not finish within {timeout_s:g} s")
+        task.poll()
+        if idle is not None:
+            idle()
+        time.sleep(0.05)
+    task.poll()
+
+
+def self_test(
+    folder: Path, checkpoint: str = "", idle: Optional[Callable[[], Any]] = None, python: Optional[str] = None
+) -> Tuple[RunOutputs, Dict[str, str]]:
+    """Phantom -> 2-step synthesis (the bundled demo model by default) -> FID/MMD against the phantom.
+
+    Returns the run's outputs and the FID/MMD table as {metric: value}; raises on any failure.
+    """
+    ct, seg = load_phantom(*write_phantom(folder, python))
+    run = SynthesisRun(ct, seg, RunSettings(checkpoint=checkpoint, steps=2, device="cpu"), python=python)
+    run.prepare()
+    run_to_end(run, idle=idle)
+    outputs = run.finish()
+    set_run = SetMetricsRun([ct], outputs.volumes, seg, python=python)
+    set_run.prepare()
+    run_to_end(set_run, idle=idle)
+    table = set_run.finish().GetTable()
+    values = {table.GetValue(r, 0).ToString(): table.GetValue(r, 1).ToString() for r in range(table.GetNumberOfRows())}
+    return outputs, values

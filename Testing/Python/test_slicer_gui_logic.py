@@ -1,0 +1,168 @@
+"""The GUI's decisions, taken in qt-free code: remembered device, views to show, segments chosen by ID, reload.
+
+The Qt widget itself cannot run here (no Slicer application); it only mirrors these objects, and the static test
+(test_slicer_gui_static.py) checks that it is wired to them.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import conftest_slicer
+import numpy as np
+import pytest
+
+conftest_slicer.add_module_path()
+
+
+class DocumentedComboBox:
+    """What QComboBox does that matters here (Qt documentation): the first addItem on an empty box makes item 0
+    current and emits currentIndexChanged(0); clear() emits currentIndexChanged(-1)."""
+
+    def __init__(self) -> None:
+        self.items, self.index, self.handlers = [], -1, []
+
+    def connect(self, handler) -> None:
+        self.handlers.append(handler)
+
+    def _set(self, index: int) -> None:
+        if index != self.index:
+            self.index = index
+            for handler in self.handlers:
+                handler(index)
+
+    def clear(self) -> None:
+        self.items = []
+        self._set(-1)
+
+    def addItem(self, label: str, value: str) -> None:
+        self.items.append(value)
+        if self.index == -1:
+            self._set(0)
+
+    def itemData(self, index: int):
+        return self.items[index] if 0 <= index < len(self.items) else None
+
+    def setCurrentIndex(self, index: int) -> None:
+        self._set(index)
+
+
+def _fill(combo, choice, event=None) -> None:
+    """The widget's _fillDevices."""
+    items = choice.items(event)
+    with choice.filling_items():
+        combo.clear()
+        for value, label in items:
+            combo.addItem(label, value)
+        combo.setCurrentIndex(choice.index_to_select([v for v, _ in items]))
+
+
+def test_slicer_device_choice_is_remembered_across_sessions_and_refreshes():
+    from LungDDPMLogic.device_choice import SETTINGS_DEVICE, DeviceChoice
+
+    settings = {SETTINGS_DEVICE: "cpu"}  # chosen in an earlier session
+    gpu = {"devices": [["auto", "auto"], ["cpu", "CPU"], ["cuda:0", "cuda:0 H200"]]}
+    # the old order (connect, then fill) lost it: the first addItem stored "auto"
+    old = DocumentedComboBox()
+    old.connect(lambda i: settings.__setitem__(SETTINGS_DEVICE, old.itemData(i) or "auto"))
+    old.addItem("auto", "auto")
+    assert settings[SETTINGS_DEVICE] == "auto"
+    # the module's order: fill (changes while filling are not choices), then connect
+    settings[SETTINGS_DEVICE] = "cpu"
+    choice, combo = DeviceChoice(settings), DocumentedComboBox()
+    _fill(combo, choice)
+    combo.connect(lambda i: choice.chosen(combo.itemData(i)))
+    assert combo.itemData(combo.index) == "cpu" and settings[SETTINGS_DEVICE] == "cpu"
+    _fill(combo, choice, gpu)  # refresh: the GPU appears; the choice survives the refill
+    assert combo.itemData(combo.index) == "cpu"
+    combo.setCurrentIndex(2)  # the user picks the GPU
+    assert settings[SETTINGS_DEVICE] == "cuda:0"
+    _fill(combo, choice)  # the GPU is gone (e.g. another machine): auto is shown, the choice is kept
+    assert combo.itemData(combo.index) == "auto" and settings[SETTINGS_DEVICE] == "cuda:0"
+    _fill(combo, choice, gpu)
+    assert combo.itemData(combo.index) == "cuda:0"
+
+
+@pytest.mark.parametrize(
+    ("table", "plot", "with_plot", "expected"),
+    [
+        (True, True, True, None),  # both shown: the user's layout stays
+        (True, False, False, None),
+        (True, False, True, "SlicerLayoutFourUpPlotTableView"),
+        (False, True, True, "SlicerLayoutFourUpPlotTableView"),
+        (False, False, False, "SlicerLayoutFourUpTableView"),
+    ],
+)
+def test_slicer_layout_switches_only_when_a_view_is_missing(table, plot, with_plot, expected):
+    from LungDDPMLogic.evaluation_nodes import layout_needed
+
+    assert layout_needed(table, plot, with_plot) == expected
+
+
+@pytest.fixture
+def slicer_scene():
+    yield from conftest_slicer.empty_scene()
+
+
+@pytest.mark.skipif(not conftest_slicer.slicer_core_available(), reason="slicer-core is not installed")
+def test_slicer_segments_are_chosen_by_id_and_survive_renames(slicer_scene):
+    from LungDDPMLogic import mrml_bridge as mb
+    from LungDDPMLogic import segment_choice as sc
+
+    seg = slicer_scene.mrmlScene.AddNewNodeByClass("vtkMRMLSegmentationNode", "Layout")
+    segmentation = seg.GetSegmentation()
+    lung = segmentation.AddEmptySegment("", "Right, lung", [1, 0, 0])  # a comma in the name (and ID)
+    nodule = segmentation.AddEmptySegment("", "Nodule", [1, 1, 0])
+    text = sc.encode_ids([lung])
+    segmentation.GetSegment(lung).SetName("RL")  # renamed after choosing: the choice still holds
+    assert sc.chosen_ids(seg, text, "") == ([lung], None)  # None: nodules are guessed from names
+    assert sc.existing_ids(seg, text) == [lung]
+    segmentation.RemoveSegment(lung)
+    assert sc.existing_ids(seg, text) == []  # the picker shows nothing checked...
+    with pytest.raises(mb.LayoutError, match="no longer in 'Layout'"):
+        sc.chosen_ids(seg, text, "")  # ...and a run says why instead of using another segment
+    with pytest.raises(mb.LayoutError, match="not readable"):
+        sc.decode_ids("Left lung, Right lung")  # a name list from an old scene
+    # terminology: a coded segment is recognised whatever its name
+    sc.set_terminology(segmentation.GetSegment(nodule), "nodule")
+    segmentation.GetSegment(nodule).SetName("finding A")
+    other = segmentation.AddEmptySegment("", "structure 2", [0, 0, 1])
+    sc.set_terminology(segmentation.GetSegment(other), "lung")
+    assert mb.guess_segments(seg) == ([other], [nodule])
+
+
+@pytest.mark.skipif(not conftest_slicer.slicer_core_available(), reason="slicer-core is not installed")
+def test_slicer_outputs_follow_the_ct_parent_transform(slicer_scene):
+    """Outputs copy the CT's voxel grid in local coordinates, so they must sit under the CT's parent transform."""
+    from LungDDPMLogic import mrml_bridge as mb
+
+    slicer = slicer_scene
+    ct = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "CT")
+    slicer.util.updateVolumeFromArray(ct, np.zeros((4, 5, 6), np.int16))
+    moved = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLLinearTransformNode", "registration")
+    ct.SetAndObserveTransformNodeID(moved.GetID())
+    out = mb.add_volume_like(ct, np.ones((4, 5, 6), np.int16), "CT synthetic 0")
+    assert out.GetTransformNodeID() is None
+    mb.follow_parent_transform([out], ct)
+    assert out.GetTransformNodeID() == moved.GetID()
+
+
+def test_slicer_reload_drops_the_logic_and_engine_modules():
+    """Slicer's Reload re-executes LungDDPM.py only; unload() makes the next import read the package files again.
+
+    In a subprocess: dropping the engine's modules here would leave this test session with two copies of them.
+    """
+    code = (
+        f"import sys; sys.path.insert(0, {str(conftest_slicer.MODULE_DIR)!r})\n"
+        "import LungDDPMLogic, LungDDPMLogic.run_control as before, LungDDPMLib.errors as errors_before\n"
+        "names = LungDDPMLogic.unload()\n"
+        "assert 'LungDDPMLogic.run_control' in names and 'LungDDPMLib.errors' in names, names\n"
+        "assert not any(n.split('.')[0] in ('LungDDPMLogic', 'LungDDPMLib') for n in sys.modules)\n"
+        "import LungDDPMLogic.run_control as after, LungDDPMLib.errors as errors_after\n"
+        "assert after is not before and after.TaskSlot is not before.TaskSlot\n"
+        "assert errors_after.InputError is not errors_before.InputError\n"
+        "print('reloaded')\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.stdout.strip() == "reloaded", done.stderr
