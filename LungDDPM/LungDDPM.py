@@ -55,7 +55,7 @@ class LungDDPM(ScriptedLoadableModule):
 
 @parameterNodeWrapper
 class LungDDPMParameterNode:
-    """Everything the GUI shows, saved with the scene. Steps and blend-from 0 mean 'the default'.
+    """Everything the GUI shows, saved with the scene. Steps 0 means the sampler's default, blend-from -1 every step.
 
     ``lungSegmentIds``/``noduleSegmentIds`` (segment IDs as a JSON list, so renaming a segment does not change the
     choice) and ``checkpoint`` (a str: Slicer's Path connector would show an empty path as ".") are synced with
@@ -77,7 +77,7 @@ class LungDDPMParameterNode:
     numSamples: Annotated[int, WithinRange(1, 16)] = 1
     mode: Annotated[str, Choice(["auto", "full", "roi"])] = "auto"
     aas: bool = True
-    blendFrom: Annotated[int, WithinRange(0, 250)] = 0
+    blendFrom: Annotated[int, WithinRange(-1, 249)] = -1  # -1: every step; B: steps from levels <= B
     precision: Annotated[str, Choice(["auto", "fp32", "bf16"])] = "auto"
 
 

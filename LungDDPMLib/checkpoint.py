@@ -92,6 +92,12 @@ def detect_format(data: Mapping[str, Any]) -> str:
     )
 
 
+def trained_by_us(provenance: Mapping[str, Any]) -> bool:
+    """Whether a checkpoint (or an export of one) was written by our trainer: it decides what legacy config
+    records mean (see :meth:`ModelConfig.from_dict`)."""
+    return isinstance(provenance, Mapping) and provenance.get("kind") == "lungddpm-training"
+
+
 def infer_published_config(state_dict: Mapping[str, torch.Tensor]) -> ModelConfig:
     """Pick the preset that a published-format state dict was made with, from its first conv and its depth."""
     first = state_dict.get("denoise_fn.input_blocks.0.0.weight")
@@ -157,8 +163,8 @@ def load_checkpoint(
     provenance: Dict[str, Any] = {}
     if fmt == FORMAT_OURS:
         try:
-            config = ModelConfig.from_json(str(data["config"]))
             provenance = json.loads(str(data.get("provenance", "{}")))
+            config = ModelConfig.from_json(str(data["config"]), trained_here=trained_by_us(provenance))
         except (KeyError, ValueError) as exc:
             raise CheckpointError(f"{path} has a damaged configuration record: {exc}") from None
     else:

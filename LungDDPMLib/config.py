@@ -179,8 +179,14 @@ class ModelConfig:
         return json.dumps(self.to_dict(), sort_keys=True)
 
     @classmethod
-    def from_dict(cls, data: Dict[str, Any]) -> ModelConfig:
-        """Rebuild from :meth:`to_dict` output; unknown keys are an error so typos do not pass silently."""
+    def from_dict(cls, data: Dict[str, Any], trained_here: bool = False) -> ModelConfig:
+        """Rebuild from :meth:`to_dict` output; unknown keys are an error so typos do not pass silently.
+
+        ``trained_here``: the record comes from a checkpoint our trainer wrote. It decides what the legacy order
+        name ``xyz`` meant: before the orders were named by NIfTI axes, our trainer never reordered axes, so such a
+        model learnt SimpleITK order (``kji``) on nearest-neighbour labels; anywhere else (the released weights
+        exported to our format) ``xyz`` was the published order.
+        """
         reject_unknown_fields(cls, data, "model configuration fields")
         unet = dict(data.get("unet", {}))
         reject_unknown_fields(UNetConfig, unet, "model configuration fields (unet)")
@@ -190,18 +196,21 @@ class ModelConfig:
                 unet[key] = tuple(unet[key])
         rest = {k: v for k, v in data.items() if k not in ("unet", "schedule")}
         if rest.get("array_order") in LEGACY_AXIS_ORDERS:
-            # Before layout_resize existed, "xyz" was stored only by models of the published presets (e.g. the
-            # released weights exported to our format), which were trained on linearly resized channels.
-            if rest["array_order"] == "xyz":
-                rest.setdefault("layout_resize", "channels-linear")
-            rest["array_order"] = LEGACY_AXIS_ORDERS[rest["array_order"]]
+            legacy = rest["array_order"]
+            if legacy == "xyz" and trained_here:
+                rest["array_order"] = "kji"
+                rest.setdefault("layout_resize", "labels-nearest")
+            else:
+                if legacy == "xyz":
+                    rest.setdefault("layout_resize", "channels-linear")
+                rest["array_order"] = LEGACY_AXIS_ORDERS[legacy]
         if "grid" in rest:
             rest["grid"] = tuple(int(g) for g in rest["grid"])
         return cls(unet=UNetConfig(**unet), schedule=ScheduleConfig(**data.get("schedule", {})), **rest)
 
     @classmethod
-    def from_json(cls, text: str) -> ModelConfig:
-        return cls.from_dict(json.loads(text))
+    def from_json(cls, text: str, trained_here: bool = False) -> ModelConfig:
+        return cls.from_dict(json.loads(text), trained_here)
 
 
 _PRESETS: Dict[str, ModelConfig] = {

@@ -52,7 +52,7 @@ class RunSettings:
     num_samples: int = 1
     mode: str = "auto"
     aas: bool = True
-    blend_from: int = 0
+    blend_from: int = -1  # -1: blend after every step; B >= 0: after steps starting at a level <= B (published)
     device: str = "auto"
     precision: str = "auto"
     auto_lung: bool = False
@@ -66,7 +66,7 @@ class RunSettings:
             "num_samples": int(self.num_samples),
             "mode": None if self.mode in ("", "auto") else self.mode,
             "aas": bool(self.aas),
-            "blend_from": self.blend_from or None,
+            "blend_from": None if self.blend_from < 0 else int(self.blend_from),
             "device": self.device or "auto",
             "precision": self.precision,
         }

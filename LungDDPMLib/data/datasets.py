@@ -105,9 +105,23 @@ def pair_files(ct_dir: PathLike, layout_dir: Optional[PathLike] = None) -> List[
     return [(n, cts[n], layouts[n]) for n in names]
 
 
+#: Part of every disk-cache key: bump it when preprocessing changes what it produces for the same options.
+CACHE_FORMAT = 2
+
+
 def model_data_options(config: Any) -> Dict[str, Any]:
     """Dataset options that make training data match what synthesis feeds a model of this ``ModelConfig``
-    (grid, intensities, crop, axis order, layout resize and the channels it is conditioned on)."""
+    (grid, intensities, crop, axis order, layout resize and the channels it is conditioned on).
+
+    Raises:
+        InputError: for ``roi`` models: these datasets hold whole volumes on the model grid, and training on
+            nodule-centred native-resolution crops is not implemented yet.
+    """
+    if config.spatial_mode != "full":
+        raise InputError(
+            f"training a {config.spatial_mode!r}-mode model ({config.preset or 'custom'}) is not supported yet: the "
+            "training datasets prepare whole volumes, not nodule-centred crops at native resolution"
+        )
     options = model_options(config)
     return {
         "grid": options.pop("grid"),
@@ -178,6 +192,7 @@ class _PreprocessedDataset(Dataset):
 
     def _cache_path(self, index: int) -> Path:
         key = {
+            "format": CACHE_FORMAT,
             "grid": self.grid,
             "normalization": self.normalization,
             "options": self.preprocess_options,

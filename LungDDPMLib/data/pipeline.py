@@ -185,8 +185,8 @@ def _check(normalization: str, spatial_mode: str, grid: Sequence[int], crop: str
 
 def model_options(config: Any) -> Dict[str, Any]:
     """The :func:`preprocess` arguments that a :class:`~LungDDPMLib.config.ModelConfig` fixes: what the network
-    was trained on (grid, intensities, crop, axis order, layout resize). Training and synthesis both use this, so
-    a model is never fed data prepared differently from what it learnt."""
+    was trained on (grid, intensities, crop, axis order, layout resize). Synthesis and the training datasets
+    (``full`` mode) both take them from here, and the trainer refuses a dataset prepared otherwise."""
     return {
         "normalization": config.normalization,
         "spatial_mode": config.spatial_mode,

@@ -56,6 +56,22 @@ def check_item(item: Any, where: str, config: ModelConfig) -> Tuple[torch.Tensor
     return ct, layout
 
 
+def check_dataset_preparation(dataset: Any, config: ModelConfig) -> None:
+    """A dataset that says how it prepared its volumes (``preprocess_options``, as the folder and phantom datasets
+    do) must have prepared them as the model expects: a different axis order or layout resize would train the
+    network on an orientation or conditioning it is never sampled with."""
+    options = getattr(dataset, "preprocess_options", None)
+    if not isinstance(options, dict):
+        return
+    wanted = {"array_order": config.array_order, "layout_resize": config.layout_resize}
+    got = {k: options.get(k, default) for k, default in (("array_order", "kji"), ("layout_resize", "labels-nearest"))}
+    if got != wanted:
+        raise InputError(
+            f"the dataset was prepared with {got} but the model expects {wanted}; build it with "
+            "data.datasets.model_data_options(model.config)"
+        )
+
+
 def _stack(name: str, values: Union[ArrayLike, Sequence[ArrayLike]]) -> List[torch.Tensor]:
     if isinstance(values, (np.ndarray, torch.Tensor)):
         values = list(values)

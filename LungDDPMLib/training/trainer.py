@@ -29,7 +29,7 @@ from ..device import autocast_context
 from ..diffusion import DiffusionModel
 from ..errors import CheckpointError, InputError
 from .config import TrainConfig
-from .datasets import StreamSampler, check_item, derive_seed
+from .datasets import StreamSampler, check_dataset_preparation, check_item, derive_seed
 from .distributed import DistInfo, any_across, barrier, device_for, mean_across
 from .ema import EMA
 from .loss import LossModule, draw_noise, owned_rng
@@ -96,6 +96,7 @@ class Trainer:
         if size < 1:
             raise InputError("the dataset is empty: there is nothing to train on")
         check_item(dataset[0], "dataset item 0", model.config)
+        check_dataset_preparation(dataset, model.config)
         self.dist = distributed or DistInfo.current()
         self.device = device_for(device, self.dist)
         if config.precision == "bf16" and self.device.type != "cuda":
@@ -360,7 +361,7 @@ class Trainer:
         if data.get("format") != "lungddpm" or not isinstance(state, dict) or "optimizer" not in state:
             raise CheckpointError(f"{path} is not a LungDDPM training checkpoint (it has no trainer state)")
         try:
-            saved_cfg = ModelConfig.from_json(str(data["config"]))
+            saved_cfg = ModelConfig.from_json(str(data["config"]), trained_here=True)
         except (KeyError, ValueError) as exc:
             raise CheckpointError(f"{path} has a damaged configuration record: {exc}") from None
         mine, theirs = self.model.config.to_dict(), saved_cfg.to_dict()

@@ -64,3 +64,6 @@ def test_legacy_axis_order_names_are_read_as_what_they_meant() -> None:
     published["array_order"] = "xyz"
     del published["layout_resize"]
     assert ModelConfig.from_dict(published) == preset("lung-ddpm")
+    # Our trainer stored "xyz" for the published presets but fed them SimpleITK order on nearest labels.
+    ours_published = ModelConfig.from_dict(published, trained_here=True)
+    assert (ours_published.array_order, ours_published.layout_resize) == ("kji", "labels-nearest")

@@ -28,6 +28,7 @@ from LungDDPMLib.data.io import read_ct
 from LungDDPMLib.data.layout import load_layout
 from LungDDPMLib.data.pipeline import model_options, preprocess
 from LungDDPMLib.diffusion import DiffusionModel
+from LungDDPMLib.errors import InputError
 from LungDDPMLib.sampling import AASConfig, SamplerConfig
 from LungDDPMLib.sampling.aas import AASBlender
 from LungDDPMLib.sampling.samplers import sample_ddpm
@@ -67,7 +68,9 @@ def marked_volumes(shape_ijk: Tuple[int, int, int]) -> Tuple[np.ndarray, np.ndar
     return ct.astype(np.float32), layout
 
 
-@pytest.fixture(scope="module", params=[(100, 90, 70), (128, 128, 128)], ids=["resized", "native128"])
+@pytest.fixture(
+    scope="module", params=[(100, 90, 70), (150, 100, 140), (128, 128, 128)], ids=["up", "up-and-down", "native128"]
+)
 def nifti_case(request, tmp_path_factory) -> Dict[str, object]:
     """The case as a user's NIfTI files (written by nibabel, with a non-trivial affine)."""
     shape = request.param
@@ -140,6 +143,13 @@ def capture_first_network_call(monkeypatch, model: DiffusionModel) -> Dict[str, 
     import LungDDPMLib.synthesis as synthesis
 
     real_sample = synthesis.sample
+    real_blender_init = AASBlender.__init__
+
+    def blender_spy(self, schedule, reference, known, config, noise):
+        seen["aas_known"] = known.detach().clone()
+        real_blender_init(self, schedule, reference, known, config, noise)
+
+    monkeypatch.setattr(AASBlender, "__init__", blender_spy)
 
     def spy(*args, **kwargs):
         seen["layout"], seen["reference"] = args[1], args[2]
@@ -161,7 +171,8 @@ def published_model() -> DiffusionModel:
     return DiffusionModel(preset("lung-ddpm")).eval()
 
 
-def test_sampling_feeds_the_network_what_the_published_sample_py_feeds(nifti_case, published_model, monkeypatch):
+def test_sampling_feeds_the_network_what_the_published_pipeline_fed_it(nifti_case, published_model, monkeypatch):
+    """The default intensity order is the training one (scale per k, then resize): what the weights saw."""
     seen = capture_first_network_call(monkeypatch, published_model)
     ct = read_ct(nifti_case["ct"])
     layout = load_layout(nifti_case["layout"], ct)
@@ -181,10 +192,9 @@ def test_sampling_feeds_the_network_what_the_published_sample_py_feeds(nifti_cas
     # The CT handed over for AAS (x_t is noise at the first call) is the published one, per-k scaled.
     reference = torch.as_tensor(np.asarray(seen["reference"]))
     assert torch.allclose(reference, want_ct[0], atol=2e-5, rtol=0)
-    # AAS keeps exactly the voxels where both channels are -1.
+    # AAS keeps exactly the voxels where both channels are -1: the mask the blender was given.
     known_want = published_known(want_cond)
-    known_ours = (torch.as_tensor(np.asarray(seen["condition"])) == -1).all(dim=0)
-    assert torch.equal(known_ours, known_want)
+    assert torch.equal(seen["aas_known"][0, 0].cpu(), known_want)
     # The check can fail: the order this project used before (i, j, k) is far from the published tensor.
     wrong = torch.as_tensor(np.asarray(seen["reference"])).permute(0, 2, 1)
     assert float((wrong - want_ct[0]).abs().mean()) > 0.05
@@ -300,7 +310,7 @@ def test_trainer_feeds_the_batch_condition_to_the_network(tmp_path):
     trainer.fit()
     assert seen and torch.equal(seen[0][0, 1:], cond)
     plain = InMemoryPairs(torch.zeros(1, 16, 16, 16), layout[None])
-    with pytest.raises(Exception, match="linearly resized layout channels"):
+    with pytest.raises(InputError, match="linearly resized layout channels"):
         Trainer(DiffusionModel(cfg), plain, TrainConfig(max_steps=1), tmp_path / "run2").fit()
 
 
@@ -425,3 +435,15 @@ def test_blend_from_means_the_same_for_the_corrected_aas(blend_from):
     assert levels == list(range(bound, -1, -1))
     assert torch.equal(out[0][lay == 0], ref[lay == 0])
     assert math.isfinite(float(out.abs().max()))
+
+
+def test_the_trainer_refuses_data_prepared_for_another_orientation(tmp_path):
+    from LungDDPMLib.data.datasets import PhantomDataset
+    from LungDDPMLib.training import TrainConfig, Trainer
+
+    cfg = preset("lung-ddpm", unet=preset("tiny").unet, grid=(16, 16, 16))
+    ours = PhantomDataset(1, phantom_size=(32, 32, 24), phantom_spacing=(6.0, 6.0, 8.0), grid=(16, 16, 16))
+    with pytest.raises(InputError, match=r"prepared with .*'kji'.* expects .*'ikj'"):
+        Trainer(DiffusionModel(cfg), ours, TrainConfig(max_steps=1), tmp_path / "run")
+    with pytest.raises(InputError, match="'roi'-mode model"):
+        model_data_options(preset("lung-ddpm-plus"))

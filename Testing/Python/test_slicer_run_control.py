@@ -131,3 +131,13 @@ def test_slicer_abort_kills_at_once(slicer_scene, phantom_files):
     process = run.worker.process
     slot.abort()
     assert slot.state is State.IDLE and process.poll() is not None and not run.worker.workdir.exists()
+
+
+def test_slicer_blend_from_reaches_the_job_with_the_published_meaning() -> None:
+    """-1 (the spin box's 'every step') is the default; 0 is the published --blend_from 0 (the last step only)."""
+    conftest_slicer.add_module_path()
+    from LungDDPMLogic.synthesis_run import RunSettings
+
+    assert RunSettings().job_fields()["blend_from"] is None
+    assert RunSettings(blend_from=0).job_fields()["blend_from"] == 0
+    assert RunSettings(blend_from=120).job_fields()["blend_from"] == 120
