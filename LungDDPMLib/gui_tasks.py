@@ -66,21 +66,10 @@ def case_metrics(job: Any, case: Any, paths: Sequence[str]) -> Dict[str, Any]:
     """:func:`metrics_payload` for one finished case of ``job``, its layout read exactly as the synthesis read it."""
     import SimpleITK as sitk
 
-    from .data.io import read_ct, read_image
-    from .data.layout import load_layout
+    from .data.io import read_image
+    from .worker import read_case
 
-    ct = read_ct(case.ct)
-    layout = load_layout(
-        case.layout,
-        ct,
-        job.lung_labels,
-        job.nodule_labels,
-        job.lung_segments,
-        job.nodule_segments,
-        auto_lung=job.auto_lung,
-        ignore_labels=job.ignore_labels,
-        resample=job.resample_layout,
-    )
+    ct, layout, _ = read_case(job, case)
     real = sitk.GetArrayFromImage(ct).astype(np.float32)
     labels = sitk.GetArrayFromImage(layout)
     synthetics = [sitk.GetArrayFromImage(read_image(p)).astype(np.float32) for p in paths]

@@ -29,7 +29,7 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from .config import reject_unknown_fields
 from .errors import CaseLockedError, DiskFullError, InputError, LungDDPMError, NumericalError, SamplingCancelled
@@ -336,6 +336,27 @@ def _write_case(
     return provenance
 
 
+def read_case(job: Job, case: Case) -> Tuple[Any, Any, Dict[str, Any]]:
+    """A case's CT, and its layout read with the job's options (labels, segments, auto lung, resampling), plus the
+    layout report for the provenance; the one place a case's inputs are read (synthesis and metrics alike)."""
+    from .data.io import read_ct
+    from .data.layout import read_layout
+
+    ct = read_ct(case.ct)
+    layout, info = read_layout(
+        case.layout,
+        ct,
+        job.lung_labels,
+        job.nodule_labels,
+        job.lung_segments,
+        job.nodule_segments,
+        auto_lung=job.auto_lung,
+        ignore_labels=job.ignore_labels,
+        resample=job.resample_layout,
+    )
+    return ct, layout, info
+
+
 def _finish(emit: Emit, start: float, ok: int, skipped: int, failed: List[str], cancelled: bool) -> None:
     emit({"type": "done", "ok": ok, "skipped": skipped, "failed": failed, "cancelled": cancelled,
           "elapsed_s": round(time.perf_counter() - start, 2)})  # fmt: skip
@@ -349,8 +370,7 @@ def run_job(
     Raises :class:`SamplingCancelled` after emitting ``done`` when ``should_stop`` turns true; a failure to load
     the model (nothing can run) is reported for every case. A failure in one case is reported and the next runs.
     """
-    from .data.io import clean_orphans, read_ct
-    from .data.layout import read_layout
+    from .data.io import clean_orphans
     from .data.validation import check_memory
     from .outputs import CaseLock, check_apart, check_not_foreign, check_writable, is_done, same_file
     from .registry import DEMO_FILE, file_sha256
@@ -411,18 +431,7 @@ def run_job(
                     for orphan in clean_orphans(folder):
                         emit({"type": "log", "message": f"removed {orphan.name}, left by a run that was killed"})
                     cleaned.add(folder)
-                ct = read_ct(case.ct)
-                layout, layout_info = read_layout(
-                    case.layout,
-                    ct,
-                    job.lung_labels,
-                    job.nodule_labels,
-                    job.lung_segments,
-                    job.nodule_segments,
-                    auto_lung=job.auto_lung,
-                    ignore_labels=job.ignore_labels,
-                    resample=job.resample_layout,
-                )
+                ct, layout, layout_info = read_case(job, case)
                 for warning in layout_info.get("warnings", []):
                     emit({"type": "log", "message": f"{case.name}: {warning}"})
                 need = estimate_case_bytes(ct, job.num_samples, ckpt.config.grid, job.batch_size or job.num_samples)

@@ -11,13 +11,14 @@ float32, so spacing/origin/direction round-trip to ~1e-7 relative.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, List, Sequence, Tuple, Union
+from typing import Any, Dict, Iterator, List, Sequence, Tuple, Union
 
 import numpy as np
 import SimpleITK as sitk
@@ -321,6 +322,22 @@ def _verify_written(image: sitk.Image, tmp: Path, path: Path) -> None:
         raise OSError(f"cannot write {path}: the file written did not read back as the image (I/O error?)")
 
 
+@contextlib.contextmanager
+def _staged(path: Path) -> Iterator[Path]:
+    """The temporary name ``path`` is written under: removed unless it was renamed into place, and an out-of-space
+    failure on the way is reported as :class:`DiskFullError`."""
+    tmp = temp_path(path)
+    try:
+        yield tmp
+    except OSError as exc:
+        if _is_disk_full(exc) and not isinstance(exc, DiskFullError):
+            raise disk_full_error(path, str(exc)) from None
+        raise
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
 def write_image(image: sitk.Image, path: PathLike, compress: bool = True) -> Path:
     """Write NRRD (.nrrd, .seg.nrrd), NIfTI (.nii, .nii.gz) or MetaImage (.mha); returns the path.
 
@@ -337,8 +354,7 @@ def write_image(image: sitk.Image, path: PathLike, compress: bool = True) -> Pat
     if suffix not in WRITE_SUFFIXES:
         raise InputError(f"cannot write {path}: choose one of {', '.join(WRITE_SUFFIXES)}")
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = temp_path(path)
-    try:
+    with _staged(path) as tmp:
         try:
             sitk.WriteImage(image, str(tmp), compress and suffix != ".nii")
         except RuntimeError as exc:
@@ -350,33 +366,18 @@ def write_image(image: sitk.Image, path: PathLike, compress: bool = True) -> Pat
         _verify_written(image, tmp, path)
         fsync_file(tmp)
         os.replace(tmp, path)
-    except OSError as exc:
-        if _is_disk_full(exc) and not isinstance(exc, DiskFullError):
-            raise disk_full_error(path, str(exc)) from None
-        raise
-    finally:
-        if tmp.exists():
-            tmp.unlink()
     return path
 
 
 def write_text_atomic(text: str, path: PathLike) -> Path:
     """Write a small text file (a JSON record) completely or not at all: temporary name, fsync, rename."""
     path = Path(path)
-    tmp = temp_path(path)
-    try:
+    with _staged(path) as tmp:
         with open(tmp, "w", encoding="utf-8") as fh:
             fh.write(text)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
-    except OSError as exc:
-        if _is_disk_full(exc):
-            raise disk_full_error(path, str(exc)) from None
-        raise
-    finally:
-        if tmp.exists():
-            tmp.unlink()
     return path
 
 

@@ -340,18 +340,6 @@ def read_layout(
     return check_layout(layout, reference, auto_lung), report
 
 
-def load_layout(
-    path: PathLike,
-    reference: sitk.Image,
-    lung_labels: Union[int, Sequence[int], None] = None,
-    nodule_labels: Union[int, Sequence[int], None] = None,
-    lung_segments: Union[str, Sequence[str], None] = None,
-    nodule_segments: Union[str, Sequence[str], None] = None,
-    auto_lung: str = "never",
-    ignore_labels: Union[int, Sequence[int], None] = None,
-    resample: bool = False,
-) -> sitk.Image:
-    """:func:`read_layout` without the report."""
-    return read_layout(
-        path, reference, lung_labels, nodule_labels, lung_segments, nodule_segments, auto_lung, ignore_labels, resample
-    )[0]
+def load_layout(path: PathLike, reference: sitk.Image, *args: object, **kwargs: object) -> sitk.Image:
+    """:func:`read_layout` (same arguments) without the report."""
+    return read_layout(path, reference, *args, **kwargs)[0]  # type: ignore[arg-type]
