@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
+import pytest
 import SimpleITK as sitk
 
 from LungDDPMLib.checkpoint import load_checkpoint
@@ -54,3 +58,51 @@ def test_train_errors_are_one_line(tmp_path: Path) -> None:
     assert missing.returncode == 1 and missing.stderr.count("\n") == 1 and "Traceback" not in missing.stderr
     grid = run_cli("train", "--phantom", "1", "--out", str(tmp_path / "r"), "--grid", "30", cwd=tmp_path)
     assert grid.returncode == 1 and "divisible" in grid.stderr
+
+
+TINY = ["--preset", "tiny", "--grid", "16", "--phantom", "2", "--phantom-size", "48", "48", "32"]
+TINY += ["--phantom-spacing", "6", "6", "9", "--grad-accum", "1", "--lr", "1e-3", "--ema-start", "0"]
+TINY += ["--log-every", "1", "--device", "cpu", "--quiet"]
+
+
+def _logged_steps(out: Path) -> list:
+    path = out / "loss.jsonl"
+    return [json.loads(line)["step"] for line in path.read_text().splitlines()] if path.is_file() else []
+
+
+@pytest.mark.parametrize("sig,workers", [(signal.SIGTERM, "0"), (signal.SIGINT, "1")], ids=["SIGTERM", "SIGINT"])
+def test_a_signal_saves_a_checkpoint_at_the_step_reached_then_resume_continues_the_log(tmp_path, sig, workers):
+    """What a cluster scheduler (SIGTERM) or Ctrl-C (SIGINT) does: signal every process of the job's group."""
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "LungDDPMLib", "train", *TINY, "--out", str(out), "--num-workers", workers]
+    proc = subprocess.Popen(
+        [*cmd, "--steps", "100000"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while len(_logged_steps(out)) < 2 and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert proc.poll() is None, proc.communicate()[1]
+        os.killpg(proc.pid, sig)
+        stdout, stderr = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 130, stderr
+    summary = json.loads(stdout.strip().splitlines()[-1])
+    step = summary["step"]
+    assert summary["stopped_early"] and step >= 2 and "Traceback" not in stderr
+    assert f"stopped by a signal at step {step}" in stderr and "--resume" in stderr
+    assert load_checkpoint(out / "last.pt").step == step and (out / "checkpoints" / f"step-{step:07d}.pt").is_file()
+    assert _logged_steps(out) == list(range(1, step + 1))
+    assert json.loads((out / "train.json").read_text())["sessions"][-1]["status"] == "stopped"
+    again = subprocess.run([*cmd, "--steps", str(step + 2), "--resume"], capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stderr
+    assert _logged_steps(out) == list(range(1, step + 3))  # strictly increasing, no step twice
+    assert load_checkpoint(out / "last.pt").step == step + 2
+    record = json.loads((out / "train.json").read_text())
+    assert [(s["start_step"], s["step"], s["status"]) for s in record["sessions"]] == [
+        (0, step, "stopped"),
+        (step, step + 2, "done"),
+    ]
+    assert record["model"]["preset"] == "tiny" and record["train"]["num_workers"] == int(workers)
