@@ -99,25 +99,26 @@ def _write_json_atomically(path: Path, data: Dict[str, Any]) -> None:
 
 
 class RunRecord:
-    """``train.json``: the run's model and training settings, and one entry per session (start, resume).
+    """``train.json``: the run's model and data, and one entry per session (the first, each resume).
 
     Kept beside the checkpoints so a run folder says how it was made and where each session ended (done,
-    stopped by a signal, failed) without reading a .pt file.
+    stopped by a signal, failed) without reading a .pt file. Training settings are per session: a resume may
+    change the step target, the workers or the logging.
     """
 
-    def __init__(self, out: Path, settings: Dict[str, Any]) -> None:
+    def __init__(self, out: Path, run: Dict[str, Any], session: Dict[str, Any]) -> None:
         self.path = out / "train.json"
         try:
             previous = json.loads(self.path.read_text(encoding="utf-8"))
             sessions = list(previous.get("sessions", [])) if isinstance(previous, dict) else []
         except (OSError, ValueError):
             sessions = []
-        self.data: Dict[str, Any] = {**settings, "sessions": sessions}
-        self.session: Dict[str, Any] = {}
+        self.data: Dict[str, Any] = {**run, "sessions": sessions}
+        self.session = dict(session)
 
     def start(self, step: int) -> None:
         now = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
-        self.session = {"started": now, "argv": sys.argv[1:], "start_step": step, "status": "running"}
+        self.session.update({"started": now, "argv": sys.argv[1:], "start_step": step, "status": "running"})
         self.data["sessions"].append(self.session)
         self._write()
 
@@ -208,13 +209,11 @@ def _train(args: argparse.Namespace, should_stop: Callable[[], bool]) -> int:
             )
         if info.is_main:
             source = {"phantom": args.phantom} if args.phantom is not None else {"data": args.data}
-            settings = {
+            run = {
                 "model": model_cfg.to_dict(),
-                "train": config.to_dict(),
                 "data": {**source, "layout_dir": args.layout_dir, "cases": len(dataset)},
-                "world_size": info.world_size,
             }
-            record = RunRecord(out, settings)
+            record = RunRecord(out, run, {"train": config.to_dict(), "world_size": info.world_size})
             record.start(trainer.step)
         try:
             result = trainer.fit(callback=_progress(args.quiet or not info.is_main), should_stop=should_stop)
