@@ -414,6 +414,8 @@ class Trainer:
             self.optimizer.load_state_dict(state["optimizer"])
         except (ValueError, KeyError) as exc:
             raise CheckpointError(f"{path}: optimiser state does not fit ({exc})") from None
+        for group in self.optimizer.param_groups:  # the saved groups carry the old lr: a changed --lr must apply
+            group.update(lr=self.config.lr, betas=tuple(self.config.betas), weight_decay=self.config.weight_decay)
         self.ema.load_state_dict(state.get("ema", {}))
         self.step = int(data["step"])
         self.samples_seen = int(state["data"]["samples_seen"])

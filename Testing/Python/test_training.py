@@ -272,8 +272,8 @@ def test_divergence_never_saves_non_finite_weights_and_names_the_last_finite_che
     model = seeded_model(small_config(), 0)
     Trainer(model, toy16, quick(max_steps=2), tmp_path, device="cpu").fit()  # last.pt at step 2, finite
 
-    def resumed(checkpoint_every: int) -> Trainer:
-        cfg = quick(max_steps=10, checkpoint_every=checkpoint_every)
+    def resumed(checkpoint_every: int, lr: float = 1e-3) -> Trainer:
+        cfg = quick(max_steps=10, checkpoint_every=checkpoint_every, lr=lr)
         return Trainer(model, toy16, cfg, tmp_path, device="cpu", resume=True)
 
     # An update that overflows (the loss before it was finite) leaves inf weights; the save after it refuses them.
@@ -290,8 +290,8 @@ def test_divergence_never_saves_non_finite_weights_and_names_the_last_finite_che
     assert not (tmp_path / "checkpoints" / "step-0000003.pt").exists()
     # A learning rate of 1e37 sends the weights to ~1e37: the next loss overflows, and the advice still names
     # the finite file, not the state in memory.
-    trainer = resumed(checkpoint_every=1000)
-    trainer.optimizer.param_groups[0]["lr"] = 1e37  # the resumed optimiser state carries its own lr
+    with pytest.warns(RuntimeWarning, match="changed training settings"):
+        trainer = resumed(checkpoint_every=1000, lr=1e37)
     with pytest.raises(TrainingDiverged, match=r"the training loss became (nan|inf) at step 4; lower lr") as info:
         trainer.fit()
     assert f"resume from {tmp_path / 'last.pt'} (step 2" in str(info.value)
@@ -317,3 +317,14 @@ def test_a_fresh_run_does_not_append_to_an_earlier_runs_log(toy16, tmp_path):
     Trainer(model, toy16, quick(max_steps=2), tmp_path, device="cpu", resume="auto").fit()
     steps = [json.loads(x)["step"] for x in (tmp_path / "loss.jsonl").read_text().splitlines()]
     assert steps == [1, 2]
+
+
+def test_resume_applies_a_changed_learning_rate(toy16, tmp_path):
+    """The advice after a divergence is "lower lr, then resume": the saved optimiser state must not undo that."""
+    model = seeded_model(small_config(), 0)
+    Trainer(model, toy16, quick(max_steps=1), tmp_path, device="cpu").fit()
+    with pytest.warns(RuntimeWarning, match="changed training settings"):
+        resumed = Trainer(model, toy16, quick(max_steps=2, lr=1e-5), tmp_path, device="cpu", resume=True)
+    assert [g["lr"] for g in resumed.optimizer.param_groups] == [1e-5]
+    resumed.fit()
+    assert json.loads((tmp_path / "loss.jsonl").read_text().splitlines()[-1])["lr"] == 1e-5
