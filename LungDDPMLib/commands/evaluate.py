@@ -76,6 +76,8 @@ def _summary_lines(report: Dict[str, Any]) -> list:
             f"FID {sets['fid']:.4g}  MMD^2 {sets['mmd2']:.4g}  ({sets['extractor']} features, per {sets['unit']}: "
             f"{sets['n_real']} real, {sets['n_synthetic']} synthetic)"
         )
+        if sets.get("note"):
+            lines.append(f"note: {sets['note']}")
     else:
         lines.append(f"FID/MMD: {sets['status']}" + (f" - {sets['reason']}" if "reason" in sets else ""))
     return lines

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
+import os
 import sys
 import time
-from typing import Callable, Optional
+from pathlib import Path
+from typing import Any, Callable, Dict, Optional
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -16,7 +19,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         description="Train on --data (paired CT/layout files matched by name) or --phantom N (generated). "
         "Defaults follow the published Lung-DDPM recipe (Adam 1e-5, batch 1 x 2 accumulation, EMA 0.995 every "
         "10 steps from 2000). Under `torchrun --nproc-per-node K -m LungDDPMLib train ...` each process takes "
-        "its share of every batch.",
+        "its share of every batch. SIGTERM (what a cluster scheduler sends before killing a job) or SIGINT "
+        "(Ctrl-C) finishes the current update, writes a checkpoint at that step and exits with code 130; "
+        "continue with --resume. Exit codes: 0 done, 1 error, 130 stopped by a signal (checkpoint written).",
     )
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--data", help="folder of paired CTs and layouts (or CT folder with --layout-dir)")
@@ -24,7 +29,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--layout-dir", help="layouts in a separate folder, matched by name")
     p.add_argument("--phantom-size", type=int, nargs=3, default=(128, 128, 80), metavar=("X", "Y", "Z"))
     p.add_argument("--phantom-spacing", type=float, nargs=3, default=(1.6, 1.6, 3.0), metavar=("X", "Y", "Z"))
-    p.add_argument("--out", required=True, help="run folder: checkpoints/, last.pt, loss.jsonl, train.json")
+    p.add_argument(
+        "--out",
+        required=True,
+        help="run folder: checkpoints/step-N.pt, last.pt, loss.jsonl and train.json (settings and each session's "
+        "start/end step and outcome)",
+    )
     p.add_argument("--preset", default="small", help="architecture preset (tiny, small, lung-ddpm, lung-ddpm-plus)")
     p.add_argument("--grid", type=int, nargs="+", help="model grid (one size or D H W); default: the preset's")
     p.add_argument("--steps", type=int, default=None, help="optimiser updates to reach (default 100000)")
@@ -42,7 +52,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--precision", choices=("fp32", "bf16"))
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto")
-    p.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue from OUT/last.pt (without it, a folder holding a run is refused)",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress lines")
     p.set_defaults(func=run)
 
@@ -77,13 +91,80 @@ def _progress(quiet: bool) -> Callable[[int, int, float, Optional[float]], None]
     return report
 
 
+def _write_json_atomically(path: Path, data: Dict[str, Any]) -> None:
+    """Replace ``path`` in one step, so a killed run never leaves half a record."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=True, default=str) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+
+
+class RunRecord:
+    """``train.json``: the run's model and data, and one entry per session (the first, each resume).
+
+    Kept beside the checkpoints so a run folder says how it was made and where each session ended (done,
+    stopped by a signal, failed) without reading a .pt file. Training settings are per session: a resume may
+    change the step target, the workers or the logging.
+    """
+
+    def __init__(self, out: Path, run: Dict[str, Any], session: Dict[str, Any]) -> None:
+        self.path = out / "train.json"
+        try:
+            previous = json.loads(self.path.read_text(encoding="utf-8"))
+            sessions = list(previous.get("sessions", [])) if isinstance(previous, dict) else []
+        except (OSError, ValueError):
+            sessions = []
+        self.data: Dict[str, Any] = {**run, "sessions": sessions}
+        self.session = dict(session)
+
+    def start(self, step: int) -> None:
+        now = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+        self.session.update({"started": now, "argv": sys.argv[1:], "start_step": step, "status": "running"})
+        self.data["sessions"].append(self.session)
+        self._write()
+
+    def end(self, status: str, **fields: Any) -> None:
+        now = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+        self.session.update({"ended": now, "status": status, **fields})
+        self._write()
+
+    def _write(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        _write_json_atomically(self.path, self.data)
+
+
+def _refuse_existing_run(out: Path) -> None:
+    """Without --resume a new run would overwrite last.pt and the step files of the run already there."""
+    from ..errors import InputError
+
+    if (out / "last.pt").is_file():
+        raise InputError(
+            f"{out} already holds a training run ({out / 'last.pt'}); pass --resume to continue it, or choose "
+            "another --out for a new run"
+        )
+
+
 def run(args: argparse.Namespace) -> int:
+    """Stop on SIGTERM/SIGINT from the start: a signal during data preparation still ends with a checkpoint."""
+    from .job_args import cancel_on_signals
+
+    should_stop, restore_signals = cancel_on_signals()
+    try:
+        return _train(args, should_stop)
+    finally:
+        restore_signals()
+
+
+def _train(args: argparse.Namespace, should_stop: Callable[[], bool]) -> int:
+    from ..cli import EXIT_CANCELLED
     from ..config import preset
     from ..data.datasets import PairedFolderDataset, PhantomDataset, model_data_options
     from ..errors import InputError
     from ..training import TrainConfig, Trainer, seeded_model
     from ..training.distributed import init_from_env, shutdown
 
+    out = Path(args.out)
+    if not args.resume:
+        _refuse_existing_run(out)
     overrides = {}
     if args.grid:
         if len(args.grid) not in (1, 3):
@@ -108,6 +189,7 @@ def run(args: argparse.Namespace) -> int:
     else:
         dataset = PairedFolderDataset(args.data, args.layout_dir, **data_kwargs)
     info = init_from_env(args.device)
+    record: Optional[RunRecord] = None
     try:
         trainer = Trainer(
             seeded_model(model_cfg, args.seed),
@@ -125,20 +207,38 @@ def run(args: argparse.Namespace) -> int:
                 file=sys.stderr,
                 flush=True,
             )
-        result = trainer.fit(callback=_progress(args.quiet or not info.is_main))
         if info.is_main:
-            print(
-                json.dumps(
-                    {
-                        "step": result.step,
-                        "stopped_early": result.stopped_early,
-                        "last_loss": result.last_loss,
-                        "checkpoint": str(result.checkpoint),
-                        "elapsed_s": round(result.elapsed_s, 1),
-                    }
-                ),
-                flush=True,
-            )
+            source = {"phantom": args.phantom} if args.phantom is not None else {"data": args.data}
+            run = {
+                "model": model_cfg.to_dict(),
+                "data": {**source, "layout_dir": args.layout_dir, "cases": len(dataset)},
+            }
+            record = RunRecord(out, run, {"train": config.to_dict(), "world_size": info.world_size})
+            record.start(trainer.step)
+        try:
+            result = trainer.fit(callback=_progress(args.quiet or not info.is_main), should_stop=should_stop)
+        except BaseException as exc:
+            if record is not None:
+                record.end("failed", step=trainer.step, error=str(exc) or type(exc).__name__)
+            raise
+        summary = {
+            "step": result.step,
+            "stopped_early": result.stopped_early,
+            "last_loss": result.last_loss,
+            "checkpoint": str(result.checkpoint),
+            "elapsed_s": round(result.elapsed_s, 1),
+        }
+        if info.is_main:
+            assert record is not None
+            record.end("stopped" if result.stopped_early else "done", **summary)
+            print(json.dumps(summary), flush=True)
+            if result.stopped_early:
+                print(
+                    f"stopped by a signal at step {result.step}; checkpoint {trainer.last_path} written. Continue "
+                    "with the same command and --resume.",
+                    file=sys.stderr,
+                    flush=True,
+                )
     finally:
         shutdown(info)
-    return 0
+    return EXIT_CANCELLED if result.stopped_early else 0

@@ -18,7 +18,7 @@ import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Sequence, Tuple, Union
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import SimpleITK as sitk
@@ -136,6 +136,64 @@ def _bytes_per_voxel(reader: sitk.ImageFileReader) -> int:
         return 8
 
 
+# deflate (gzip, zlib) cannot compress better than about 1032:1, even all zeros; above this ratio the header lies.
+DEFLATE_MAX_RATIO = 1100
+
+
+def _payload_and_encoding(path: Path) -> Tuple[Optional[Path], str]:
+    """The file that holds the voxels and how they are stored: ``raw``, ``deflate`` or ``other`` (not checked).
+
+    Only the text header is read (NRRD ``encoding``/``data file``, MetaImage ``CompressedData``/
+    ``ElementDataFile``); a list or pattern of data files gives ``None`` (not checked).
+    """
+    suffix = file_suffix(path)
+    if suffix in (".nii", ".nii.gz"):
+        return path, "raw" if suffix == ".nii" else "deflate"
+    with open(path, "rb") as fh:
+        head = fh.read(1 << 16).decode("latin-1").split("\n\n", 1)[0]
+    sep = ":" if suffix in (".nrrd", ".seg.nrrd", ".nhdr") else "="
+    fields = {}
+    for line in head.splitlines():
+        key, found, value = line.partition(sep)
+        if found and not line.startswith("#"):
+            fields[key.strip().lower()] = value.strip()
+    if sep == ":":
+        encoding = {"raw": "raw", "gz": "deflate", "gzip": "deflate"}.get(fields.get("encoding", "raw"), "other")
+        data = fields.get("data file", fields.get("datafile"))
+    else:
+        encoding = "deflate" if fields.get("compresseddata", "false").lower() == "true" else "raw"
+        data = fields.get("elementdatafile", "LOCAL")
+        data = None if data == "LOCAL" else data
+    if data is None:
+        return path, encoding
+    if " " in data or "%" in data or data.upper().startswith("LIST"):
+        return None, encoding
+    return path.parent / data, encoding
+
+
+def _check_header_against_file_size(path: Path, reader: sitk.ImageFileReader) -> None:
+    """Refuse a header that claims more voxels than its file can hold, before anything is allocated.
+
+    A damaged or hostile header (say 1200^3 float32 over a 1 KB payload) would otherwise make ITK allocate
+    gigabytes and only then fail. Uncompressed data must be at least voxels x bytes per voxel long; deflate-
+    compressed data (``.nii.gz``, gzip NRRD, compressed MetaImage) at least that / :data:`DEFLATE_MAX_RATIO`,
+    a bound no valid file can break. Other encodings (ASCII, hex, bzip2) and file lists are not checked.
+    """
+    payload, encoding = _payload_and_encoding(path)
+    if payload is None or encoding == "other" or not payload.is_file():
+        return
+    needed = int(np.prod(reader.GetSize())) * _bytes_per_voxel(reader)
+    have = payload.stat().st_size
+    limit = have if encoding == "raw" else have * DEFLATE_MAX_RATIO
+    if needed > limit:
+        stored = "uncompressed" if encoding == "raw" else f"gzip-compressed (at most {DEFLATE_MAX_RATIO}:1)"
+        raise InputError(
+            f"cannot read {path}: its header claims {reader.GetSize()} voxels ({needed:,} bytes) but the "
+            f"{stored} data in {payload.name} is only {have:,} bytes; the file is truncated or its header is "
+            "wrong - export the image again"
+        )
+
+
 def _read_file(path: Path, allow_multicomponent: bool) -> sitk.Image:
     reader = sitk.ImageFileReader()
     reader.SetFileName(str(path))
@@ -146,6 +204,7 @@ def _read_file(path: Path, allow_multicomponent: bool) -> sitk.Image:
             f"cannot read {path}: not a valid {file_suffix(path)} image or the file is corrupt "
             f"({str(exc).strip().splitlines()[-1][:200]})"
         ) from None
+    _check_header_against_file_size(path, reader)
     n_voxels = int(np.prod(reader.GetSize()))
     check_memory(n_voxels * _bytes_per_voxel(reader) * 3, f"reading {path.name} ({reader.GetSize()})")
     try:

@@ -30,7 +30,7 @@ import SimpleITK as sitk
 
 from ..data.io import Geometry, read_ct
 from ..data.layout import load_layout
-from ..data.validation import DataWarning
+from ..data.validation import DataWarning, check_ct_intensities
 from ..errors import InputError
 from .features import FeatureExtractor, extract_features, make_extractor
 from .fidelity import layout_fidelity
@@ -100,12 +100,51 @@ def _set_result(real: np.ndarray, synthetic: np.ndarray, ex: FeatureExtractor, u
     result.update(
         {"status": "ok", "extractor": ex.name, "comparable_with_paper": ex.comparable_with_paper, "unit": unit}
     )
+    note = set_metrics_note(result)
+    if note:
+        result["note"] = note
     return result
+
+
+def set_metrics_note(result: Dict[str, Any]) -> str:
+    """What a reader must know before quoting FID/MMD^2; the same words go to metrics.json and the console.
+
+    A number printed without its caveat gets quoted (``FID 0  MMD^2 -0.39`` on identical sets), so the caveat
+    travels with it wherever it is shown.
+    """
+    parts = []
+    if not result.get("fid_reliable", True):
+        parts.append(
+            f"FID is unreliable here: {min(result['n_real'], result['n_synthetic'])} samples per set for "
+            f"{result['dim']} features (it needs more samples than features; use more volumes or --set-unit patch)"
+        )
+    if result.get("mmd2", 0.0) < 0:
+        parts.append("MMD^2 below 0 is sampling noise of its unbiased estimate: no detectable difference")
+    return "; ".join(parts)
+
+
+def read_synthetic(path: Any) -> sitk.Image:
+    """Read a synthetic CT, refusing NaN/inf voxels with a message about the synthetic file.
+
+    The generic CT check would call it "the CT" and advise fixing it "before synthesis", pointing the user at
+    their input when the broken file is the output of a model.
+    """
+    image = read_ct(path, check_intensities=False)
+    array = sitk.GetArrayViewFromImage(image)
+    if np.issubdtype(array.dtype, np.floating):
+        bad = int(array.size - np.count_nonzero(np.isfinite(array)))
+        if bad:
+            raise InputError(
+                f"the synthetic CT {path} has {bad:,} NaN or infinite voxels (of {array.size:,}); it is not a usable "
+                "result - regenerate it (a model with non-finite weights is refused when loaded) or leave it out"
+            )
+    check_ct_intensities(image, f"the synthetic CT {path}")
+    return image
 
 
 def _load_pair(pair: Dict[str, Optional[Path]], geometry: str, log: Log) -> Dict[str, Any]:
     real_img = read_ct(pair["real"])
-    synth_img = read_ct(pair["synthetic"])
+    synth_img = read_synthetic(pair["synthetic"])
     g_real, g_syn = Geometry.of(real_img), Geometry.of(synth_img)
     resampled = False
     if not g_real.matches(g_syn):
@@ -186,9 +225,9 @@ def _pair_figures(d: Dict[str, Any], masks: Dict[str, np.ndarray], folder: Path,
     return names
 
 
-def _item(path: Path, layout: Optional[Path] = None) -> VolumeItem:
+def _item(path: Path, layout: Optional[Path] = None, read: Callable[[Any], sitk.Image] = read_ct) -> VolumeItem:
     """A real or synthetic file as extractor input; with a layout, masked to its generated region."""
-    img = read_ct(path)
+    img = read(path)
     sx, sy, sz = img.GetSpacing()
     mask = None
     if layout is not None:
@@ -264,7 +303,7 @@ def evaluate_files(
 
     if acc.extractor is not None:
         if not pairing.pairs:  # unpaired sets: whole-volume features
-            acc.synthetic_features = [acc.features(*_item(f)) for f in synth_files]
+            acc.synthetic_features = [acc.features(*_item(f, read=read_synthetic)) for f in synth_files]
         for f in real_files:  # real CTs without a sample still belong to the reference set
             if str(f) not in acc.real_features:
                 layout = layout_for(case_key(f), f, layout_files, [case_key(r) for r in real_files])

@@ -15,7 +15,7 @@ from .datasets import TOY_VALUES, InMemoryPairs, StreamSampler, check_item, deri
 from .distributed import DistInfo, init_from_env, shutdown
 from .ema import EMA
 from .loss import LossModule, draw_noise, seeded_model
-from .trainer import Trainer, TrainResult
+from .trainer import Trainer, TrainingDiverged, TrainResult
 
 __all__ = [
     "EMA",
@@ -27,6 +27,7 @@ __all__ = [
     "TrainConfig",
     "TrainResult",
     "Trainer",
+    "TrainingDiverged",
     "check_item",
     "derive_seed",
     "draw_noise",

@@ -11,6 +11,8 @@ import contextlib
 import copy
 import json
 import logging
+import math
+import signal
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -23,11 +25,11 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset
 
 from .. import __version__
-from ..checkpoint import check_state_dict, read_checkpoint_file, save_checkpoint
+from ..checkpoint import check_finite, check_state_dict, first_non_finite, read_checkpoint_file, save_checkpoint
 from ..config import ModelConfig
 from ..device import autocast_context
 from ..diffusion import DiffusionModel
-from ..errors import CheckpointError, InputError
+from ..errors import CheckpointError, InputError, LungDDPMError
 from .config import TrainConfig
 from .datasets import StreamSampler, check_dataset_preparation, check_item, derive_seed
 from .distributed import DistInfo, any_across, barrier, device_for, mean_across
@@ -37,6 +39,18 @@ from .loss import LossModule, draw_noise, owned_rng
 log = logging.getLogger("LungDDPMLib.training")
 ProgressCallback = Callable[[int, int, float, float], None]
 TRAINER_STATE_VERSION = 1
+
+
+class TrainingDiverged(LungDDPMError, FloatingPointError):
+    """The loss or the weights became NaN/inf. Nothing non-finite was saved; the message names the last good file."""
+
+
+def _leave_stop_signals_to_the_trainer(worker_id: int) -> None:
+    """DataLoader workers ignore SIGINT/SIGTERM, which reach them too (Ctrl-C and schedulers signal the whole
+    process group); the training process stops them itself after writing its checkpoint. Had they died first,
+    the next batch would raise "DataLoader worker exited unexpectedly" and no checkpoint would be written."""
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, signal.SIG_IGN)
 
 
 @dataclass
@@ -117,12 +131,16 @@ class Trainer:
         self.samples_seen = 0
         self._elapsed_before = 0.0
         self._saved_step = -1
+        # The newest checkpoint known to hold finite weights: (file to resume from, its step, a copy or None).
+        self._last_finite: Optional[Tuple[Path, int, Optional[Path]]] = None
         if resume == "auto":
             resume = self.last_path.is_file()
         elif resume not in (True, False):
             raise InputError(f"resume must be True, False or 'auto', got {resume!r}")
         if resume:
             self.resume()
+        elif self.dist.is_main:
+            self._truncate_log()  # a fresh run at step 0: lines of an earlier, checkpoint-less run would repeat steps
 
     # ----------------------------------------------------------------------------------------------- set-up
     @property
@@ -167,6 +185,7 @@ class Trainer:
             num_workers=self.config.num_workers,
             pin_memory=self.device.type == "cuda",
             generator=worker_seed,
+            worker_init_fn=_leave_stop_signals_to_the_trainer if self.config.num_workers else None,
         )
         return iter(loader)
 
@@ -219,11 +238,8 @@ class Trainer:
                 (loss / cfg.grad_accum).backward()
             summed += loss.detach().float()
         total = float(summed)  # one device sync per update
-        if total != total or abs(total) == float("inf"):
-            raise FloatingPointError(
-                f"the training loss became {total} at step {step_index + 1}; lower lr or set grad_clip, then resume "
-                f"from {self.last_path}"
-            )
+        if not math.isfinite(total):
+            raise TrainingDiverged(f"the training loss became {total} at step {step_index + 1}; {self._advice()}")
         if cfg.grad_clip is not None:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
         self.optimizer.step()
@@ -322,8 +338,29 @@ class Trainer:
             "elapsed_s": float(elapsed_s),
         }
 
+    def _advice(self) -> str:
+        """Where to go on after a divergence: never a file with NaN weights (none is ever written)."""
+        if self._last_finite is None:
+            return (
+                "no checkpoint of this run holds finite weights yet; start again with a lower lr (--lr) or a "
+                "gradient clip (--grad-clip)"
+            )
+        path, step, copy_ = self._last_finite
+        also = f"; the same weights are in {copy_}" if copy_ is not None else ""
+        return (
+            f"lower lr (--lr) or set a gradient clip (--grad-clip), then resume from {path} (step {step}, the last "
+            f"checkpoint with finite weights{also})"
+        )
+
     def _save(self, elapsed_s: float) -> Path:
         path = self.run_dir / "checkpoints" / f"step-{self.step:07d}.pt"
+        for label, module in (("model", self.model), ("EMA", self.ema.model)):
+            bad = first_non_finite(module.state_dict())
+            if bad is not None:  # checked on every rank: the weights are the same everywhere
+                raise TrainingDiverged(
+                    f"the {label} weights became non-finite (NaN or inf in '{bad}') by step {self.step}; they were "
+                    f"not saved; {self._advice()}"
+                )
         if self.dist.is_main:
             provenance = {
                 "kind": "lungddpm-training",
@@ -341,6 +378,7 @@ class Trainer:
             )
             log.info("saved %s", path)
         self._saved_step = self.step
+        self._last_finite = (self.last_path, self.step, path)
         return path
 
     def resume(self, source: Union[str, Path, None] = None) -> int:
@@ -370,17 +408,21 @@ class Trainer:
             raise CheckpointError(f"{path} was trained with another model configuration (differs in {diff})")
         for name in ("model", "ema"):
             check_state_dict(self.model, data[name], f"{path} ({name})")
+        check_finite([("model", data["model"]), ("ema", data["ema"])], str(path))
         self.model.load_state_dict(data["model"])
         self.ema.model.load_state_dict(data["ema"])
         try:
             self.optimizer.load_state_dict(state["optimizer"])
         except (ValueError, KeyError) as exc:
             raise CheckpointError(f"{path}: optimiser state does not fit ({exc})") from None
+        for group in self.optimizer.param_groups:  # the saved groups carry the old lr: a changed --lr must apply
+            group.update(lr=self.config.lr, betas=tuple(self.config.betas), weight_decay=self.config.weight_decay)
         self.ema.load_state_dict(state.get("ema", {}))
         self.step = int(data["step"])
         self.samples_seen = int(state["data"]["samples_seen"])
         self._elapsed_before = float(state.get("elapsed_s", 0.0))
         self._saved_step = self.step
+        self._last_finite = (path, self.step, None)
         self._warn_changes(TrainConfig.from_json(str(state["train_config"])), int(state.get("world_size", 1)))
         if self.dist.is_main:
             self._truncate_log()

@@ -91,15 +91,57 @@ def test_pickle_that_would_run_code_is_refused_and_not_run(tmp_path: Path, monke
     assert not (tmp_path / "PWNED").exists()
 
 
+def test_protocol_0_code_pickle_is_still_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A text-only pickle (protocol 0) is not a torch file but is still named for what it is: code."""
+    monkeypatch.chdir(tmp_path)
+    path = tmp_path / "evil0.pt"
+    path.write_bytes(pickle.dumps({"model": _RunsCode()}, protocol=0))
+    with pytest.raises(UnsafeCheckpointError, match="would run code"):
+        load_checkpoint(path)
+    assert not (tmp_path / "PWNED").exists()
+
+
+@pytest.mark.parametrize(
+    "content",
+    [b"checkpoint\n", b"model weights v2\n", b'{"step": 3}\n', b"hello\n", b"", b"\x5c\x01\x00\x00" + bytes(344)],
+    ids=["checkpoint", "words", "json", "hello", "empty", "nifti-header"],
+)
+def test_text_or_other_file_is_not_a_checkpoint_not_unsafe(tmp_path: Path, content: bytes) -> None:
+    path = tmp_path / "notes.pt"
+    path.write_bytes(content)
+    with pytest.raises(CheckpointError, match="is not a checkpoint") as info:
+        load_checkpoint(path)
+    assert not isinstance(info.value, UnsafeCheckpointError)
+    assert "notes.pt" in str(info.value)
+
+
+def test_non_finite_weights_are_refused_naming_the_first_bad_tensor(tmp_path: Path) -> None:
+    model = DiffusionModel(preset("tiny"))
+    key = next(k for k, v in model.state_dict().items() if v.is_floating_point() and k.startswith("denoise_fn."))
+    with torch.no_grad():
+        model.state_dict()[key].view(-1)[3] = float("nan")
+    save_checkpoint(tmp_path / "nan.pt", model, ema=DiffusionModel(preset("tiny")))
+    with pytest.raises(CheckpointError, match=f"model tensor '{key}'"):
+        load_checkpoint(tmp_path / "nan.pt", weights="model")
+    assert load_checkpoint(tmp_path / "nan.pt").weights == "ema"  # the finite EMA still loads
+    with torch.no_grad():
+        model.state_dict()[key].view(-1)[3] = 0.0
+        model.state_dict()["denoise_fn.out.2.bias"].fill_(float("inf"))
+    save_checkpoint(tmp_path / "inf.pt", DiffusionModel(preset("tiny")), ema=model)
+    with pytest.raises(CheckpointError, match=r"non-finite weights .* ema tensor 'denoise_fn.out.2.bias'"):
+        load_checkpoint(tmp_path / "inf.pt")
+
+
 def test_corrupt_truncated_missing_and_foreign_files(tmp_path: Path) -> None:
     good = save_checkpoint(tmp_path / "good.pt", DiffusionModel(preset("tiny")))
     truncated = tmp_path / "truncated.pt"
     truncated.write_bytes(good.read_bytes()[:500])
     garbage = tmp_path / "garbage.pt"
     garbage.write_bytes(b"this is not a checkpoint at all")
-    for bad in (truncated, garbage):
-        with pytest.raises(CheckpointError, match="not a readable checkpoint"):
-            load_checkpoint(bad)
+    with pytest.raises(CheckpointError, match="not a readable checkpoint"):
+        load_checkpoint(truncated)
+    with pytest.raises(CheckpointError, match="is not a checkpoint"):
+        load_checkpoint(garbage)
     with pytest.raises(CheckpointError, match="not found"):
         load_checkpoint(tmp_path / "nope.pt")
     foreign = tmp_path / "foreign.pt"

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import gzip
+import struct
 from pathlib import Path
+from typing import Dict
 
 import numpy as np
 import pytest
@@ -180,3 +183,54 @@ def test_write_is_atomic_and_leaves_no_temporary(tmp_path, monkeypatch):
     with pytest.raises(OSError, match="disk full"):
         write_image(img, path)
     assert path.read_bytes() == before and [p.name for p in tmp_path.iterdir()] == ["out.nii.gz"]
+
+
+def _lying_headers(folder: Path) -> Dict[str, Path]:
+    """Files whose headers claim 1200^3 float32 voxels (6.9 GB) over a 1 KB payload, in each container."""
+    nrrd = b"NRRD0004\ntype: float\ndimension: 3\nsizes: 1200 1200 1200\nencoding: raw\nendian: little\n\n"
+    small = folder / "small.nii"
+    sitk.WriteImage(sitk.GetImageFromArray(np.zeros((4, 4, 4), np.float32)), str(small))
+    nii = bytearray(small.read_bytes()[:352])
+    struct.pack_into("<3h", nii, 42, 1200, 1200, 1200)  # dim[1..3] of the NIfTI-1 header
+    files = {
+        "big.nrrd": nrrd + bytes(1024),
+        "big-gzip.nrrd": nrrd.replace(b"raw", b"gzip") + gzip.compress(bytes(1024)),
+        "big.nii": bytes(nii) + bytes(1024),
+        "big.nii.gz": gzip.compress(bytes(nii) + bytes(1024)),
+        "big.mha": b"ObjectType = Image\nNDims = 3\nDimSize = 1200 1200 1200\nElementType = MET_FLOAT\n"
+        b"ElementDataFile = LOCAL\n" + bytes(1024),
+    }
+    for name, data in files.items():
+        (folder / name).write_bytes(data)
+    return {name: folder / name for name in files}
+
+
+def test_header_claiming_more_voxels_than_the_file_holds_fails_before_allocating(tmp_path, monkeypatch):
+    import LungDDPMLib.data.validation as V
+
+    monkeypatch.setattr(V, "available_memory_bytes", lambda: 1 << 50)  # the memory check would let it through
+
+    def never(self):
+        raise AssertionError("the voxels were read (allocated) before the size check")
+
+    monkeypatch.setattr(sitk.ImageFileReader, "Execute", never)
+    claim = r"header claims \(1200, 1200, 1200\) voxels \(6,912,000,000 bytes\)"
+    for name, path in _lying_headers(tmp_path).items():
+        with pytest.raises(InputError, match=claim) as info:
+            read_image(path)
+        assert name in str(info.value)
+
+
+def test_highly_compressed_and_detached_files_still_read(tmp_path):
+    """All-zero volumes reach deflate's ~1000:1 limit, which the bound must allow; a detached .mhd is checked
+    against its .raw file."""
+    zeros = sitk.GetImageFromArray(np.zeros((128, 128, 128), np.uint8))
+    for suffix in (".nii.gz", ".nrrd", ".mha"):
+        path = write_image(zeros, tmp_path / f"zeros{suffix}", compress=True)
+        assert read_image(path).GetSize() == (128, 128, 128)
+    sitk.WriteImage(_ct(size=(16, 16, 8)), str(tmp_path / "ok.mhd"))
+    assert read_image(tmp_path / "ok.mhd").GetSize() == (16, 16, 8)
+    raw = tmp_path / "ok.raw"
+    raw.write_bytes(raw.read_bytes()[:100])
+    with pytest.raises(InputError, match=r"data in ok\.raw is only 100 bytes"):
+        read_image(tmp_path / "ok.mhd")

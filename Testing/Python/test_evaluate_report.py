@@ -103,14 +103,20 @@ def test_evaluate_report_known_answers(files, capsys) -> None:
     assert "FID" in capsys.readouterr().out
 
 
-def test_identical_sets_have_zero_fid(files, tmp_path) -> None:
+def test_identical_sets_have_zero_fid(files, tmp_path, capsys) -> None:
     real = sorted(str(p) for p in files["real"].glob("*_ct.nrrd"))
     rc = main(
         ["evaluate", "--real", *real, "--synthetic", *real, "--layout", str(files["real"]), "--out", str(tmp_path)]
     )
     assert rc == 0
     report = json.loads((tmp_path / "metrics.json").read_text())
-    assert report["set_metrics"]["fid"] == pytest.approx(0.0, abs=1e-6)
+    sets = report["set_metrics"]
+    assert sets["fid"] == pytest.approx(0.0, abs=1e-6)
+    # 3 volumes for dozens of features: the console carries the same caveat as metrics.json, next to the numbers.
+    assert sets["fid_reliable"] is False and "FID is unreliable here: 3 samples per set" in sets["note"]
+    out = capsys.readouterr().out.splitlines()
+    fid_line = next(i for i, line in enumerate(out) if line.startswith("FID "))
+    assert out[fid_line + 1] == f"note: {sets['note']}"
     assert report["summary"]["whole"]["mae_hu"] == 0 and report["summary"]["whole"]["psnr_db"] == "inf"
 
 
@@ -147,6 +153,28 @@ def test_sets_too_small_and_non_ct(files, tmp_path, capsys) -> None:
     bad = write_image(prob, tmp_path / "prob.nrrd")
     assert main(["evaluate", "--real", real, "--synthetic", str(bad), "--out", str(tmp_path / "b")]) == 1
     assert "Hounsfield units" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("unit", ["paired", "unpaired"])
+def test_nan_synthetic_is_refused_naming_the_synthetic_file(files, tmp_path, capsys, unit) -> None:
+    ph = files["phantoms"][2]
+    arr = sitk.GetArrayFromImage(ph.ct).astype(np.float32)
+    arr[3, 4, 5:9] = np.nan
+    nan = sitk.GetImageFromArray(arr)
+    nan.CopyInformation(ph.ct)
+    if unit == "paired":
+        bad = write_image(nan, tmp_path / "case2_synthetic.nrrd")
+        reals, synthetic = [str(files["real"] / "case2_ct.nrrd")], [str(bad)]
+    else:  # no names in common: set metrics only, whole-volume features of every synthetic file
+        bad = write_image(nan, tmp_path / "x.nrrd")
+        for name in ("y.nrrd", "z.nrrd"):
+            write_image(ph.ct, tmp_path / name)
+        reals = [str(files["real"] / "case1_ct.nrrd"), str(files["real"] / "case2_ct.nrrd")]
+        synthetic = [str(tmp_path / n) for n in ("y.nrrd", "x.nrrd", "z.nrrd")]
+    rc = main(["evaluate", "--real", *reals, "--synthetic", *synthetic, "--out", str(tmp_path / "r")])
+    err = capsys.readouterr().err
+    assert rc == 1
+    assert f"the synthetic CT {bad} has 4 NaN or infinite voxels" in err and "before synthesis" not in err
 
 
 def test_patch_grid_is_deterministic_and_respects_fill() -> None:

@@ -152,5 +152,5 @@ def test_med3d_file_errors(med3d, tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     assert not (tmp_path / "PWNED").exists()
     text = tmp_path / "notes.pth"
     text.write_text("these are not weights\n")
-    with pytest.raises(CheckpointError, match="not a readable checkpoint"):
+    with pytest.raises(CheckpointError, match="is not a checkpoint"):
         make_extractor("med3d", weights=str(text))

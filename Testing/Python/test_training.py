@@ -18,6 +18,7 @@ from LungDDPMLib.training import (
     StreamSampler,
     TrainConfig,
     Trainer,
+    TrainingDiverged,
     derive_seed,
     make_toy_pairs,
     seeded_model,
@@ -264,3 +265,66 @@ def test_resume_errors_are_checkpoint_errors(toy16, tmp_path):
         Trainer(model, toy16, quick(), tmp_path / "plain", device="cpu", resume=True)
     with pytest.raises(InputError):
         Trainer(DiffusionModel(preset("tiny")), toy16, quick(), tmp_path, device="cpu")
+
+
+# ---------------------------------------------------------------------------------------------- divergence
+def test_divergence_never_saves_non_finite_weights_and_names_the_last_finite_checkpoint(toy16, tmp_path):
+    model = seeded_model(small_config(), 0)
+    Trainer(model, toy16, quick(max_steps=2), tmp_path, device="cpu").fit()  # last.pt at step 2, finite
+
+    def resumed(checkpoint_every: int, lr: float = 1e-3) -> Trainer:
+        cfg = quick(max_steps=10, checkpoint_every=checkpoint_every, lr=lr)
+        return Trainer(model, toy16, cfg, tmp_path, device="cpu", resume=True)
+
+    # An update that overflows (the loss before it was finite) leaves inf weights; the save after it refuses them.
+    trainer = resumed(checkpoint_every=1)
+
+    def overflow(step: int, *_: float) -> None:
+        with torch.no_grad():
+            next(trainer.model.parameters()).view(-1)[0] = float("inf")
+
+    with pytest.raises(TrainingDiverged, match=r"weights became non-finite .* by step 3; they were not saved") as info:
+        trainer.fit(callback=overflow)
+    assert f"resume from {tmp_path / 'last.pt'} (step 2, the last checkpoint with finite weights" in str(info.value)
+    assert load_checkpoint(tmp_path / "last.pt", weights="model").step == 2  # loads: finite, not overwritten
+    assert not (tmp_path / "checkpoints" / "step-0000003.pt").exists()
+    # A learning rate of 1e37 sends the weights to ~1e37: the next loss overflows, and the advice still names
+    # the finite file, not the state in memory.
+    with pytest.warns(RuntimeWarning, match="changed training settings"):
+        trainer = resumed(checkpoint_every=1000, lr=1e37)
+    with pytest.raises(TrainingDiverged, match=r"the training loss became (nan|inf) at step 4; lower lr") as info:
+        trainer.fit()
+    assert f"resume from {tmp_path / 'last.pt'} (step 2" in str(info.value)
+    assert load_checkpoint(tmp_path / "last.pt", weights="model").step == 2
+
+
+def test_resume_refuses_a_checkpoint_with_non_finite_weights(toy16, tmp_path):
+    model = seeded_model(small_config(), 0)
+    Trainer(model, toy16, quick(max_steps=1), tmp_path, device="cpu").fit()
+    data = read_checkpoint_file(tmp_path / "last.pt")
+    key = next(iter(data["ema"]))
+    data["ema"][key] = torch.full_like(data["ema"][key], float("nan"))
+    torch.save(data, tmp_path / "last.pt")
+    with pytest.raises(CheckpointError, match=f"non-finite weights .* ema tensor '{key}'"):
+        Trainer(model, toy16, quick(), tmp_path, device="cpu", resume=True)
+
+
+def test_a_fresh_run_does_not_append_to_an_earlier_runs_log(toy16, tmp_path):
+    """A run stopped before its first checkpoint leaves loss lines but no last.pt; the next run starts at step 1."""
+    model = seeded_model(small_config(), 0)
+    Trainer(model, toy16, quick(max_steps=3), tmp_path, device="cpu").fit()
+    (tmp_path / "last.pt").unlink()
+    Trainer(model, toy16, quick(max_steps=2), tmp_path, device="cpu", resume="auto").fit()
+    steps = [json.loads(x)["step"] for x in (tmp_path / "loss.jsonl").read_text().splitlines()]
+    assert steps == [1, 2]
+
+
+def test_resume_applies_a_changed_learning_rate(toy16, tmp_path):
+    """The advice after a divergence is "lower lr, then resume": the saved optimiser state must not undo that."""
+    model = seeded_model(small_config(), 0)
+    Trainer(model, toy16, quick(max_steps=1), tmp_path, device="cpu").fit()
+    with pytest.warns(RuntimeWarning, match="changed training settings"):
+        resumed = Trainer(model, toy16, quick(max_steps=2, lr=1e-5), tmp_path, device="cpu", resume=True)
+    assert [g["lr"] for g in resumed.optimizer.param_groups] == [1e-5]
+    resumed.fit()
+    assert json.loads((tmp_path / "loss.jsonl").read_text().splitlines()[-1])["lr"] == 1e-5
