@@ -60,7 +60,10 @@ def file_identity(path: str) -> Dict[str, Any]:
     """What identifies an input's contents cheaply: resolved path, size and modification time (a DICOM folder:
     its file count, total size and newest modification time)."""
     p = Path(path)
-    st = p.stat()
+    try:
+        st = p.stat()
+    except OSError:
+        raise InputError(f"file not found: {path}") from None
     if p.is_dir():
         files = [f.stat() for f in p.iterdir() if f.is_file()]
         return {

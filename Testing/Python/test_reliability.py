@@ -293,3 +293,10 @@ def test_the_bundled_checkpoint_still_loads_after_all_checks() -> None:
     from LungDDPMLib.registry import DEMO_FILE
 
     assert load_checkpoint(DEMO_FILE).config.preset == "small"
+
+
+def test_a_missing_input_is_an_input_error_naming_it(ws: Path, tmp_path: Path) -> None:
+    ev = run(job(ws, [case(ws, tmp_path / "x", ct=str(tmp_path / "absent_ct.nrrd"))]))
+    err = of(ev, "error")[0]
+    assert err["kind"] == "input" and "file not found" in err["message"] and "absent_ct.nrrd" in err["message"]
+    assert of(ev, "done")[0]["failed"] == ["case0"]
