@@ -6,7 +6,7 @@ import argparse
 import os
 import signal
 import threading
-from typing import Any, Callable, Tuple
+from typing import Any, Callable, List, Optional, Tuple
 
 
 def add_job_arguments(p: argparse.ArgumentParser, *, job_file: bool) -> None:
@@ -50,17 +50,29 @@ def add_job_arguments(p: argparse.ArgumentParser, *, job_file: bool) -> None:
     m.add_argument("--cuda-graphs", action="store_true", help="replay the network as CUDA graphs (CUDA only)")
     m.add_argument("--batch-size", type=int, help="samples per network call")
     lay = p.add_argument_group("layout interpretation")
-    lay.add_argument("--lung-labels", type=int, nargs="+", help="label values that mean lung (default 1)")
-    lay.add_argument("--nodule-labels", type=int, nargs="+", help="label values that mean nodule (default 2)")
+    lay.add_argument("--lung-labels", type=label_values, nargs="+", help="label values that mean lung (default 1)")
+    lay.add_argument("--nodule-labels", type=label_values, nargs="+", help="label values that mean nodule (default 2)")
     lay.add_argument("--lung-segments", nargs="+", help=".seg.nrrd segment names for lung")
     lay.add_argument("--nodule-segments", nargs="+", help=".seg.nrrd segment names for nodules")
-    lay.add_argument("--ignore-labels", type=int, nargs="+", help="label values to treat as background")
+    lay.add_argument("--ignore-labels", type=label_values, nargs="+", help="label values to treat as background")
     lay.add_argument(
         "--resample-layout",
         action="store_true",
         help="accept a layout on another grid that covers the CT only partly (it is resampled onto the CT)",
     )
     lay.add_argument("--auto-lung", choices=("never", "if-missing", "always"), default="never")
+
+
+def label_values(text: str) -> List[int]:
+    """One command-line token of label values: ``3`` or ``1,3`` (``--lung-labels 1,3`` and ``1 3`` both work)."""
+    try:
+        return [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"label values must be whole numbers like 1 or 1,3, got {text!r}") from None
+
+
+def _flat(groups: Optional[List[List[int]]]) -> Optional[List[int]]:
+    return None if groups is None else [v for group in groups for v in group]
 
 
 def job_from_args(args: argparse.Namespace) -> Any:
@@ -93,6 +105,8 @@ def job_from_args(args: argparse.Namespace) -> Any:
     same_names = ("checkpoint", "sampler", "steps", "eta", "seed", "num_samples", "mode", "blend_from", "device")
     same_names += ("precision", "batch_size", "lung_labels", "nodule_labels", "lung_segments", "nodule_segments")
     same_names += ("auto_lung", "channels_last", "compile", "cuda_graphs", "ignore_labels", "resample_layout")
+    for name in ("lung_labels", "nodule_labels", "ignore_labels"):
+        setattr(args, name, _flat(getattr(args, name)))
     return Job(
         cases=cases,
         aas=not args.no_aas,

@@ -442,7 +442,7 @@ def test_the_trainer_refuses_data_prepared_for_another_orientation(tmp_path):
     from LungDDPMLib.training import TrainConfig, Trainer
 
     cfg = preset("lung-ddpm", unet=preset("tiny").unet, grid=(16, 16, 16))
-    ours = PhantomDataset(1, phantom_size=(32, 32, 24), phantom_spacing=(6.0, 6.0, 8.0), grid=(16, 16, 16))
+    ours = PhantomDataset(1, phantom_size=(32, 32, 32), phantom_spacing=(6.0, 6.0, 8.0), grid=(16, 16, 16))
     with pytest.raises(InputError, match=r"prepared with .*'kji'.* expects .*'ikj'"):
         Trainer(DiffusionModel(cfg), ours, TrainConfig(max_steps=1), tmp_path / "run")
     with pytest.raises(InputError, match="'roi'-mode model"):

@@ -300,3 +300,17 @@ def test_a_missing_input_is_an_input_error_naming_it(ws: Path, tmp_path: Path) -
     err = of(ev, "error")[0]
     assert err["kind"] == "input" and "file not found" in err["message"] and "absent_ct.nrrd" in err["message"]
     assert of(ev, "done")[0]["failed"] == ["case0"]
+
+
+def test_label_values_on_the_command_line_take_commas_or_spaces(ws: Path, tmp_path: Path) -> None:
+    import argparse
+
+    from LungDDPMLib.commands.job_args import add_job_arguments, job_from_args
+
+    parser = argparse.ArgumentParser()
+    add_job_arguments(parser, job_file=False)
+    common = ["--ct", "c.nrrd", "--layout", "l.nrrd", "--out", str(tmp_path / "o.nrrd")]
+    for tokens in (["1,3"], ["1", "3"]):
+        assert job_from_args(parser.parse_args([*common, "--lung-labels", *tokens])).lung_labels == [1, 3]
+    with pytest.raises(SystemExit):
+        parser.parse_args([*common, "--lung-labels", "1;3"])
