@@ -90,7 +90,7 @@ def read_record(sidecar: Path) -> Optional[Dict[str, Any]]:
 def is_done(sidecar: Path, key: Dict[str, Any], outputs: Sequence[Path]) -> bool:
     """The case was finished with exactly these inputs and settings, and every output is still there."""
     record = read_record(sidecar)
-    if record is None or record.get("key") != key:
+    if record is None or record.get("key") != key or record.get("state") != "complete":
         return False
     listed = {o.get("path"): o.get("size") for o in record.get("outputs", []) if isinstance(o, dict)}
     for out in outputs:
@@ -121,9 +121,16 @@ def completion_record(key: Dict[str, Any], outputs: Sequence[Path]) -> Dict[str,
     return {
         "format": RECORD_FORMAT,
         "key": key,
+        "state": "complete",
         "outputs": [{"path": str(o), "size": o.stat().st_size} for o in outputs],
         "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
+
+
+def claim_record(key: Dict[str, Any], outputs: Sequence[Path]) -> Dict[str, Any]:
+    """The record written before the images: it names them as ours (so a run killed half-way can be redone) but
+    has no sizes, so it never counts as done."""
+    return {"format": RECORD_FORMAT, "key": key, "state": "writing", "outputs": [{"path": str(o)} for o in outputs]}
 
 
 def write_sidecar(sidecar: Path, provenance: Dict[str, Any]) -> None:

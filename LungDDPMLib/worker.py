@@ -301,7 +301,7 @@ def _write_case(
 ) -> Dict:
     """Write the images (each verified and renamed into place), then the sidecar with the completion record."""
     from .data.io import write_image
-    from .outputs import completion_record, write_sidecar
+    from .outputs import claim_record, completion_record, write_sidecar
 
     runtime = job.runtime().resolved(next(ckpt.model.parameters()).device)  # what actually ran, not "auto"
     provenance = {
@@ -329,6 +329,8 @@ def _write_case(
         "timing_s": {**{k: round(v, 3) for k, v in result.timing_s.items()}, "case": round(elapsed, 3)},
         "preprocess": json.loads(result.record.to_json()),
     }
+    # Claim the output names first: a run killed between two images leaves files a later run knows as its own.
+    write_sidecar(Job.sidecar(case), {"completion": claim_record(key, paths)})
     for image, path in zip(result.images, paths):
         write_image(image, path)
     provenance["completion"] = completion_record(key, paths)

@@ -314,3 +314,26 @@ def test_label_values_on_the_command_line_take_commas_or_spaces(ws: Path, tmp_pa
         assert job_from_args(parser.parse_args([*common, "--lung-labels", *tokens])).lung_labels == [1, 3]
     with pytest.raises(SystemExit):
         parser.parse_args([*common, "--lung-labels", "1;3"])
+
+
+def test_a_run_killed_between_two_images_is_redone_not_refused(ws: Path, tmp_path: Path, monkeypatch) -> None:
+    import LungDDPMLib.data.io as io
+
+    real = io.write_image
+    calls = []
+
+    def dies_on_the_second(image, path, *args, **kwargs):
+        calls.append(path)
+        if len(calls) == 2:
+            raise KeyboardInterrupt  # the process is killed: nothing after this line runs
+        return real(image, path, *args, **kwargs)
+
+    c = case(ws, tmp_path / "k")
+    monkeypatch.setattr(io, "write_image", dies_on_the_second)
+    with pytest.raises(KeyboardInterrupt):
+        run(job(ws, [c], num_samples=2))
+    monkeypatch.setattr(io, "write_image", real)
+    assert (tmp_path / "k_0.nrrd").exists() and not (tmp_path / "k_1.nrrd").exists()
+    assert not (tmp_path / "k.lungddpm.lock").exists()  # released on the way out (a killed one would be stale)
+    ev = run(job(ws, [c], num_samples=2))
+    assert len(of(ev, "result")) == 1 and not of(ev, "error")
