@@ -265,18 +265,24 @@ def error_message(exc: BaseException, kind: str) -> str:
     return str(exc) or type(exc).__name__
 
 
-def estimate_case_bytes(ct: Any, num_samples: int, grid: Sequence[int], batch: int) -> Dict[str, int]:
-    """Memory and disk a case needs: every sample is held as float32 and as an image of the CT's type until the
-    case is written, and the network works on ``batch`` volumes of the model grid (about 16 copies each)."""
-    voxels = 1
-    for n in ct.GetSize():
-        voxels *= int(n)
-    pixel = max(int(ct.GetSizeOfPixelComponent()), 1)
+def estimate_case_bytes(voxels: int, pixel: int, num_samples: int, grid: Sequence[int], batch: int) -> Dict[str, int]:
+    """Memory and disk a case needs: every sample is held as float32 and as an image of the CT's type (``pixel``
+    bytes a voxel) until the case is written, and the network works on ``batch`` volumes of the model grid (about
+    16 copies each)."""
     grid_voxels = 1
     for n in grid:
         grid_voxels *= int(n)
     memory = num_samples * voxels * (4 + pixel) + 16 * 4 * grid_voxels * batch + 3 * 4 * voxels
     return {"memory": memory, "disk": num_samples * voxels * pixel + (1 << 20)}
+
+
+def check_case_memory(job: Job, case: Case, voxels: int, pixel: int, grid: Sequence[int]) -> Dict[str, int]:
+    """Refuse a case whose samples cannot fit in memory, with the figure (before any work per sample)."""
+    from .data.validation import check_memory
+
+    need = estimate_case_bytes(voxels, pixel, job.num_samples, grid, job.batch_size or job.num_samples)
+    check_memory(need["memory"], f"case {case.name} with {job.num_samples} sample(s)")
+    return need
 
 
 def _load_model(job: Job, emit: Emit) -> Any:
@@ -372,8 +378,7 @@ def run_job(
     Raises :class:`SamplingCancelled` after emitting ``done`` when ``should_stop`` turns true; a failure to load
     the model (nothing can run) is reported for every case. A failure in one case is reported and the next runs.
     """
-    from .data.io import clean_orphans
-    from .data.validation import check_memory
+    from .data.io import clean_orphans, header_size
     from .outputs import CaseLock, check_apart, check_not_foreign, check_writable, is_done, same_file
     from .registry import DEMO_FILE, file_sha256
     from .sampling import AASConfig, SamplerConfig
@@ -395,9 +400,17 @@ def run_job(
         return len(mine)
     cleaned: set = set()
     for i, case in mine:
+        where = {"case": i, "name": case.name}
+        try:  # the header alone tells whether the samples can fit: refuse before naming a million outputs
+            header = header_size(case.ct)
+            if header is not None:
+                check_case_memory(job, case, *header, grid=())
+        except LungDDPMError as exc:
+            emit({"type": "error", "kind": classify_error(exc), "message": str(exc), **where})
+            failed.append(case.name)
+            continue
         paths = job.output_paths(case)
         sidecar, lock_path = Job.sidecar(case), Job.lock(case)
-        where = {"case": i, "name": case.name}
         try:
             check_apart([*paths, sidecar, lock_path], [Path(case.ct), Path(case.layout)])
             if Path(case.ct).exists() and same_file(Path(case.ct), Path(case.layout)):
@@ -436,8 +449,8 @@ def run_job(
                 ct, layout, layout_info = read_case(job, case)
                 for warning in layout_info.get("warnings", []):
                     emit({"type": "log", "message": f"{case.name}: {warning}"})
-                need = estimate_case_bytes(ct, job.num_samples, ckpt.config.grid, job.batch_size or job.num_samples)
-                check_memory(need["memory"], f"case {case.name} with {job.num_samples} sample(s)")
+                pixel = max(int(ct.GetSizeOfPixelComponent()), 1)
+                need = check_case_memory(job, case, int(ct.GetNumberOfPixels()), pixel, ckpt.config.grid)
                 check_writable(paths[0].parent, need["disk"])
 
                 def progress(info: Any, i: int = i, name: str = case.name) -> None:

@@ -194,6 +194,21 @@ def _check_header_against_file_size(path: Path, reader: sitk.ImageFileReader) ->
         )
 
 
+def header_size(path: PathLike) -> Optional[Tuple[int, int]]:
+    """``(voxels, bytes per voxel)`` from an image file's header, without reading the voxels; ``None`` for DICOM
+    folders and unreadable headers (reading the image reports those properly)."""
+    p = Path(path)
+    if not p.is_file() or file_suffix(p) == ".dcm":
+        return None
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(p))
+    try:
+        reader.ReadImageInformation()
+    except RuntimeError:
+        return None
+    return int(np.prod(reader.GetSize())), _bytes_per_voxel(reader)
+
+
 def _read_file(path: Path, allow_multicomponent: bool) -> sitk.Image:
     reader = sitk.ImageFileReader()
     reader.SetFileName(str(path))
