@@ -373,6 +373,11 @@ def fsync_file(path: Path) -> None:
         os.close(fd)
 
 
+def _same_voxels(a: np.ndarray, b: np.ndarray) -> bool:
+    """Voxel-for-voxel equality; NaN equals NaN (a float volume written with NaN reads back with NaN)."""
+    return bool(np.array_equal(a, b, equal_nan=bool(np.issubdtype(a.dtype, np.floating))))
+
+
 def _verify_written(image: sitk.Image, tmp: Path, path: Path) -> None:
     """Read the temporary file back and compare it with what was meant to be written.
 
@@ -385,7 +390,7 @@ def _verify_written(image: sitk.Image, tmp: Path, path: Path) -> None:
             back.GetSize() == image.GetSize()
             and back.GetPixelID() == image.GetPixelID()
             and Geometry.of(back).matches(Geometry.of(image), tol=1e-4)
-            and np.array_equal(sitk.GetArrayViewFromImage(back), sitk.GetArrayViewFromImage(image))
+            and _same_voxels(sitk.GetArrayViewFromImage(back), sitk.GetArrayViewFromImage(image))
         )
     except RuntimeError:
         same = False

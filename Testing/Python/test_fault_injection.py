@@ -82,3 +82,11 @@ def test_a_batch_on_a_full_disk_says_so_before_sampling(small_disk: Path, tmp_pa
     assert errors and errors[0]["kind"] == "disk-full" and "MiB free" in errors[0]["message"]
     assert not [e for e in events if e["type"] == "progress"]  # refused before any sampling
     assert leftovers(small_disk) == []
+
+
+def test_a_float_volume_with_nan_writes_and_verifies(tmp_path: Path) -> None:
+    """Verification compares NaN with NaN as equal: a probability map or a damaged synthetic can still be saved."""
+    arr = np.zeros((4, 5, 6), dtype=np.float32)
+    arr[1, 2, 3] = np.nan
+    out = write_image(sitk.GetImageFromArray(arr), tmp_path / "nan.nrrd")
+    assert np.isnan(sitk.GetArrayViewFromImage(sitk.ReadImage(str(out)))[1, 2, 3])
