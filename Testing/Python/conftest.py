@@ -88,3 +88,18 @@ def reference():
 
     g = torch.Generator().manual_seed(5)
     return (torch.rand(16, 16, 16, generator=g) * 1.6 - 0.8).float()
+
+
+# Shared by the Slicer-side test files (the helpers live in conftest_slicer, which imports no Slicer at load time).
+@pytest.fixture
+def slicer_scene():
+    import conftest_slicer
+
+    yield from conftest_slicer.empty_scene()
+
+
+@pytest.fixture(scope="module")
+def tiny_checkpoint(tmp_path_factory):
+    import conftest_slicer
+
+    return conftest_slicer.write_tiny_checkpoint(tmp_path_factory.mktemp("model"))

@@ -100,11 +100,6 @@ def test_slicer_layout_switches_only_when_a_view_is_missing(table, plot, with_pl
     assert layout_needed(table, plot, with_plot) == expected
 
 
-@pytest.fixture
-def slicer_scene():
-    yield from conftest_slicer.empty_scene()
-
-
 @pytest.mark.skipif(not conftest_slicer.slicer_core_available(), reason="slicer-core is not installed")
 def test_slicer_segments_are_chosen_by_id_and_survive_renames(slicer_scene):
     from LungDDPMLogic import mrml_bridge as mb

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import conftest_slicer
 import numpy as np
 import pytest
 import SimpleITK as sitk
@@ -12,21 +11,11 @@ from LungDDPMLib.phantom import NoduleSpec, make_phantom
 PHANTOM_SIZE, PHANTOM_SPACING = (64, 64, 40), (3.2, 3.2, 6.0)
 
 
-@pytest.fixture
-def slicer_scene():
-    yield from conftest_slicer.empty_scene()
-
-
 @pytest.fixture(scope="module")
 def phantom():
     return make_phantom(
         PHANTOM_SIZE, PHANTOM_SPACING, seed=3, nodules=[NoduleSpec(14.0, "solid", "round", side="right")]
     )
-
-
-@pytest.fixture(scope="module")
-def tiny_checkpoint(tmp_path_factory):
-    return conftest_slicer.write_tiny_checkpoint(tmp_path_factory.mktemp("model"))
 
 
 def _other_grid(image: sitk.Image) -> sitk.Image:

@@ -16,11 +16,6 @@ import pytest
 pytestmark = pytest.mark.skipif(not conftest_slicer.slicer_core_available(), reason="slicer-core is not installed")
 
 
-@pytest.fixture
-def slicer_scene():
-    yield from conftest_slicer.empty_scene()
-
-
 @pytest.fixture(scope="module")
 def phantom_files(tmp_path_factory):
     conftest_slicer.add_module_path()

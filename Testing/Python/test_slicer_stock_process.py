@@ -122,16 +122,6 @@ def _blocked_env(block: str, allow: str = "") -> dict:
     return env
 
 
-@pytest.fixture
-def slicer_scene():
-    yield from conftest_slicer.empty_scene()
-
-
-@pytest.fixture(scope="module")
-def tiny_checkpoint(tmp_path_factory):
-    return conftest_slicer.write_tiny_checkpoint(tmp_path_factory.mktemp("model"))
-
-
 def test_slicer_whole_flow_in_a_process_without_torch_or_skimage(tmp_path, tiny_checkpoint):
     script = SCRIPT.format(tests=str(HERE), module=str(MODULE_DIR), work=str(tmp_path), checkpoint=tiny_checkpoint)
     done = subprocess.run(

@@ -93,16 +93,6 @@ def pid_file(tmp_path, monkeypatch):
     return path
 
 
-@pytest.fixture
-def slicer_scene():
-    yield from conftest_slicer.empty_scene()
-
-
-@pytest.fixture(scope="module")
-def tiny_checkpoint(tmp_path_factory):
-    return conftest_slicer.write_tiny_checkpoint(tmp_path_factory.mktemp("model"))
-
-
 @pytest.mark.skipif(not conftest_slicer.slicer_core_available(), reason="slicer-core is not installed")
 def test_slicer_cancel_through_a_launcher_leaves_no_process(tmp_path, pid_file, slicer_scene, tiny_checkpoint):
     from LungDDPMLogic.phantom_scene import load_phantom, write_phantom
