@@ -20,10 +20,54 @@ from typing import Any, Dict, Tuple
 
 from .errors import InputError
 
-#: Names of the layout channels a model can be conditioned on, in the order they are stacked.
+#: The layout channels of the published models (and the default), in the order they are stacked.
 LAYOUT_CHANNELS = ("lung", "nodule")
-#: Label values in a layout volume.
+#: Every channel a model can be conditioned on: the two above, and ``nodule_type`` (the density class of each
+#: nodule voxel, see :func:`condition_values`), which only models trained with it have.
+CONDITION_CHANNELS = ("lung", "nodule", "nodule_type")
+#: Label values in a layout volume: background, lung, nodule of unspecified type.
 LABEL_BACKGROUND, LABEL_LUNG, LABEL_NODULE = 0, 1, 2
+#: Density classes of nodules, as screening guidelines grade them (LIDC-IDRI texture 1-2 ground glass, 3-4 part
+#: solid, 5 solid), and the layout label value of a nodule of each class. A nodule labelled 2 has no stated class.
+NODULE_TYPES = ("solid", "part-solid", "ground-glass")
+LABEL_OF_TYPE = {"solid": 3, "part-solid": 4, "ground-glass": 5}
+TYPE_OF_LABEL = {v: k for k, v in LABEL_OF_TYPE.items()}
+#: Every label value that is a nodule, typed or not.
+NODULE_LABELS = (LABEL_NODULE, *LABEL_OF_TYPE.values())
+#: Every label value a layout may hold.
+LAYOUT_LABELS = (LABEL_BACKGROUND, LABEL_LUNG, *NODULE_LABELS)
+#: Value of the ``nodule_type`` channel per class: ordered by density, so that neighbouring classes are near and
+#: every class is distinct from "no nodule" (-1).
+TYPE_CHANNEL_VALUE = {"ground-glass": -1.0 / 3.0, "part-solid": 1.0 / 3.0, "solid": 1.0}
+
+
+def is_nodule(labels: Any) -> Any:
+    """Boolean mask of nodule voxels (any type) of a label array (numpy or torch)."""
+    return (labels >= LABEL_NODULE) & (labels <= max(NODULE_LABELS))
+
+
+def condition_values(name: str, untyped_as: str = "solid") -> Tuple[float, ...]:
+    """Value of layout channel ``name`` for each label value 0..max(LAYOUT_LABELS): a lookup table.
+
+    ``lung`` and ``nodule`` are +1 on their labels and -1 elsewhere, as published (a typed nodule is a nodule);
+    ``nodule_type`` is -1 outside nodules and :data:`TYPE_CHANNEL_VALUE` inside, with untyped nodules (label 2)
+    drawn as ``untyped_as``.
+    """
+    table = [-1.0] * (max(LAYOUT_LABELS) + 1)
+    if name == "lung":
+        table[LABEL_LUNG] = 1.0
+    elif name == "nodule":
+        for v in NODULE_LABELS:
+            table[v] = 1.0
+    elif name == "nodule_type":
+        table[LABEL_NODULE] = TYPE_CHANNEL_VALUE[untyped_as]
+        for kind, v in LABEL_OF_TYPE.items():
+            table[v] = TYPE_CHANNEL_VALUE[kind]
+    else:
+        raise InputError(f"unknown layout channel {name!r}; known: {', '.join(CONDITION_CHANNELS)}")
+    return tuple(table)
+
+
 #: Axis orders a network can be trained on, named by the NIfTI voxel axes (i, j, k) that become the tensor's
 #: (D, H, W): ``kji`` is SimpleITK's array order (ours), ``ikj`` is what the published pipelines feed (nibabel's
 #: (i, j, k) array transposed to (j, k, i), resized, then with axes 1 and 3 of the tensor swapped).
@@ -82,10 +126,10 @@ class UNetConfig:
         bad = [lvl for lvl in self.attention_levels if not 0 <= lvl < len(self.channel_mult)]
         if bad:
             raise InputError(f"attention_levels {bad} outside 0..{len(self.channel_mult) - 1}")
-        unknown = [c for c in self.layout_channels if c not in LAYOUT_CHANNELS]
+        unknown = [c for c in self.layout_channels if c not in CONDITION_CHANNELS]
         if unknown or len(set(self.layout_channels)) != len(self.layout_channels):
             raise InputError(
-                f"layout_channels must be distinct names from {LAYOUT_CHANNELS}, got {self.layout_channels}"
+                f"layout_channels must be distinct names from {CONDITION_CHANNELS}, got {self.layout_channels}"
             )
 
     @staticmethod
@@ -138,6 +182,8 @@ class ModelConfig:
         array_order: which NIfTI voxel axes are the network's (D, H, W): ``kji`` (SimpleITK's array order, ours) or
             ``ikj`` (the published models, for training and sampling alike); see :mod:`LungDDPMLib.data.axes`.
         layout_resize: ``labels-nearest`` (ours) or ``channels-linear`` (published); see :data:`LAYOUT_RESIZES`.
+        nodule_types: the nodule density classes the model was trained to draw (models conditioned on
+            ``nodule_type`` only; empty otherwise). The first is how nodules of unstated type are drawn.
         preset: the preset name this was built from, if any (informational).
     """
 
@@ -150,9 +196,21 @@ class ModelConfig:
     crop_margin_mm: float = 10.0
     array_order: str = "kji"
     layout_resize: str = "labels-nearest"
+    nodule_types: Tuple[str, ...] = ()
     preset: str = ""
 
     def __post_init__(self) -> None:
+        typed = "nodule_type" in self.unet.layout_channels
+        unknown_types = [t for t in self.nodule_types if t not in NODULE_TYPES]
+        if unknown_types or len(set(self.nodule_types)) != len(self.nodule_types):
+            raise InputError(f"nodule_types must be distinct names from {NODULE_TYPES}, got {self.nodule_types}")
+        if typed != bool(self.nodule_types):
+            raise InputError(
+                "a model conditioned on 'nodule_type' must list the nodule_types it was trained on, and only such a "
+                f"model may list them (layout_channels {self.unet.layout_channels}, nodule_types {self.nodule_types})"
+            )
+        if typed and self.layout_resize != "labels-nearest":
+            raise InputError("nodule_type conditioning needs layout_resize 'labels-nearest'")
         if len(self.grid) != 3 or any(int(g) < 1 for g in self.grid):
             raise InputError(f"grid must be three positive sizes, got {self.grid}")
         factor = self.unet.downsample_factor
@@ -195,6 +253,8 @@ class ModelConfig:
             if key in unet:
                 unet[key] = tuple(unet[key])
         rest = {k: v for k, v in data.items() if k not in ("unet", "schedule")}
+        if "nodule_types" in rest:
+            rest["nodule_types"] = tuple(rest["nodule_types"])
         if rest.get("array_order") in LEGACY_AXIS_ORDERS:
             legacy = rest["array_order"]
             if legacy == "xyz" and trained_here:
@@ -232,6 +292,22 @@ _PRESETS: Dict[str, ModelConfig] = {
         normalization="hu-window",
         crop="lung",
         preset="small",
+    ),
+    # The native-resolution nodule model: nodule-centred patches of 32 x 48 x 48 voxels (z, y, x) at the CT's own
+    # spacing (about 48 x 38 x 38 mm at 1.5 x 0.8 x 0.8 mm), conditioned on lung, nodule and nodule type.
+    "roi-small": ModelConfig(
+        unet=UNetConfig(
+            model_channels=16,
+            channel_mult=(1, 2, 2, 4),
+            attention_levels=(3,),
+            num_heads=2,
+            layout_channels=CONDITION_CHANNELS,
+        ),
+        grid=(32, 48, 48),
+        normalization="hu-window",
+        spatial_mode="roi",
+        nodule_types=NODULE_TYPES,
+        preset="roi-small",
     ),
     # About 0.1 M parameters, for tests and smoke runs; attention only in the middle block (at grid/4),
     # because attention over 16^3 tokens dominates a CPU step.

@@ -30,12 +30,17 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--phantom-size", type=int, nargs=3, default=(128, 128, 80), metavar=("X", "Y", "Z"))
     p.add_argument("--phantom-spacing", type=float, nargs=3, default=(1.6, 1.6, 3.0), metavar=("X", "Y", "Z"))
     p.add_argument(
+        "--phantom-nodules", type=int, default=None, metavar="N", help="random nodules per phantom (default 2)"
+    )
+    p.add_argument(
         "--out",
         required=True,
         help="run folder: checkpoints/step-N.pt, last.pt, loss.jsonl and train.json (settings and each session's "
         "start/end step and outcome)",
     )
-    p.add_argument("--preset", default="small", help="architecture preset (tiny, small, lung-ddpm, lung-ddpm-plus)")
+    p.add_argument(
+        "--preset", default="small", help="architecture preset (tiny, small, roi-small, lung-ddpm, lung-ddpm-plus)"
+    )
     p.add_argument("--grid", type=int, nargs="+", help="model grid (one size or D H W); default: the preset's")
     p.add_argument("--steps", type=int, default=None, help="optimiser updates to reach (default 100000)")
     p.add_argument("--lr", type=float)
@@ -184,6 +189,7 @@ def _train(args: argparse.Namespace, should_stop: Callable[[], bool]) -> int:
             phantom_size=tuple(args.phantom_size),
             phantom_spacing=tuple(args.phantom_spacing),
             base_seed=args.seed,
+            nodules=args.phantom_nodules,
             **data_kwargs,
         )
     else:

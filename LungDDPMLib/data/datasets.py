@@ -1,12 +1,15 @@
 """Training datasets: paired CT/layout files from folders, and phantoms generated on the fly.
 
-Both preprocess each volume once to the model grid (``full`` mode; cached in memory and optionally on
-disk, because reading, resampling and phantom generation cost far more than a training step) and then
-augment on every access with nodule-centred random crops and flips. Augmentation draws from a Generator
-seeded by ``(seed, epoch, index)``, so runs are reproducible and DataLoader workers do not repeat each
-other. Items are dicts: ``ct`` float32 ``(1, D, H, W)`` in [-1, 1], ``layout`` int64 ``(D, H, W)`` with
-0 background, 1 lung, 2 nodule, ``name``, and for models trained on linearly resized layout channels
-``condition`` float32 ``(C, D, H, W)``. Arrays are in the model's axis order (the same
+Both preprocess each volume once (cached in memory and optionally on disk, because reading, resampling and
+phantom generation cost far more than a training step) and then augment on every access with random crops and
+flips. ``full`` models get the whole volume on the model grid, as synthesis resamples it; ``roi`` models get, per
+access, a patch of the model grid's size at the CT's own spacing around one of the volume's nodules, shifted by up
+to a quarter patch and normalised on its own, exactly as synthesis prepares each nodule's patch. Augmentation
+draws from a Generator seeded by ``(seed, epoch, index)``, so runs are reproducible and DataLoader workers do not
+repeat each other. Items are dicts: ``ct`` float32 ``(1, D, H, W)`` in [-1, 1], ``layout`` int64 ``(D, H, W)`` with
+0 background, 1 lung, 2-5 nodule (unstated, solid, part-solid, ground-glass), ``name``, and for models trained
+on linearly resized layout channels ``condition`` float32 ``(C, D, H, W)``.
+Arrays are in the model's axis order (the same
 :func:`~LungDDPMLib.data.pipeline.preprocess` that synthesis uses puts them there), so a model trains on the
 orientation it will be sampled with.
 """
@@ -20,16 +23,20 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
+import SimpleITK as sitk
 import torch
+from scipy import ndimage as ndi
 from torch.utils.data import Dataset
 
-from ..config import LABEL_NODULE
+from ..config import condition_values, is_nodule
 from ..errors import InputError
-from .axes import permutation
+from .axes import native_grid, permutation, to_model_order
 from .io import READ_SUFFIXES, PathLike, file_suffix, read_ct, strip_suffix
-from .layout import load_layout
+from .layout import layout_labels, load_layout
 from .normalize import DEFAULT_HU_WINDOW
+from .normalize import forward as normalize_forward
 from .pipeline import model_options, preprocess
+from .spatial import PAD_HU, Box, extract
 from .validation import warn
 
 CT_TAGS = ("ct", "image", "img", "volume", "scan")
@@ -106,28 +113,20 @@ def pair_files(ct_dir: PathLike, layout_dir: Optional[PathLike] = None) -> List[
 
 
 #: Part of every disk-cache key: bump it when preprocessing changes what it produces for the same options.
-CACHE_FORMAT = 2
+CACHE_FORMAT = 3
 
 
 def model_data_options(config: Any) -> Dict[str, Any]:
     """Dataset options that make training data match what synthesis feeds a model of this ``ModelConfig``
-    (grid, intensities, crop, axis order, layout resize and the channels it is conditioned on).
-
-    Raises:
-        InputError: for ``roi`` models: these datasets hold whole volumes on the model grid, and training on
-            nodule-centred native-resolution crops is not implemented yet.
-    """
-    if config.spatial_mode != "full":
-        raise InputError(
-            f"training a {config.spatial_mode!r}-mode model ({config.preset or 'custom'}) is not supported yet: the "
-            "training datasets prepare whole volumes, not nodule-centred crops at native resolution"
-        )
+    (grid, intensities, spatial mode, crop, axis order, layout resize and the channels it is conditioned on)."""
     options = model_options(config)
     return {
         "grid": options.pop("grid"),
         "normalization": options.pop("normalization"),
-        "preprocess_options": {k: v for k, v in options.items() if k != "spatial_mode"},
+        "spatial_mode": options.pop("spatial_mode"),
+        "preprocess_options": options,
         "layout_channels": tuple(config.unet.layout_channels),
+        "untyped_as": config.nodule_types[0] if config.nodule_types else "solid",
     }
 
 
@@ -147,8 +146,16 @@ class _PreprocessedDataset(Dataset):
         cache_in_memory: bool = True,
         preprocess_options: Optional[Dict[str, Any]] = None,
         layout_channels: Sequence[str] = ("lung", "nodule"),
+        spatial_mode: str = "full",
+        untyped_as: str = "solid",
     ) -> None:
         self.grid = tuple(int(g) for g in grid)
+        if spatial_mode not in ("full", "roi"):
+            raise InputError(f"unknown spatial_mode {spatial_mode!r}; use 'full' or 'roi'")
+        if spatial_mode == "roi" and crop_size is not None:
+            raise InputError("roi datasets crop a patch of the model grid around a nodule; crop_size does not apply")
+        self.spatial_mode = spatial_mode
+        self.untyped_as = untyped_as
         if crop_size is not None and (len(crop_size) != 3 or any(c > g or c < 1 for c, g in zip(crop_size, self.grid))):
             raise InputError(f"crop_size {crop_size} must be three sizes no larger than the grid {self.grid}")
         if any(a not in (0, 1, 2) for a in flip_axes):
@@ -184,15 +191,61 @@ class _PreprocessedDataset(Dataset):
         raise NotImplementedError
 
     # ---- caching -----------------------------------------------------------------------------------------
+    def _roi_grid(self) -> Tuple[int, int, int]:
+        """The patch in native voxels, SimpleITK order (z, y, x)."""
+        return tuple(int(g) for g in native_grid(self.grid, self.preprocess_options.get("array_order", "kji")))
+
     def _preprocess(self, ct, layout) -> Tuple[np.ndarray, ...]:
+        if self.spatial_mode == "roi":
+            return self._preprocess_roi(ct, layout)
         options = {"crop": "volume", "window": DEFAULT_HU_WINDOW, **self.preprocess_options}
         items, _ = preprocess(ct, layout, self.normalization, "full", self.grid, **options)
         channels = items[0].condition(self.layout_channels)
         return (items[0].ct, items[0].layout) + (() if channels is None else (channels,))
 
+    def _preprocess_roi(self, ct, layout) -> Tuple[np.ndarray, ...]:
+        """Per nodule, the HU and labels of a box a quarter patch larger on every side than the patch, centred on
+        the nodule's bounding box, padded like synthesis pads (stacked: ``(N, z, y, x)``). Normalisation waits for
+        the final crop, because per-patch normalisations depend on the crop."""
+        hu = sitk.GetArrayViewFromImage(ct).astype(np.float32)
+        labels = layout_labels(layout)
+        components, n = ndi.label(is_nodule(labels))
+        if n == 0:
+            raise InputError("an roi model trains on nodule-centred patches, but this case has no nodule")
+        patch = np.asarray(self._roi_grid())
+        size = patch + 2 * (patch // 4)
+        cts, lays = [], []
+        for box in ndi.find_objects(components):
+            centre = np.array([(b.start + b.stop) / 2.0 for b in box])
+            start = np.floor(centre - size / 2.0 + 0.5).astype(int)
+            crop = Box(tuple(int(v) for v in start[::-1]), tuple(int(v) for v in size[::-1]))
+            cts.append(extract(hu, crop, PAD_HU))
+            lays.append(extract(labels, crop, 0))
+        return np.stack(cts).astype(np.float32), np.stack(lays).astype(np.uint8)
+
+    def _roi_item(self, arrays: Tuple[np.ndarray, ...], rng: np.random.Generator) -> Tuple[np.ndarray, ...]:
+        """One patch around a random nodule of the volume, shifted by up to a quarter patch, in model order."""
+        patch = np.asarray(self._roi_grid())
+        k = int(rng.integers(arrays[0].shape[0]))
+        offset = [int(rng.integers(0, 2 * (p // 4) + 1)) for p in patch]
+        sl = tuple(slice(o, o + p) for o, p in zip(offset, patch))
+        hu, labels = arrays[0][k][sl], arrays[1][k][sl]
+        window = self.preprocess_options.get("window", DEFAULT_HU_WINDOW)
+        x, _ = normalize_forward(hu, self.normalization, window)
+        order = self.preprocess_options.get("array_order", "kji")
+        out = (to_model_order(np.clip(x, -1.0, 1.0).astype(np.float32), order), to_model_order(labels, order))
+        if self.preprocess_options.get("layout_resize") == "channels-linear":
+            # Native patches are not resized, so the published linear resize leaves the channels exact.
+            channels = np.stack(
+                [np.asarray(condition_values(c, self.untyped_as), np.float32)[out[1]] for c in self.layout_channels]
+            )
+            out = (*out, channels)
+        return out
+
     def _cache_path(self, index: int) -> Path:
         key = {
             "format": CACHE_FORMAT,
+            "spatial_mode": self.spatial_mode,
             "grid": self.grid,
             "normalization": self.normalization,
             "options": self.preprocess_options,
@@ -229,7 +282,7 @@ class _PreprocessedDataset(Dataset):
         layout = arrays[1]
         size = np.asarray(self.crop_size)
         shape = np.asarray(layout.shape)
-        nodules = np.argwhere(layout == LABEL_NODULE) if rng.random() < self.nodule_crop_prob else np.zeros((0, 3))
+        nodules = np.argwhere(is_nodule(layout)) if rng.random() < self.nodule_crop_prob else np.zeros((0, 3))
         if len(nodules):
             centre = nodules[rng.integers(len(nodules))] + rng.integers(-(size // 4), size // 4 + 1)
         else:
@@ -248,7 +301,9 @@ class _PreprocessedDataset(Dataset):
             raise IndexError(index)
         arrays = self.arrays(index)
         rng = np.random.default_rng([self.seed, epoch, index])
-        if self.crop_size is not None:
+        if self.spatial_mode == "roi":
+            arrays = self._roi_item(arrays, rng)
+        elif self.crop_size is not None:
             arrays = self._crop(arrays, rng)
         for axis in self._model_flip_axes:
             if rng.random() < self.flip_prob:

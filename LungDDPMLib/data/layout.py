@@ -16,9 +16,19 @@ import numpy as np
 import SimpleITK as sitk
 from scipy import ndimage as ndi
 
-from ..config import LABEL_BACKGROUND, LABEL_LUNG, LABEL_NODULE
+from ..config import (
+    LABEL_BACKGROUND,
+    LABEL_LUNG,
+    LABEL_NODULE,
+    LABEL_OF_TYPE,
+    LAYOUT_LABELS,
+    NODULE_LABELS,
+    TYPE_OF_LABEL,
+    is_nodule,
+)
 from ..errors import InputError
 from .io import Geometry, PathLike, file_suffix, read_image
+from .nodule_types import ALL, TypeTable, names_a_type, parse_type_table, type_counts, type_from_name
 from .segmentation import Segmentation, read_segmentation, segment_names
 from .validation import warn
 
@@ -42,10 +52,17 @@ def _values(values: Union[int, Iterable[int]]) -> Tuple[int, ...]:
 def layout_from_labelmap(
     labels: sitk.Image,
     lung_values: Union[int, Sequence[int]] = (1,),
-    nodule_values: Union[int, Sequence[int]] = (2,),
+    nodule_values: Union[int, Sequence[int]] = NODULE_LABELS,
     ignore_values: Union[int, Sequence[int], None] = None,
+    nodule_types: Union[TypeTable, str, Sequence[str], None] = None,
 ) -> sitk.Image:
     """Map a label map's values to the layout values (several lung or nodule values are merged).
+
+    ``nodule_types`` states nodule density classes: ``{label value: type}`` or ``{"all": type}`` (see
+    :func:`~LungDDPMLib.data.nodule_types.parse_type_table`). Without it, the nodule values 3, 4 and 5 keep their
+    standard classes (solid, part-solid, ground-glass; what this package writes) and every other nodule value is a
+    nodule of unstated type. A table entry for a value that is not a nodule value, or not in the label map, is an
+    error (it would otherwise silently change nothing).
 
     Every value must be background (0), lung, nodule or explicitly ignored (``ignore_values``, read as
     background): a value that fits none is refused rather than silently dropped (a right lung labelled 3 would
@@ -100,10 +117,30 @@ def layout_from_labelmap(
             f"nodule label value(s) {list(nodule_values)} not found (the label map contains {listing}); "
             "the synthesis will have no nodule"
         )
+    table = parse_type_table(nodule_types)
+    for key in table:
+        if key == ALL:
+            continue
+        if not isinstance(key, int) or key not in nodule_values:
+            raise InputError(
+                f"the nodule type table names label {key!r}, which is not a nodule label value "
+                f"(nodule values: {list(nodule_values)}); give the nodule's value in the label map"
+            )
+        if key not in present:
+            raise InputError(
+                f"the nodule type table names nodule label {key}, which is not in the label map (it contains "
+                f"{listing}); remove the entry or give the right value"
+            )
     out = np.zeros(array.shape, dtype=np.uint8)
     out[np.isin(array, lung_values)] = LABEL_LUNG
-    if nodule_values:
-        out[np.isin(array, nodule_values)] = LABEL_NODULE
+    for value in nodule_values:
+        if ALL in table:
+            kind: Optional[str] = table[ALL]
+        elif table:
+            kind = table.get(value)
+        else:
+            kind = TYPE_OF_LABEL.get(value)
+        out[array == value] = LABEL_OF_TYPE[kind] if kind else LABEL_NODULE
     return Geometry.of(labels).image_from_array(out)
 
 
@@ -126,16 +163,28 @@ def layout_from_segmentation(
     seg: Union[Segmentation, PathLike],
     lung_names: Union[str, Sequence[str], None] = None,
     nodule_names: Union[str, Sequence[str], None] = None,
+    nodule_types: Union[TypeTable, str, Sequence[str], None] = None,
 ) -> sitk.Image:
     """Build a layout from named segments of a Slicer segmentation.
 
     Without explicit names, every segment whose name contains "lung" (and no nodule word) is lung, and
-    every segment named like a nodule ("nodule", "lesion", "tumor", "mass") is a nodule.
+    every segment named like a nodule ("nodule", "lesion", "tumor", "mass") or by a density class ("GGO") is a
+    nodule. A nodule's class comes from ``nodule_types`` (``{segment name: type}`` or ``{"all": type}``) or else
+    from its name ("nodule GGO", "part-solid nodule", "solid nodule"); other nodules have no stated class.
     """
     seg = seg if isinstance(seg, Segmentation) else read_segmentation(seg)
-    is_nodule = lambda n: any(w in n for w in NODULE_WORDS)  # noqa: E731
-    lungs = _match(seg, segment_names(lung_names), lambda n: "lung" in n and not is_nodule(n))
-    nodules = _match(seg, segment_names(nodule_names), is_nodule)
+    named_nodule = lambda n: any(w in n for w in NODULE_WORDS) or names_a_type(n)  # noqa: E731
+    lungs = _match(seg, segment_names(lung_names), lambda n: "lung" in n and not named_nodule(n))
+    nodules = _match(seg, segment_names(nodule_names), named_nodule)
+    table = parse_type_table(nodule_types)
+    by_name = {s.name.strip().lower(): s for s in nodules}
+    for key in table:
+        if key != ALL and str(key).strip().lower() not in by_name:
+            raise InputError(
+                f"the nodule type table names segment {key!r}, which is not a nodule segment of "
+                f"{seg.path or 'the segmentation'} (nodule segments: {[s.name for s in nodules]})"
+            )
+    lowered = {str(k).strip().lower(): v for k, v in table.items()}
     if not lungs:
         raise InputError(
             f"no lung segment in {seg.path or 'the segmentation'} (segments: {seg.names}); name "
@@ -150,7 +199,8 @@ def layout_from_segmentation(
     for s in lungs:
         out[seg.mask(s)] = LABEL_LUNG
     for s in nodules:
-        out[seg.mask(s)] = LABEL_NODULE
+        kind = lowered.get(ALL) or lowered.get(s.name.strip().lower()) or type_from_name(s.name)
+        out[seg.mask(s)] = LABEL_OF_TYPE[kind] if kind else LABEL_NODULE
     return Geometry.of(seg.reference).image_from_array(out)
 
 
@@ -214,12 +264,12 @@ def auto_lung_mask(ct: sitk.Image, threshold: float = -400.0) -> sitk.Image:
 def layout_labels(layout: sitk.Image) -> np.ndarray:
     """The layout as uint8 labels, checked on the original values (a cast first would turn 257 into 1)."""
     raw = sitk.GetArrayFromImage(layout)
-    bad = np.setdiff1d(np.unique(raw), [LABEL_BACKGROUND, LABEL_LUNG, LABEL_NODULE])
+    bad = np.setdiff1d(np.unique(raw), LAYOUT_LABELS)
     if len(bad):
         shown = ", ".join(f"{v:g}" for v in bad[:8].tolist())
         raise InputError(
-            f"the layout has values [{shown}]; a layout may only contain 0 (background), "
-            "1 (lung) and 2 (nodule). Convert it with layout_from_labelmap"
+            f"the layout has values [{shown}]; a layout may only contain 0 (background), 1 (lung), 2 (nodule) and "
+            "3-5 (solid, part-solid, ground-glass nodule). Convert it with layout_from_labelmap"
         )
     return raw.astype(np.uint8)
 
@@ -238,7 +288,7 @@ def check_layout(layout: sitk.Image, ct: Optional[sitk.Image] = None, auto_lung:
         if ct is None:
             raise InputError("the automatic lung mask needs the CT")
         lung = sitk.GetArrayFromImage(auto_lung_mask(ct)) > 0
-        array[(array != LABEL_NODULE) & lung] = LABEL_LUNG
+        array[~is_nodule(array) & lung] = LABEL_LUNG
         if auto_lung == "always":
             array[(array == LABEL_LUNG) & ~lung] = LABEL_BACKGROUND
         has_lung = bool(lung.any())
@@ -247,7 +297,7 @@ def check_layout(layout: sitk.Image, ct: Optional[sitk.Image] = None, auto_lung:
             "the layout has no lung voxels (value 1); draw the lungs, give the right lung label "
             "values or segment names, or use the automatic lung mask (auto_lung='if-missing')"
         )
-    nodules = array == LABEL_NODULE
+    nodules = is_nodule(array)
     if not nodules.any():
         warn("the layout has no nodule: the synthesis will show healthy lung")
     else:
@@ -306,13 +356,16 @@ def read_layout(
     auto_lung: str = "never",
     ignore_labels: Union[int, Sequence[int], None] = None,
     resample: bool = False,
+    nodule_types: Union[TypeTable, str, Sequence[str], None] = None,
 ) -> Tuple[sitk.Image, Dict[str, object]]:
     """Read a layout (label map or ``.seg.nrrd``), convert, put it on ``reference``'s grid and check it.
 
     A ``.seg.nrrd`` (or any NRRD with Slicer segment entries) is read by segment names; anything else is a
-    label map read with ``lung_labels`` (default 1), ``nodule_labels`` (default 2) and ``ignore_labels``
-    (background). Returns the layout and a report for the provenance: whether it was resampled, the extent
-    overlap and the geometry difference (see :func:`layout_grid_report`).
+    label map read with ``lung_labels`` (default 1), ``nodule_labels`` (default 2-5: a nodule, and the typed
+    nodule values 3-5) and ``ignore_labels`` (background); ``nodule_types`` states nodule classes (see
+    :func:`layout_from_labelmap` and :func:`layout_from_segmentation`). Returns the layout and a report for the
+    provenance: whether it was resampled, the extent overlap, the geometry difference (see
+    :func:`layout_grid_report`) and the nodules per class.
     """
     path = Path(path)
     image = read_image(path, allow_multicomponent=True)
@@ -320,7 +373,7 @@ def read_layout(
     if is_seg:
         seg = read_segmentation(image)
         seg.path = str(path)
-        layout = layout_from_segmentation(seg, lung_segments, nodule_segments)
+        layout = layout_from_segmentation(seg, lung_segments, nodule_segments, nodule_types)
     else:
         if file_suffix(path) == ".seg.nrrd":
             raise InputError(f"{path} has no segment table (Segment<N>_Name); re-save it from Slicer")
@@ -332,12 +385,14 @@ def read_layout(
         layout = layout_from_labelmap(
             image,
             (1,) if lung_labels is None else lung_labels,
-            (2,) if nodule_labels is None else nodule_labels,
+            (LABEL_NODULE, *LABEL_OF_TYPE.values()) if nodule_labels is None else nodule_labels,
             ignore_labels,
+            nodule_types,
         )
     report = layout_grid_report(layout, reference, resample)
-    layout = resample_to_reference(layout, reference)
-    return check_layout(layout, reference, auto_lung), report
+    layout = check_layout(resample_to_reference(layout, reference), reference, auto_lung)
+    report["nodule_types"] = type_counts(sitk.GetArrayViewFromImage(layout))
+    return layout, report
 
 
 def load_layout(path: PathLike, reference: sitk.Image, *args: object, **kwargs: object) -> sitk.Image:

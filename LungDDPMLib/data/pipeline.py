@@ -20,7 +20,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 import SimpleITK as sitk
 
-from ..config import AXIS_ORDERS, LABEL_LUNG, LABEL_NODULE, LAYOUT_CHANNELS, LAYOUT_RESIZES
+from ..config import AXIS_ORDERS, LABEL_LUNG, LAYOUT_CHANNELS, LAYOUT_RESIZES, is_nodule
 from ..errors import InputError
 from . import normalize as N
 from .axes import from_model_order, native_grid, to_model_order
@@ -141,7 +141,8 @@ class ModelInput:
 
     Attributes:
         ct: float32 CT in [-1, 1].
-        layout: uint8 labels (0 background, 1 lung, 2 nodule), resized with nearest neighbour.
+        layout: uint8 labels (0 background, 1 lung, 2-5 nodule: unstated, solid, part-solid, ground-glass), resized
+            with nearest neighbour.
         patch: index of the patch in the record.
         channels: ``channels-linear`` models only: float32 ``(len(LAYOUT_CHANNELS), D, H, W)``, each layout channel
             (label == 1, label == 2) resized linearly and mapped to [-1, 1] as published; ``None`` otherwise.
@@ -162,10 +163,10 @@ class ModelInput:
 def linear_channels(labels: np.ndarray, src: Geometry, dst: Geometry) -> np.ndarray:
     """Layout channels as the published code makes them: ``(label == value)`` as float64, resized linearly,
     cast to float32, then ``* 2 - 1`` in float32 (that order decides which voxels are exactly -1)."""
-    values = {"lung": LABEL_LUNG, "nodule": LABEL_NODULE}
+    masks = {"lung": labels == LABEL_LUNG, "nodule": is_nodule(labels)}
     out = []
     for name in LAYOUT_CHANNELS:
-        mask = (labels == values[name]).astype(np.float64)
+        mask = masks[name].astype(np.float64)
         resized = resample(mask, src, dst, linear=True, fill=0.0).astype(np.float32)
         out.append(resized * np.float32(2.0) - np.float32(1.0))
     return np.stack(out)

@@ -16,6 +16,7 @@ import numpy as np
 import SimpleITK as sitk
 from scipy import ndimage as ndi
 
+from ..config import is_nodule
 from ..errors import InputError
 
 #: Common display windows as (level, width) in HU.
@@ -56,7 +57,7 @@ def _overlay(grey: np.ndarray, labels: Optional[np.ndarray]) -> np.ndarray:
     if labels is None:
         return rgb
     edge = labels != ndi.grey_erosion(labels, size=3)
-    rgb[edge & (labels == 2)] = (255, 60, 60)
+    rgb[edge & is_nodule(labels)] = (255, 60, 60)
     return rgb
 
 

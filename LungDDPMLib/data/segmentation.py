@@ -17,7 +17,7 @@ from typing import Dict, List, Optional, Sequence, Tuple, Union
 import numpy as np
 import SimpleITK as sitk
 
-from ..config import LABEL_LUNG, LABEL_NODULE
+from ..config import LABEL_LUNG, LABEL_NODULE, LABEL_OF_TYPE
 from ..errors import InputError
 from .io import PathLike, read_image, write_image
 
@@ -26,6 +26,13 @@ _KEY = re.compile(r"^Segment(\d+)_(\w+)$")
 LAYOUT_SEGMENTS: Dict[int, Tuple[str, Tuple[float, float, float]]] = {
     LABEL_LUNG: ("lung", (0.77, 0.48, 0.38)),
     LABEL_NODULE: ("nodule", (0.95, 0.85, 0.25)),
+}
+#: Segments of typed nodules, written only when the layout has such nodules; the names state the class the way
+#: :func:`LungDDPMLib.data.nodule_types.type_from_name` reads it back.
+TYPED_SEGMENTS: Dict[int, Tuple[str, Tuple[float, float, float]]] = {
+    LABEL_OF_TYPE["solid"]: ("nodule solid", (0.95, 0.55, 0.2)),
+    LABEL_OF_TYPE["part-solid"]: ("nodule part-solid", (0.9, 0.75, 0.45)),
+    LABEL_OF_TYPE["ground-glass"]: ("nodule ground-glass", (0.6, 0.85, 0.95)),
 }
 
 
@@ -131,12 +138,15 @@ def write_segmentation(
 ) -> Path:
     """Write a label map as a one-layer Slicer segmentation (3D label volume plus segment table).
 
-    Every listed label value becomes a segment, even if empty, so the file always has the same segments.
+    Every listed label value becomes a segment, even if empty, so the file always has the same segments; by default
+    lung and nodule, plus a segment per nodule class the layout has (:data:`TYPED_SEGMENTS`).
     """
-    segments = LAYOUT_SEGMENTS if segments is None else segments
     if not str(path).lower().endswith(".seg.nrrd"):
         raise InputError(f"a Slicer segmentation must be written as .seg.nrrd, got {path}")
     array = sitk.GetArrayViewFromImage(layout)
+    if segments is None:
+        present = set(np.unique(array).tolist())
+        segments = {**LAYOUT_SEGMENTS, **{v: seg for v, seg in TYPED_SEGMENTS.items() if v in present}}
     out = sitk.Cast(layout, sitk.sitkUInt8)
     out.SetMetaData("Segmentation_MasterRepresentation", "Binary labelmap")
     out.SetMetaData("Segmentation_ContainedRepresentationNames", "Binary labelmap|")

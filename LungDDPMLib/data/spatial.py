@@ -20,7 +20,7 @@ import numpy as np
 import SimpleITK as sitk
 from scipy import ndimage as ndi
 
-from ..config import LABEL_LUNG, LABEL_NODULE
+from ..config import LABEL_LUNG, is_nodule
 from ..errors import InputError
 from .io import Geometry
 
@@ -111,7 +111,7 @@ def lung_box(layout: np.ndarray, spacing_xyz: Sequence[float], margin_mm: float)
 def nodule_boxes(layout: np.ndarray, patch_xyz: Sequence[int], merge: bool = True) -> List[Tuple[Box, List[int]]]:
     """One patch per nodule (connected component of label 2), centred on it; with ``merge``, nodules whose
     common bounding box fits in one patch share it. Returns ``(box, nodule ids)`` pairs (ids from 1)."""
-    labels, n = ndi.label(layout == LABEL_NODULE)
+    labels, n = ndi.label(is_nodule(layout))
     if n == 0:
         raise InputError(
             "roi mode needs at least one nodule in the layout; use spatial_mode='full' for a healthy synthesis"
@@ -193,5 +193,5 @@ def composite(
 
 
 def layout_region(layout: np.ndarray) -> np.ndarray:
-    """Voxels a synthesis replaces: lung and nodules."""
-    return np.isin(layout, (LABEL_LUNG, LABEL_NODULE))
+    """Voxels a synthesis replaces: lung and nodules (of any class)."""
+    return (layout == LABEL_LUNG) | is_nodule(layout)

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..config import LABEL_LUNG, LABEL_NODULE, ModelConfig
+from ..config import LAYOUT_LABELS, NODULE_TYPES, ModelConfig, condition_values
 from ..errors import InputError
 from ..model import UNet3D
 from .schedule import SCHEDULE_BUFFERS, NoiseSchedule
@@ -58,14 +58,19 @@ class DiffusionModel(nn.Module):
         return self.schedule.num_timesteps
 
     def condition(self, layout: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
-        """Turn a label layout (B, D, H, W) with 0/1/2 into the model's layout channels in [-1, 1].
+        """Turn a label layout (B, D, H, W) into the model's layout channels in [-1, 1].
 
-        Channel ``lung`` is (label == 1) and ``nodule`` is (label == 2), each scaled to {-1, 1}, as published.
+        Channel ``lung`` is (label == 1) and ``nodule`` is (any nodule label), each scaled to {-1, 1}, as published;
+        ``nodule_type`` holds each nodule voxel's density class (:func:`LungDDPMLib.config.condition_values`).
         """
         if layout.dim() != 4:
             raise InputError(f"layout must have shape (B, D, H, W), got {tuple(layout.shape)}")
-        label_of = {"lung": LABEL_LUNG, "nodule": LABEL_NODULE}
-        chans = [(layout == label_of[name]).to(dtype) * 2 - 1 for name in self.config.unet.layout_channels]
+        untyped = self.config.nodule_types[0] if self.config.nodule_types else NODULE_TYPES[0]
+        index = layout.long().clamp(0, max(LAYOUT_LABELS))
+        chans = [
+            torch.tensor(condition_values(name, untyped), dtype=dtype, device=layout.device)[index]
+            for name in self.config.unet.layout_channels
+        ]
         return torch.stack(chans, dim=1)
 
     @staticmethod

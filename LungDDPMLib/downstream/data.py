@@ -21,7 +21,7 @@ from typing import List, Sequence, Tuple
 import numpy as np
 import SimpleITK as sitk
 
-from ..config import LABEL_BACKGROUND, LABEL_NODULE
+from ..config import LABEL_BACKGROUND, is_nodule
 from ..errors import InputError
 from .segnet import normalize_ct
 
@@ -53,7 +53,7 @@ def make_case(ct: sitk.Image, layout: sitk.Image, kind: str, seed: int) -> Case:
     hu, lay = sitk.GetArrayFromImage(ct), sitk.GetArrayFromImage(layout)
     if hu.shape != lay.shape:
         raise InputError(f"CT {hu.shape} and layout {lay.shape} of case {kind} {seed} differ in size")
-    nodule = lay == LABEL_NODULE
+    nodule = is_nodule(lay)
     return Case(
         image=normalize_ct(hu),
         nodule=nodule,

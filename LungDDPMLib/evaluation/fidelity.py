@@ -1,6 +1,7 @@
 """Does a synthetic CT respect its layout? Region intensities and the seam at the layout's boundary.
 
-* Region statistics: mean and SD of HU in lung parenchyma (label 1) and nodules (label 2), real and synthetic.
+* Region statistics: mean and SD of HU in lung parenchyma (label 1) and nodules (labels 2-5), real and synthetic,
+  and per nodule class where the layout states it.
   A faithful model puts nodules far above parenchyma and parenchyma in the lung range (about -950..-600 HU).
 * Seam score: the mean gradient magnitude (HU/mm) on the one-voxel shell on each side of the boundary between the
   generated region and the kept anatomy, synthetic divided by real. About 1 means the synthetic tissue meets the
@@ -14,6 +15,8 @@ from typing import Any, Dict, Optional, Sequence
 
 import numpy as np
 from scipy import ndimage as ndi
+
+from ..config import LABEL_LUNG, LABEL_OF_TYPE, is_nodule
 
 LUNG_HU_RANGE = (-950.0, -600.0)
 
@@ -59,9 +62,14 @@ def layout_fidelity(
     if not (real.shape == synthetic.shape == layout.shape):
         raise ValueError(f"shapes differ: real {real.shape}, synthetic {synthetic.shape}, layout {layout.shape}")
     out: Dict[str, Any] = {}
-    for name, label in (("lung", 1), ("nodule", 2)):
-        m = layout == label
+    for name, m in (("lung", layout == LABEL_LUNG), ("nodule", is_nodule(layout))):
         out[name] = {"real": _stats(real[m]), "synthetic": _stats(synthetic[m].astype(np.float64))}
+    typed = {kind: layout == value for kind, value in LABEL_OF_TYPE.items() if (layout == value).any()}
+    if typed:  # per density class, for layouts that state it
+        out["nodule_by_type"] = {
+            kind: {"real": _stats(real[m]), "synthetic": _stats(synthetic[m].astype(np.float64))}
+            for kind, m in typed.items()
+        }
     lung, nodule = out["lung"]["synthetic"], out["nodule"]["synthetic"]
     out["nodule_minus_lung_hu"] = None if not (lung and nodule) else round(nodule["mean_hu"] - lung["mean_hu"], 1)
     out["lung_in_range"] = None if not lung else bool(LUNG_HU_RANGE[0] <= lung["mean_hu"] <= LUNG_HU_RANGE[1])

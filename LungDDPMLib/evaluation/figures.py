@@ -14,6 +14,7 @@ from typing import Dict, Optional, Sequence, Tuple, Union
 import numpy as np
 from scipy import ndimage as ndi
 
+from ..config import is_nodule
 from ..data.preview import apply_window, write_png
 
 #: Difference colour scale: |synthetic - real| from 0 (black) to this many HU (white-hot).
@@ -25,8 +26,7 @@ HIST_EDGES = np.arange(-1024.0, 1024.0 + 8.0, 8.0)
 def focus_slices(layout: Optional[np.ndarray], shape: Tuple[int, int, int]) -> Tuple[int, int]:
     """(z, y) through the centre of the largest nodule, else of the lung, else of the volume."""
     if layout is not None:
-        for label in (2, 1):
-            target = layout == label
+        for target in (is_nodule(layout), layout == 1):
             if target.any():
                 parts, n = ndi.label(target)
                 if n > 1:  # the centroid of several components lies between them: use the largest

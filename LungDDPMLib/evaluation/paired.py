@@ -24,6 +24,7 @@ import numpy as np
 from scipy.stats import wasserstein_distance
 from skimage.metrics import structural_similarity
 
+from ..config import is_nodule
 from ..errors import InputError
 
 WINDOW_HU = (-1000.0, 1000.0)
@@ -50,7 +51,7 @@ METRICS = (
 def region_masks(layout: np.ndarray) -> Dict[str, np.ndarray]:
     return {
         "lung": layout == 1,
-        "nodule": layout == 2,
+        "nodule": is_nodule(layout),
         "generated": layout > 0,
         "kept": layout == 0,
         "whole": np.ones(layout.shape, dtype=bool),

@@ -24,7 +24,7 @@ from typing import Any, Dict, Optional, Sequence, Tuple, Union
 import numpy as np
 import SimpleITK as sitk
 
-from ..config import LABEL_BACKGROUND, LABEL_LUNG, LABEL_NODULE
+from ..config import LABEL_BACKGROUND, LABEL_LUNG, LABEL_OF_TYPE
 from ..errors import InputError
 from . import tissues as T
 from .anatomy import build_anatomy, pleura_depth
@@ -48,7 +48,8 @@ class Phantom:
 
     Attributes:
         ct: int16 HU volume (LPS, identity direction, centred on the origin).
-        layout: uint8 label map on the same grid: 0 background, 1 lung, 2 nodule.
+        layout: uint8 label map on the same grid: 0 background, 1 lung, nodules by class (3 solid, 4 part-solid,
+            5 ground-glass), as :data:`LungDDPMLib.config.LABEL_OF_TYPE` says.
         tissue: uint8 tissue classes (:mod:`LungDDPMLib.phantom.tissues`), for statistics and tests.
         info: seed, geometry, nodule list (centres in LPS mm), timings; JSON-serialisable.
     """
@@ -169,12 +170,15 @@ def make_phantom(
 
     lung_region = anatomy.lungs["left"] | anatomy.lungs["right"]
     placed = place_nodules(specs, frame, anatomy.lungs, lambda p: pleura_depth(frame, p), rng_nod)
-    counts = [render_nodule(hu, tissue, lung_region, frame, n, rng_nod) for n in placed]
+    classes = np.zeros(frame.shape, dtype=np.uint8)
+    counts = [render_nodule(hu, tissue, lung_region, frame, n, rng_nod, classes) for n in placed]
     lap("nodules")
 
     layout = np.full(frame.shape, LABEL_BACKGROUND, dtype=np.uint8)
     layout[lung_region & np.isin(tissue, (T.LUNG, T.VESSEL, T.AIRWAY_LUMEN, T.AIRWAY_WALL))] = LABEL_LUNG
-    layout[tissue == T.NODULE] = LABEL_NODULE
+    nodule = tissue == T.NODULE
+    layout[nodule] = classes[nodule]  # each nodule labelled with its class (3 solid, 4 part-solid, 5 ground-glass)
+    del classes, nodule
 
     # Scanner: point-spread function (partial-volume edges), then correlated noise.
     sz, sy, sx = frame.spacing
@@ -194,7 +198,7 @@ def make_phantom(
         "noise_hu": float(noise_hu),
         "tree_segments": int(n_segments),
         "nodules": [n.info(frame, c) for n, c in zip(placed, counts)],
-        "labels": {"background": LABEL_BACKGROUND, "lung": LABEL_LUNG, "nodule": LABEL_NODULE},
+        "labels": {"background": LABEL_BACKGROUND, "lung": LABEL_LUNG, **LABEL_OF_TYPE},
         "tissue_codes": {name: code for name, (code, _, _) in T.TISSUES.items()},
         "timings_s": {**timings, "total": round(time.perf_counter() - t0, 3)},
     }

@@ -15,12 +15,13 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 from scipy import ndimage as ndi
 
+from ..config import LABEL_OF_TYPE, NODULE_TYPES
 from ..errors import InputError
 from . import tissues as T
 from .frame import Frame
 from .tubes import segment_distance
 
-KINDS = ("solid", "part-solid", "ground-glass")
+KINDS = NODULE_TYPES
 SHAPES = ("round", "lobulated", "spiculated")
 SIDES = ("left", "right")
 MIN_DIAMETER_MM, MAX_DIAMETER_MM = 3.0, 30.0
@@ -181,8 +182,10 @@ def render_nodule(
     frame: Frame,
     nodule: PlacedNodule,
     rng: np.random.Generator,
+    classes: Optional[np.ndarray] = None,
 ) -> int:
-    """Blend one nodule into ``hu`` and mark it in ``labels`` (nodule where it fills half a voxel or more).
+    """Blend one nodule into ``hu`` and mark it in ``labels`` (nodule where it fills half a voxel or more) and, if
+    given, its class's layout value in ``classes`` (:data:`LungDDPMLib.config.LABEL_OF_TYPE`).
 
     The blend keeps whatever is brighter, so vessels stay visible through ground glass as they do in real
     scans. Returns the number of nodule voxels.
@@ -232,4 +235,6 @@ def render_nodule(
     sizes[0] = 0
     mask = components == int(np.argmax(sizes))
     labels[box][mask] = T.NODULE
+    if classes is not None:
+        classes[box][mask] = LABEL_OF_TYPE[spec.kind]
     return int(mask.sum())

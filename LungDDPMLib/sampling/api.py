@@ -14,7 +14,7 @@ from typing import Callable, Iterator, List, Optional, Sequence, Union
 import numpy as np
 import torch
 
-from ..config import LABEL_BACKGROUND, LABEL_LUNG, LABEL_NODULE
+from ..config import LABEL_BACKGROUND, LAYOUT_LABELS
 from ..diffusion import DiffusionModel
 from ..errors import InputError, SamplingCancelled
 from .aas import AASBlender, AASConfig
@@ -105,9 +105,12 @@ def _validate(
         if not torch.equal(lay, lay.round()):
             raise InputError("layout must hold integer labels (0 background, 1 lung, 2 nodule)")
     lay = lay.long()
-    bad = sorted(set(torch.unique(lay).tolist()) - {LABEL_BACKGROUND, LABEL_LUNG, LABEL_NODULE})
+    bad = sorted(set(torch.unique(lay).tolist()) - set(LAYOUT_LABELS))
     if bad:
-        raise InputError(f"layout has labels {bad[:5]}; only 0 (background), 1 (lung) and 2 (nodule) are allowed")
+        raise InputError(
+            f"layout has labels {bad[:5]}; only 0 (background), 1 (lung), 2 (nodule) and 3-5 (solid, part-solid, "
+            "ground-glass nodule) are allowed"
+        )
     factor = model.config.unet.downsample_factor
     if any(s < factor or s % factor for s in lay.shape):
         raise InputError(f"layout shape {tuple(lay.shape)} must be divisible by {factor} on every axis for this model")

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, Sampler
 
-from ..config import LABEL_BACKGROUND, LABEL_LUNG, LABEL_NODULE, ModelConfig
+from ..config import LABEL_BACKGROUND, LABEL_LUNG, LABEL_NODULE, LAYOUT_LABELS, ModelConfig
 from ..errors import InputError
 
 ArrayLike = Union[np.ndarray, torch.Tensor]
@@ -65,6 +65,8 @@ def check_dataset_preparation(dataset: Any, config: ModelConfig) -> None:
         return
     wanted = {"array_order": config.array_order, "layout_resize": config.layout_resize}
     got = {k: options.get(k, default) for k, default in (("array_order", "kji"), ("layout_resize", "labels-nearest"))}
+    wanted["spatial_mode"] = config.spatial_mode
+    got["spatial_mode"] = getattr(dataset, "spatial_mode", "full")
     if got != wanted:
         raise InputError(
             f"the dataset was prepared with {got} but the model expects {wanted}; build it with "
@@ -115,9 +117,9 @@ class InMemoryPairs(Dataset):
                 raise InputError(f"pair {i}: ct {tuple(ct.shape)} and layout {tuple(lay.shape)} do not match")
             if not torch.isfinite(ct).all() or float(ct.abs().max()) > 1.001:
                 raise InputError(f"ct {i} must be finite and normalised to [-1, 1]")
-            bad = sorted(set(torch.unique(lay).tolist()) - {LABEL_BACKGROUND, LABEL_LUNG, LABEL_NODULE})
+            bad = sorted(set(torch.unique(lay).tolist()) - set(LAYOUT_LABELS))
             if bad:
-                raise InputError(f"layout {i} has labels {bad[:5]}; only 0, 1 and 2 are allowed")
+                raise InputError(f"layout {i} has labels {bad[:5]}; only {list(LAYOUT_LABELS)} are allowed")
             self.cts.append(ct)
             self.layouts.append(lay)
 
