@@ -38,6 +38,15 @@ class KnownModel:
 
 
 DEMO_FILE = Path(__file__).resolve().parent / "models" / "lungddpm-demo.pt"
+#: The bundled native-resolution nodule model (``roi`` mode, conditioned on nodule type).
+ROI_FILE = Path(__file__).resolve().parent / "models" / "lungddpm-roi.pt"
+BUNDLED_FILES = {"lungddpm-demo": DEMO_FILE, "lungddpm-roi": ROI_FILE}
+
+
+def bundled_model(mode: Optional[str] = None) -> Path:
+    """The bundled model for a spatial mode: the ROI model for ``roi``, the whole-lung demo model otherwise."""
+    return ROI_FILE if mode == "roi" else DEMO_FILE
+
 
 KNOWN_MODELS: Tuple[KnownModel, ...] = (
     KnownModel(
@@ -50,6 +59,18 @@ KNOWN_MODELS: Tuple[KnownModel, ...] = (
         grid=(64, 64, 64),
         source="bundled with LungDDPM (LungDDPMLib/models/)",
         notes="trained on procedural phantoms; not for clinical use or for realistic synthesis of patient CT",
+    ),
+    KnownModel(
+        key="lungddpm-roi",
+        title="LungDDPM nodule ROI model (bundled; phantom-trained, native resolution, nodule-type aware)",
+        file_names=("lungddpm-roi.pt",),
+        sha256=None,
+        preset="roi-small",
+        normalization="hu-window",
+        grid=(32, 48, 48),
+        source="bundled with LungDDPM (LungDDPMLib/models/)",
+        notes="trained on procedural phantoms; draws solid, part-solid and ground-glass nodules in patches at the "
+        "CT's own spacing; not for clinical use",
     ),
     KnownModel(
         key="lung-ddpm",
@@ -78,11 +99,12 @@ KNOWN_MODELS: Tuple[KnownModel, ...] = (
 
 
 def known_models() -> Tuple[KnownModel, ...]:
-    """The table, with the bundled demo model's checksum read from the file that ships."""
+    """The table, with the bundled models' checksums read from the files that ship."""
     out = []
     for m in KNOWN_MODELS:
-        if m.key == "lungddpm-demo" and DEMO_FILE.is_file():
-            m = KnownModel(**{**m.__dict__, "sha256": file_sha256(DEMO_FILE)})
+        bundled = BUNDLED_FILES.get(m.key)
+        if bundled is not None and bundled.is_file():
+            m = KnownModel(**{**m.__dict__, "sha256": file_sha256(bundled)})
         out.append(m)
     return tuple(out)
 

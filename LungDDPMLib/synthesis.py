@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, List, Optional, Sequence
 
 import numpy as np
 import SimpleITK as sitk
 
+from .data.layout import layout_labels
+from .data.nodule_types import type_report
 from .data.pipeline import PreprocessRecord, model_options, postprocess, preprocess
 from .diffusion import DiffusionModel
 from .errors import NumericalError
@@ -29,6 +31,8 @@ class SynthesisResult:
     seeds: List[int]
     record: PreprocessRecord
     timing_s: Dict[str, float] = field(default_factory=dict)
+    #: What the synthesis did with the layout's nodule classes (:func:`~LungDDPMLib.data.nodule_types.type_report`).
+    nodule_types: Dict[str, Any] = field(default_factory=dict)
 
 
 def synthesize_case(
@@ -50,7 +54,8 @@ def synthesize_case(
 
     Args:
         ct: the real CT in HU (its geometry defines the output's).
-        layout: labels 0/1/2 on the CT's grid (see :func:`LungDDPMLib.data.load_layout`).
+        layout: labels 0/1/2-5 on the CT's grid (see :func:`LungDDPMLib.data.load_layout`); nodule classes (3-5) are
+            used by models trained on them, refused if the model does not know the class, ignored by other models.
         model: a loaded model; its config says grid, normalisation, spatial mode, crop and array order.
         sampler, aas, seeds, precision, batch_size, runtime: as in :func:`LungDDPMLib.sampling.sample` (AAS is on
             by default).
@@ -61,6 +66,9 @@ def synthesize_case(
     """
     cfg = model.config
     t0 = time.perf_counter()
+    # Classes the model was not trained on are refused here, before any work; a model without type conditioning
+    # draws typed nodules as plain nodules, and the report says so.
+    types = type_report(layout_labels(layout), cfg.nodule_types)
     items, record = preprocess(ct, layout, **model_options(cfg))
     t1 = time.perf_counter()
     per_patch: List[List[np.ndarray]] = []
@@ -103,4 +111,4 @@ def synthesize_case(
     images = [postprocess([p[k] for p in per_patch], record, ct, layout, feather_mm) for k in range(len(seeds))]
     t3 = time.perf_counter()
     timing = {"preprocess": t1 - t0, "sampling": t2 - t1, "postprocess": t3 - t2, "total": t3 - t0}
-    return SynthesisResult(images=images, seeds=list(seeds), record=record, timing_s=timing)
+    return SynthesisResult(images=images, seeds=list(seeds), record=record, timing_s=timing, nodule_types=types)

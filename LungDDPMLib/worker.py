@@ -123,6 +123,7 @@ class Job:
     lung_segments: Optional[List[str]] = None
     nodule_segments: Optional[List[str]] = None
     ignore_labels: Optional[List[int]] = None
+    nodule_types: Optional[List[str]] = None
     resample_layout: bool = False
     auto_lung: str = "never"
     out_format: str = "nrrd"
@@ -130,6 +131,10 @@ class Job:
     def __post_init__(self) -> None:
         check_job_values({f.name: getattr(self, f.name) for f in dataclasses.fields(self)})
         check_distinct_cases(self.cases)
+        if self.nodule_types:
+            from .data.nodule_types import parse_type_table
+
+            parse_type_table(self.nodule_types)  # a misspelt class fails here, before any case runs
 
     @classmethod
     def from_dict(cls, data: Any) -> Job:
@@ -288,9 +293,9 @@ def check_case_memory(job: Job, case: Case, voxels: int, pixel: int, grid: Seque
 def _load_model(job: Job, emit: Emit) -> Any:
     from .checkpoint import load_checkpoint
     from .device import resolve_device
-    from .registry import DEMO_FILE as BUNDLED
+    from .registry import bundled_model
 
-    path = job.checkpoint or str(BUNDLED)
+    path = job.checkpoint or str(bundled_model(job.mode))
     device = resolve_device(job.device)
     ckpt = load_checkpoint(path, map_location=device)
     if job.mode is not None and job.mode != ckpt.config.spatial_mode:
@@ -328,10 +333,13 @@ def _write_case(
                 "ignore_labels": job.ignore_labels,
                 "lung_segments": job.lung_segments,
                 "nodule_segments": job.nodule_segments,
+                "nodule_types": job.nodule_types,
                 "auto_lung": job.auto_lung,
             },
             "layout_geometry": layout_info,
         },
+        # The layout's nodule classes and whether the model used them (a two-channel model ignores them).
+        "nodule_types": result.nodule_types,
         "timing_s": {**{k: round(v, 3) for k, v in result.timing_s.items()}, "case": round(elapsed, 3)},
         "preprocess": json.loads(result.record.to_json()),
     }
@@ -361,6 +369,7 @@ def read_case(job: Job, case: Case) -> Tuple[Any, Any, Dict[str, Any]]:
         auto_lung=job.auto_lung,
         ignore_labels=job.ignore_labels,
         resample=job.resample_layout,
+        nodule_types=job.nodule_types,
     )
     return ct, layout, info
 
@@ -380,7 +389,7 @@ def run_job(
     """
     from .data.io import clean_orphans, header_size
     from .outputs import CaseLock, check_apart, check_not_foreign, check_writable, is_done, same_file
-    from .registry import DEMO_FILE, file_sha256
+    from .registry import bundled_model, file_sha256
     from .sampling import AASConfig, SamplerConfig
     from .synthesis import synthesize_case
 
@@ -391,7 +400,7 @@ def run_job(
     mine = [(i, c) for i, c in enumerate(job.cases) if i % world == rank]
     ok, skipped, failed = 0, 0, []
     ckpt = None
-    model_path = job.checkpoint or str(DEMO_FILE)
+    model_path = job.checkpoint or str(bundled_model(job.mode))
     try:
         model_sha = file_sha256(model_path)
     except OSError as exc:

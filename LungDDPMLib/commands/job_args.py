@@ -12,7 +12,7 @@ from typing import Any, Callable, List, Optional, Tuple
 def add_job_arguments(p: argparse.ArgumentParser, *, job_file: bool) -> None:
     src = p.add_argument_group("inputs (one case, or a folder batch)")
     src.add_argument("--ct", help="CT file (NRRD, NIfTI, MetaImage) or DICOM folder")
-    src.add_argument("--layout", help="layout: label map (0/1/2 or --lung-labels/--nodule-labels) or .seg.nrrd")
+    src.add_argument("--layout", help="layout: label map (0/1/2-5 or --lung-labels/--nodule-labels) or .seg.nrrd")
     src.add_argument(
         "--out", help="output image for one case (.nrrd, .nii.gz, .nii or .mha); with N samples: OUT_0..OUT_N-1"
     )
@@ -22,13 +22,22 @@ def add_job_arguments(p: argparse.ArgumentParser, *, job_file: bool) -> None:
     if job_file:
         src.add_argument("--job", help="a JSON job file instead of the arguments above")
     m = p.add_argument_group("model and sampling")
-    m.add_argument("--checkpoint", default="", help="model file (default: the bundled demo model)")
+    m.add_argument(
+        "--checkpoint",
+        default="",
+        help="model file (default: the bundled demo model; with --mode roi the bundled ROI model)",
+    )
     m.add_argument("--sampler", choices=("dpm++", "ddim", "ddpm"), default="dpm++")
     m.add_argument("--steps", type=int, help="network evaluations (default: dpm++ 20, ddim 50, ddpm all)")
     m.add_argument("--eta", type=float, default=0.0, help="DDIM stochasticity")
     m.add_argument("--seed", type=int, default=0)
     m.add_argument("--num-samples", type=int, default=1, help="samples per case (seeds SEED..SEED+N-1)")
-    m.add_argument("--mode", choices=("full", "roi"), help="must match the model (checked)")
+    m.add_argument(
+        "--mode",
+        choices=("full", "roi"),
+        help="full: whole-lung synthesis; roi: each nodule's patch at the CT's own spacing, composited back into the "
+        "real CT. Must match the model (checked); without --checkpoint it picks the bundled model of that mode",
+    )
     m.add_argument("--no-aas", action="store_true", help="do not blend the real anatomy in while sampling")
     m.add_argument(
         "--blend-from",
@@ -55,6 +64,15 @@ def add_job_arguments(p: argparse.ArgumentParser, *, job_file: bool) -> None:
     lay.add_argument("--lung-segments", nargs="+", help=".seg.nrrd segment names for lung")
     lay.add_argument("--nodule-segments", nargs="+", help=".seg.nrrd segment names for nodules")
     lay.add_argument("--ignore-labels", type=label_values, nargs="+", help="label values to treat as background")
+    lay.add_argument(
+        "--nodule-type",
+        dest="nodule_types",
+        nargs="+",
+        metavar="[KEY=]TYPE",
+        help="nodule density class: TYPE (solid, part-solid, ground-glass / GGO) for every nodule, or per nodule "
+        "label value or segment name, e.g. 3=ground-glass 4=solid (default: label values 3/4/5 and segment names "
+        "like 'nodule GGO' state it)",
+    )
     lay.add_argument(
         "--resample-layout",
         action="store_true",
@@ -105,6 +123,7 @@ def job_from_args(args: argparse.Namespace) -> Any:
     same_names = ("checkpoint", "sampler", "steps", "eta", "seed", "num_samples", "mode", "blend_from", "device")
     same_names += ("precision", "batch_size", "lung_labels", "nodule_labels", "lung_segments", "nodule_segments")
     same_names += ("auto_lung", "channels_last", "compile", "cuda_graphs", "ignore_labels", "resample_layout")
+    same_names += ("nodule_types",)
     for name in ("lung_labels", "nodule_labels", "ignore_labels"):
         setattr(args, name, _flat(getattr(args, name)))
     return Job(
