@@ -1,9 +1,10 @@
 """``lungddpm downstream``: does synthetic data help nodule segmentation? Measured on phantoms, on a CPU.
 
-Trains a small 3D U-Net twice per seed - on real phantoms only, and on real plus synthetic CTs made by the diffusion
-model from new layouts - and scores both on held-out phantoms (Dice, nodule sensitivity, false-positive
-components). Progress goes to stderr; the table and the output paths to stdout; ``downstream.json`` and
-``downstream.csv`` hold everything. See :mod:`LungDDPMLib.downstream.experiment`.
+Trains the same segmentation network once per arm and seed - on a few real phantoms only, and on those plus 1x, 2x,
+4x... as many synthetic CTs (new nodules drawn by the diffusion model into the real phantoms) - and scores every arm
+on held-out phantoms with one nodule of each class (Dice, sensitivity, false-positive components, per class too).
+Progress goes to stderr; the table and the output paths to stdout; ``downstream.json`` and ``downstream.csv`` hold
+everything. See :mod:`LungDDPMLib.downstream.experiment`.
 """
 
 from __future__ import annotations
@@ -12,12 +13,22 @@ import argparse
 import sys
 from pathlib import Path
 
-#: ``--quick``: a smoke run of a few minutes that shows the pipeline, not a result.
-QUICK = {"n_real": 2, "n_synthetic": 2, "n_test": 2, "steps": 40, "batch_size": 4, "sampler_steps": 5}
+#: ``--quick``: a smoke run of a few minutes on small, coarse phantoms that shows the pipeline, not a result.
+QUICK = {
+    "n_real": 2,
+    "n_test": 2,
+    "multiples": (0, 1),
+    "repeats": 1,
+    "steps": 20,
+    "batch_size": 2,
+    "sampler_steps": 3,
+    "phantom_size": (128, 128, 80),
+    "phantom_spacing": (1.6, 1.6, 3.0),
+    "patch": (16, 32, 32),
+}
 #: CLI option -> DownstreamConfig field, for the options whose value must be >= 1.
 COUNTS = {
     "real": "n_real",
-    "synthetic": "n_synthetic",
     "test": "n_test",
     "steps": "steps",
     "batch_size": "batch_size",
@@ -29,32 +40,44 @@ COUNTS = {
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "downstream",
-        help="measure whether synthetic CTs help a nodule-segmentation network (phantoms, two training arms)",
+        help="measure whether synthetic CTs help a nodule-segmentation network (phantoms, scarce real data)",
         description="Writes downstream.json (config, seeds, per-case metrics, summary) and downstream.csv "
-        "(one row per arm x seed x test case) into --out. Defaults: 8 real, 16 synthetic, 12 test cases, "
-        "500 steps of batch 8, one training seed.",
+        "(one row per arm x seed x test case) into --out. Defaults: 4 real and 6 test phantoms at 0.8 x 0.8 x 1.5 "
+        "mm, arms real-only and +2x synthetic from the bundled ROI model, MONAI U-Net, 400 steps of batch 4, "
+        "three training seeds.",
     )
     p.add_argument("--out", default="lungddpm-downstream", help="output folder (default: ./lungddpm-downstream)")
-    p.add_argument("--checkpoint", help="diffusion model for the synthetic cases (default: the bundled demo model)")
+    p.add_argument("--checkpoint", help="diffusion model (default: the bundled model of --mode)")
+    p.add_argument("--mode", choices=("roi", "full"), help="roi: nodule patches (default); full: the whole lung")
+    p.add_argument("--types", choices=("on", "off"), help="tell the model each nodule's class (default on)")
+    p.add_argument("--segnet", choices=("monai", "own"), help="MONAI 3D U-Net (default) or our small U-Net")
     p.add_argument("--real", type=int, help="real training phantoms (seeds 2000...)")
-    p.add_argument("--synthetic", type=int, help="synthetic training cases (layouts of phantoms 4000...)")
-    p.add_argument("--test", type=int, help="held-out test phantoms (seeds 3000...)")
+    p.add_argument(
+        "--multiples",
+        type=float,
+        nargs="+",
+        help="one arm per value: real + value x real synthetic cases (0: real only; default 0 2)",
+    )
+    p.add_argument("--test", type=int, help="held-out test phantoms (seeds 3000...), one nodule of each class")
     p.add_argument("--steps", type=int, help="optimisation steps per arm")
     p.add_argument("--batch-size", type=int, help="patches per step")
-    p.add_argument("--repeats", type=int, help="training seeds SEED..SEED+R-1, each used by both arms")
+    p.add_argument("--repeats", type=int, help="training seeds SEED..SEED+R-1, each used by every arm")
     p.add_argument("--seed", type=int, default=0, help="first training seed")
     p.add_argument(
         "--synthetic-fraction",
-        default="0.5",
-        help="share of synthetic patches in the real+synthetic arm, or 'pooled' (n_synthetic / all cases)",
+        default="pooled",
+        help="share of synthetic patches in an arm with synthetic cases, or 'pooled' (by case counts; default)",
     )
-    p.add_argument("--lr", type=float, help="Adam learning rate of the segmentation network (default 5e-3)")
-    p.add_argument("--patch", type=int, nargs=3, metavar=("Z", "Y", "X"), help="patch size in voxels (16 32 32)")
+    p.add_argument("--lr", type=float, help="Adam learning rate of the segmentation network (default 1e-3)")
+    p.add_argument("--patch", type=int, nargs=3, metavar=("Z", "Y", "X"), help="patch size in voxels (24 48 48)")
+    p.add_argument("--phantom-size", type=int, nargs=3, metavar=("X", "Y", "Z"), help="voxels (256 256 160)")
+    p.add_argument("--phantom-spacing", type=float, nargs=3, metavar=("X", "Y", "Z"), help="mm (0.8 0.8 1.5)")
+    p.add_argument("--cache", help="folder of synthetic cases, reused across runs (default: OUT/synthetic-cache)")
     p.add_argument("--sampler", choices=("dpm++", "ddim", "ddpm"), default="dpm++")
     p.add_argument("--sampler-steps", type=int, help="network evaluations per synthetic case (default 20)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N, mps")
     p.add_argument("--threads", type=int, help="torch CPU threads (1 is often faster on a machine others share)")
-    p.add_argument("--quick", action="store_true", help="tiny smoke run (2/2/2 cases, 40 steps, 5 sampler steps)")
+    p.add_argument("--quick", action="store_true", help="tiny smoke run (2 real, 2 test, 20 steps, small phantoms)")
     p.set_defaults(func=run)
 
 
@@ -84,8 +107,12 @@ def config_from_args(args: argparse.Namespace):  # -> DownstreamConfig (imported
             values["synthetic_fraction"] = float(fraction)
         except ValueError:
             raise InputError(f"--synthetic-fraction must be a number in (0, 1) or 'pooled', got {fraction!r}") from None
-    if args.patch is not None:
-        values["patch"] = tuple(args.patch)
+    for option in ("patch", "phantom_size", "phantom_spacing", "multiples"):
+        if getattr(args, option) is not None:
+            values[option] = tuple(getattr(args, option))
+    for option in ("mode", "types", "segnet", "cache"):
+        if getattr(args, option) is not None:
+            values[option] = getattr(args, option)
     if args.lr is not None:
         if not args.lr > 0:
             raise InputError(f"--lr must be > 0, got {args.lr}")
@@ -117,6 +144,7 @@ def run(args: argparse.Namespace) -> int:
     print(format_table(result))
     print(
         f"model: {model.get('path', model['source'])} ({model.get('preset') or 'custom'}); "
+        f"mode {config.mode}, types {config.types}, segnet {config.segnet}; "
         f"sampler {config.sampler}, {config.sampler_steps} steps, AAS; device {result['device']}; "
         f"total {result['timing_s']['total']:.0f} s"
     )

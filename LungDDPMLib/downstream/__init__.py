@@ -1,13 +1,13 @@
 """Downstream evaluation: does synthetic data help a nodule-segmentation network? (Phantom setting, CPU-sized.)"""
 
-from .experiment import ARMS, DownstreamConfig, run_downstream
+from .experiment import DownstreamConfig, arm_name, run_downstream
 from .metrics import case_metrics, detection, dice, mean_sd
 from .segnet import SegNet3D, dice_bce_loss, normalize_ct
 
 __all__ = [
-    "ARMS",
     "DownstreamConfig",
     "SegNet3D",
+    "arm_name",
     "case_metrics",
     "detection",
     "dice",

@@ -1,6 +1,7 @@
 """Training and test samples of the downstream experiment: cases, and nodule-centred or lung patches from them.
 
-A :class:`Case` is one CT (real or synthetic) with the nodule mask of its layout (label 2) as the target. Training
+A :class:`Case` is one CT (real or synthetic) with the nodule mask of its layout (labels 2-5) as the target, and
+each nodule voxel's class (3 solid, 4 part-solid, 5 ground-glass; 2 none stated) for per-class scores. Training
 draws patches of a fixed voxel size at the volume's own spacing (no resampling, so real and synthetic cases are
 treated identically):
 
@@ -16,7 +17,7 @@ come from a ``numpy.random.Generator`` the caller seeds, so a batch sequence is 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import List, Sequence, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 import SimpleITK as sitk
@@ -34,7 +35,8 @@ class Case:
 
     Attributes:
         image: CT normalised with :func:`normalize_ct` (float32, [0, 1]).
-        nodule: target mask (layout == 2).
+        nodule: target mask (any nodule label).
+        classes: the layout's label on nodule voxels (2 unstated, 3 solid, 4 part-solid, 5 ground-glass), 0 elsewhere.
         lung_index: flat indices of the lung voxels (layout > 0), where negative patches are centred.
         nodule_index: flat indices of the nodule voxels, where positive patches are centred.
         kind: ``real``, ``synthetic`` or ``test``; ``seed``: the phantom seed of its layout.
@@ -46,6 +48,7 @@ class Case:
     nodule_index: np.ndarray
     kind: str
     seed: int
+    classes: Optional[np.ndarray] = None
 
 
 def make_case(ct: sitk.Image, layout: sitk.Image, kind: str, seed: int) -> Case:
@@ -61,6 +64,7 @@ def make_case(ct: sitk.Image, layout: sitk.Image, kind: str, seed: int) -> Case:
         nodule_index=np.flatnonzero(nodule).astype(np.int64),
         kind=kind,
         seed=int(seed),
+        classes=np.where(nodule, lay, 0).astype(np.uint8),
     )
 
 

@@ -7,6 +7,8 @@ Conventions (chosen so that no case is silently scored as perfect or as a failur
 * A nodule is a connected component of the truth (26-connectivity). It is *detected* when at least one predicted
   voxel lies in it. Sensitivity is detected / nodules, ``None`` when the case has no nodule.
 * A false-positive component is a connected component of the prediction that touches no truth voxel.
+* Per nodule class (solid, part-solid, ground-glass): sensitivity over the nodules of that class, and the mean
+  Dice of each such nodule in its own neighbourhood (:func:`by_class`).
 
 Example:
     >>> t = np.zeros((4, 4, 4), bool); t[:2] = True
@@ -16,10 +18,12 @@ Example:
 
 from __future__ import annotations
 
-from typing import Dict, Iterable, Optional, Tuple, Union
+from typing import Any, Dict, Iterable, Optional, Tuple, Union
 
 import numpy as np
 from scipy import ndimage as ndi
+
+from ..config import TYPE_OF_LABEL
 
 _CONNECTIVITY = ndi.generate_binary_structure(3, 3)
 
@@ -55,10 +59,55 @@ def detection(pred: np.ndarray, truth: np.ndarray) -> Dict[str, Optional[Union[i
     }
 
 
-def case_metrics(pred: np.ndarray, truth: np.ndarray) -> Dict[str, Optional[Union[int, float]]]:
-    """Everything recorded per test case: Dice, detection counts and the voxel counts behind them."""
+def by_class(pred: np.ndarray, classes: np.ndarray, margin: int = 3) -> Dict[str, Dict[str, Optional[float]]]:
+    """Per nodule class: how many true nodules, how many the prediction touches, and their mean per-nodule Dice.
+
+    ``classes`` holds each nodule voxel's layout label (3 solid, 4 part-solid, 5 ground-glass; 2 or 0 elsewhere).
+    A nodule's class is the label most of its voxels carry; its Dice is computed in its bounding box grown by
+    ``margin`` voxels, so that a neighbour's prediction does not count against it.
+    """
+    p = np.asarray(pred, dtype=bool)
+    parts, _ = ndi.label(np.asarray(classes) > 0, structure=_CONNECTIVITY)
+    out: Dict[str, Dict[str, Any]] = {k: {"nodules": 0, "detected": 0, "dice": []} for k in TYPE_OF_LABEL.values()}
+    for index, box in enumerate(ndi.find_objects(parts), start=1):
+        values = np.asarray(classes)[box][parts[box] == index]
+        label = int(np.bincount(values).argmax())
+        if label not in TYPE_OF_LABEL:
+            continue
+        grown = tuple(slice(max(s.start - margin, 0), s.stop + margin) for s in box)
+        truth = parts[grown] == index
+        entry = out[TYPE_OF_LABEL[label]]
+        entry["nodules"] += 1
+        entry["detected"] += int((p[grown] & truth).any())
+        entry["dice"].append(dice(p[grown], truth))
+    return {
+        k: {
+            "nodules": v["nodules"],
+            "detected": v["detected"],
+            "sensitivity": v["detected"] / v["nodules"] if v["nodules"] else None,
+            "dice": float(np.mean(v["dice"])) if v["dice"] else None,
+        }
+        for k, v in out.items()
+    }
+
+
+def case_metrics(
+    pred: np.ndarray, truth: np.ndarray, classes: Optional[np.ndarray] = None
+) -> Dict[str, Optional[Union[int, float]]]:
+    """Everything recorded per test case: Dice, detection counts and the voxel counts behind them, and with
+    ``classes`` the sensitivity and per-nodule Dice per nodule class (``sensitivity_<class>``, ``dice_<class>``)."""
     p, t = _check(pred, truth)
-    return {"dice": dice(p, t), **detection(p, t), "pred_voxels": int(p.sum()), "true_voxels": int(t.sum())}
+    out: Dict[str, Any] = {
+        "dice": dice(p, t),
+        **detection(p, t),
+        "pred_voxels": int(p.sum()),
+        "true_voxels": int(t.sum()),
+    }
+    if classes is not None:
+        for kind, stats in by_class(p, classes).items():
+            out[f"sensitivity_{kind}"] = stats["sensitivity"]
+            out[f"dice_{kind}"] = stats["dice"]
+    return out
 
 
 def mean_sd(values: Iterable[Optional[float]]) -> Dict[str, Optional[float]]:

@@ -5,7 +5,9 @@ Two views of the same numbers are kept, because with few test cases and seeds th
 * per training seed: mean +- SD over the test cases (what one run would report);
 * across seeds: mean +- SD of the per-seed means (how much the answer moves with the seed), plus everything pooled.
 
-The difference is arm ``real+synthetic`` minus arm ``real``, paired by seed and test case. Files are written to a
+Every arm is compared with the real-only arm (``real``), paired by seed: the mean and SD over seeds of the per-seed
+difference, and whether the mean difference is larger than the seed-to-seed spread of either arm (the SD of its
+per-seed means) - with three seeds, a difference inside that spread is not a finding. Files are written to a
 temporary name and renamed, CSV first and JSON last, so a ``downstream.json`` is only ever a complete result.
 """
 
@@ -19,34 +21,28 @@ import tempfile
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
+from ..config import NODULE_TYPES
 from .metrics import mean_sd
 
-METRICS = ("dice", "sensitivity", "false_positives")
-CSV_FIELDS = (
-    "arm",
-    "seed",
-    "case_seed",
+METRICS = (
     "dice",
     "sensitivity",
-    "nodules",
-    "detected",
     "false_positives",
-    "pred_voxels",
-    "true_voxels",
+    *(f"sensitivity_{k}" for k in NODULE_TYPES),
+    *(f"dice_{k}" for k in NODULE_TYPES),
 )
+#: The columns of the printed table (all of :data:`METRICS` are in the JSON and CSV).
+TABLE = ("dice", "sensitivity", "false_positives", *(f"sensitivity_{k}" for k in NODULE_TYPES))
+CSV_FIELDS = ("arm", "seed", "case_seed", *METRICS, "nodules", "detected", "pred_voxels", "true_voxels")
+BASELINE = "real"
 
 
 def _values(run: Dict[str, Any], metric: str) -> List[Optional[float]]:
-    return [c[metric] for c in run["cases"]]
-
-
-def _paired(a: Dict[str, Any], b: Dict[str, Any], metric: str) -> List[float]:
-    """``b - a`` per test case where both are defined."""
-    return [y - x for x, y in zip(_values(a, metric), _values(b, metric)) if x is not None and y is not None]
+    return [c.get(metric) for c in run["cases"]]
 
 
 def summarize(runs: Sequence[Dict[str, Any]]) -> Dict[str, Any]:
-    """Per arm: pooled, per-seed and across-seed statistics; and the paired difference between the arms."""
+    """Per arm: pooled, per-seed and across-seed statistics; and each arm's paired difference from ``real``."""
     arms: Dict[str, Any] = {}
     for arm in dict.fromkeys(r["arm"] for r in runs):
         mine = [r for r in runs if r["arm"] == arm]
@@ -57,19 +53,28 @@ def summarize(runs: Sequence[Dict[str, Any]]) -> Dict[str, Any]:
             "seed_means": {m: mean_sd(s[m]["mean"] for s in per_seed.values()) for m in METRICS},
         }
     summary: Dict[str, Any] = {"arms": arms}
-    names = list(arms)
-    if len(names) == 2:
-        base, other = names
-        pairs = [(a, b) for a in runs if a["arm"] == base for b in runs if b["arm"] == other and b["seed"] == a["seed"]]
-        difference: Dict[str, Any] = {"of": f"{other} - {base}"}
-        for m in METRICS:
-            per_seed = {str(a["seed"]): mean_sd(_paired(a, b, m)) for a, b in pairs}
-            difference[m] = {
-                "paired_cases": mean_sd(d for a, b in pairs for d in _paired(a, b, m)),
-                "per_seed": per_seed,
-                "seed_means": mean_sd(s["mean"] for s in per_seed.values()),
-            }
-        summary["difference"] = difference
+    if BASELINE in arms and len(arms) > 1:
+        differences: Dict[str, Any] = {}
+        base = arms[BASELINE]["per_seed"]
+        for arm, stats in arms.items():
+            if arm == BASELINE:
+                continue
+            entry: Dict[str, Any] = {"of": f"{arm} - {BASELINE}"}
+            for m in METRICS:
+                diffs = [
+                    stats["per_seed"][s][m]["mean"] - base[s][m]["mean"]
+                    for s in stats["per_seed"]
+                    if s in base and stats["per_seed"][s][m]["mean"] is not None and base[s][m]["mean"] is not None
+                ]
+                d = mean_sd(diffs)
+                spread = [x for x in (arms[BASELINE]["seed_means"][m]["sd"], stats["seed_means"][m]["sd"]) if x]
+                d["seed_spread"] = max(spread) if spread else None
+                d["larger_than_seed_spread"] = (
+                    None if d["mean"] is None or d["seed_spread"] is None else abs(d["mean"]) > d["seed_spread"]
+                )
+                entry[m] = d
+            differences[arm] = entry
+        summary["differences"] = differences
     return summary
 
 
@@ -116,22 +121,22 @@ def _fmt(stat: Dict[str, Optional[float]], digits: int = 3) -> str:
 
 
 def format_table(result: Dict[str, Any]) -> str:
-    """The human summary: per arm and seed (over test cases), then across seeds, then the difference."""
+    """The human summary: per arm and seed (over test cases), then across seeds, then the differences."""
     summary = result["summary"]
-    header = f"{'arm':<16}{'seed':>6}  {'Dice':<17}{'sensitivity':<17}{'FP comp./case':<17}{'train s':>8}"
+    names = {"false_positives": "FP/case", **{f"sensitivity_{k}": f"sens {k}" for k in NODULE_TYPES}}
+    header = f"{'arm':<12}{'seed':>6}  " + "".join(f"{names.get(m, m):<16}" for m in TABLE) + f"{'train s':>8}"
     lines = [header, "-" * len(header)]
     for run in result["runs"]:
         stats = summary["arms"][run["arm"]]["per_seed"][str(run["seed"])]
-        cells = "".join(f"{_fmt(stats[m]):<17}" for m in METRICS)
-        lines.append(f"{run['arm']:<16}{run['seed']:>6}  {cells}{run['train_s']:>8.0f}")
+        cells = "".join(f"{_fmt(stats[m]):<16}" for m in TABLE)
+        lines.append(f"{run['arm']:<12}{run['seed']:>6}  {cells}{run['train_s']:>8.0f}")
     lines.append("-" * len(header))
     for arm, stats in summary["arms"].items():
-        cells = "".join(f"{_fmt(stats['seed_means'][m]):<17}" for m in METRICS)
-        lines.append(f"{arm:<16}{'mean':>6}  {cells}")
-    diff = summary.get("difference")
-    if diff:
-        cells = "".join(f"{_fmt(diff[m]['seed_means']):<17}" for m in METRICS)
-        lines.append(f"{'difference':<16}{'mean':>6}  {cells}  ({diff['of']}; SD across seeds)")
-        cells = "".join(f"{_fmt(diff[m]['paired_cases']):<17}" for m in METRICS)
-        lines.append(f"{'difference':<16}{'cases':>6}  {cells}  (paired over seeds x test cases)")
+        cells = "".join(f"{_fmt(stats['seed_means'][m]):<16}" for m in TABLE)
+        lines.append(f"{arm:<12}{'mean':>6}  {cells}")
+    for arm, diff in summary.get("differences", {}).items():
+        cells = "".join(f"{_fmt(diff[m]) + ('*' if diff[m]['larger_than_seed_spread'] else ''):<16}" for m in TABLE)
+        lines.append(f"{'- real':<12}{arm[5:]:>6}  {cells}")
+    if summary.get("differences"):
+        lines.append("(differences: mean +- SD over seeds of the per-seed difference; * larger than the seed spread)")
     return "\n".join(lines)

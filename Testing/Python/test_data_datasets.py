@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from LungDDPMLib.config import LABEL_NODULE
+from LungDDPMLib.config import is_nodule
 from LungDDPMLib.data.datasets import PairedFolderDataset, PhantomDataset, pair_files
 from LungDDPMLib.data.validation import DataWarning
 from LungDDPMLib.errors import InputError
@@ -50,7 +50,7 @@ def test_items_and_disk_cache(folder, tmp_path):
     assert item["ct"].shape == (1, 16, 16, 16) and item["ct"].dtype == torch.float32
     assert item["layout"].shape == (16, 16, 16) and item["layout"].dtype == torch.int64
     assert item["ct"].min() >= -1 and item["ct"].max() <= 1
-    assert (item["layout"] == LABEL_NODULE).any(), "nodule-centred crop without the nodule"
+    assert is_nodule(item["layout"]).any(), "nodule-centred crop without the nodule"
     assert item["name"] == "case1"
     assert len(list((tmp_path / "cache").glob("case1-*.npz"))) == 1
     again = PairedFolderDataset(

@@ -8,7 +8,7 @@ import pytest
 import SimpleITK as sitk
 from conftest import rotated_direction
 
-from LungDDPMLib.config import LABEL_LUNG, LABEL_NODULE
+from LungDDPMLib.config import LABEL_LUNG, LABEL_NODULE, is_nodule
 from LungDDPMLib.data.io import Geometry, write_image
 from LungDDPMLib.data.layout import (
     auto_lung_mask,
@@ -18,6 +18,7 @@ from LungDDPMLib.data.layout import (
     load_layout,
     resample_to_reference,
 )
+from LungDDPMLib.data.nodule_types import retype
 from LungDDPMLib.data.pipeline import preprocess
 from LungDDPMLib.data.segmentation import read_segmentation, write_segmentation
 from LungDDPMLib.data.validation import DataWarning
@@ -31,13 +32,15 @@ def _user_labels(ph) -> sitk.Image:
     nx = lay.shape[2]
     out[(lay == LABEL_LUNG) & (np.arange(nx) < nx // 2)] = 3
     out[(lay == LABEL_LUNG) & (np.arange(nx) >= nx // 2)] = 4
-    out[lay == LABEL_NODULE] = 7
+    out[is_nodule(lay)] = 7
     return Geometry.of(ph.layout).image_from_array(out)
 
 
 def test_labelmap_with_several_lung_values(small_phantom):
     layout = layout_from_labelmap(_user_labels(small_phantom), lung_values=(3, 4), nodule_values=7)
-    assert np.array_equal(sitk.GetArrayViewFromImage(layout), sitk.GetArrayViewFromImage(small_phantom.layout))
+    # A user's value 7 states no class, so the nodules come back untyped (2) where the phantom had typed them.
+    untyped = retype(sitk.GetArrayFromImage(small_phantom.layout), None)
+    assert np.array_equal(sitk.GetArrayViewFromImage(layout), untyped)
     assert Geometry.of(layout) == Geometry.of(small_phantom.layout)
 
 
@@ -70,7 +73,7 @@ def _layered_seg(tmp_path, ph, true_4d: bool):
     """A Slicer-style layered segmentation: lung in layer 0, (overlapping) nodule in layer 1."""
     lay = sitk.GetArrayFromImage(ph.layout)
     lung = (lay > 0).astype(np.uint8)  # lung includes the nodule: overlapping segments need layers
-    nodule = (lay == LABEL_NODULE).astype(np.uint8) * 5
+    nodule = is_nodule(lay).astype(np.uint8) * 5
     geo = Geometry.of(ph.layout)
     if true_4d:
         img = sitk.JoinSeries([geo.image_from_array(lung), geo.image_from_array(nodule)])
@@ -150,12 +153,12 @@ def test_auto_lung_mask_matches_the_lungs(small_phantom):
 
 def test_empty_lung_is_an_error_or_auto(small_phantom):
     lay = sitk.GetArrayFromImage(small_phantom.layout)
-    nodule_only = Geometry.of(small_phantom.layout).image_from_array(np.where(lay == 2, 2, 0).astype(np.uint8))
+    nodule_only = Geometry.of(small_phantom.layout).image_from_array(np.where(is_nodule(lay), lay, 0).astype(np.uint8))
     with pytest.raises(InputError, match="no lung"):
         check_layout(nodule_only, small_phantom.ct)
     fixed = sitk.GetArrayFromImage(check_layout(nodule_only, small_phantom.ct, auto_lung="if-missing"))
     assert (fixed == LABEL_LUNG).sum() > 0.8 * (lay == LABEL_LUNG).sum()
-    assert np.array_equal(fixed == LABEL_NODULE, lay == LABEL_NODULE)
+    assert np.array_equal(fixed * is_nodule(fixed), lay * is_nodule(lay))  # classes kept
     with pytest.raises(InputError, match="auto_lung"):
         check_layout(nodule_only, small_phantom.ct, auto_lung="sometimes")
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
+import importlib.util
 import json
 from pathlib import Path
 from typing import Any, Dict
@@ -15,14 +17,22 @@ from LungDDPMLib.checkpoint import save_checkpoint
 from LungDDPMLib.cli import main
 from LungDDPMLib.config import preset
 from LungDDPMLib.diffusion import DiffusionModel
-from LungDDPMLib.downstream import DownstreamConfig, SegNet3D, dice, dice_bce_loss, mean_sd, run_downstream
+from LungDDPMLib.downstream import (
+    DownstreamConfig,
+    SegNet3D,
+    dice,
+    dice_bce_loss,
+    mean_sd,
+    normalize_ct,
+    run_downstream,
+)
 from LungDDPMLib.downstream.data import Case, draw_batch
-from LungDDPMLib.downstream.metrics import detection
+from LungDDPMLib.downstream.metrics import by_class, case_metrics, detection
 from LungDDPMLib.errors import InputError
 
 TINY = {
     "n_real": 2,
-    "n_synthetic": 2,
+    "multiples": (0, 1),
     "n_test": 2,
     "steps": 6,
     "batch_size": 2,
@@ -31,6 +41,9 @@ TINY = {
     "phantom_spacing": (3.2, 3.2, 5.0),
     "sampler_steps": 2,
     "device": "cpu",
+    "mode": "full",
+    "segnet": "own",
+    "repeats": 1,
 }
 
 
@@ -96,6 +109,19 @@ def test_dice_known_answers() -> None:
         dice(truth, truth[:2])
 
 
+def test_per_class_scores_known_answers() -> None:
+    solid = _ball((20, 20, 20), (5, 5, 5), 2.5)
+    glass = _ball((20, 20, 20), (14, 14, 14), 2.5)
+    classes = np.where(solid, 3, 0) + np.where(glass, 5, 0)
+    pred = solid.copy()  # finds the solid nodule exactly, misses the ground-glass one
+    got = by_class(pred, classes)
+    assert got["solid"] == {"nodules": 1, "detected": 1, "sensitivity": 1.0, "dice": 1.0}
+    assert got["ground-glass"] == {"nodules": 1, "detected": 0, "sensitivity": 0.0, "dice": 0.0}
+    assert got["part-solid"] == {"nodules": 0, "detected": 0, "sensitivity": None, "dice": None}
+    m = case_metrics(pred, solid | glass, classes)
+    assert m["sensitivity"] == 0.5 and m["sensitivity_solid"] == 1.0 and m["dice_ground-glass"] == 0.0
+
+
 def test_detection_counts_nodules_and_false_positive_components() -> None:
     truth = _ball((20, 20, 20), (5, 5, 5), 2.5) | _ball((20, 20, 20), (14, 14, 14), 2.5)
     pred = np.zeros_like(truth)
@@ -131,6 +157,14 @@ def test_config_rejects_bad_settings() -> None:
         DownstreamConfig(n_real=20, real_seed=2990, test_seed=3000)
     with pytest.raises(InputError, match="synthetic_fraction"):
         DownstreamConfig(synthetic_fraction=1.0)
+    with pytest.raises(InputError, match="multiples"):
+        DownstreamConfig(multiples=(0, -1))
+    with pytest.raises(InputError, match="whole number of cases"):
+        DownstreamConfig(n_real=3, multiples=(0, 0.5))
+    with pytest.raises(InputError, match="divisible by 8"):
+        DownstreamConfig(patch=(20, 48, 48))
+    with pytest.raises(InputError, match="types"):
+        DownstreamConfig(types="maybe")
 
 
 @pytest.fixture(scope="module")
@@ -149,25 +183,33 @@ def tiny_run(tiny_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory) ->
 
 def test_tiny_experiment_writes_both_arms(tiny_run: Dict[str, Any]) -> None:
     out = Path(tiny_run["outputs"]["json"]).parent
-    assert sorted(p.name for p in out.iterdir()) == ["downstream.csv", "downstream.json"]  # no temporary left
+    assert sorted(p.name for p in out.iterdir()) == ["downstream.csv", "downstream.json", "synthetic-cache"]
+    assert not [p for p in out.rglob("*") if ".tmp" in p.name]  # no temporary left
     saved = json.loads((out / "downstream.json").read_text())
-    assert [r["arm"] for r in saved["runs"]] == ["real", "real+synthetic"]
+    assert [r["arm"] for r in saved["runs"]] == ["real", "real+1x"]
     assert saved["config"]["n_real"] == 2 and saved["model"]["preset"] == "tiny"
     assert saved["seeds"]["real"] == [2000, 2001] and saved["seeds"]["test"] == [3000, 3001]
     rows = list(csv.DictReader((out / "downstream.csv").open()))
-    assert len(rows) == 2 * 2 and {r["arm"] for r in rows} == {"real", "real+synthetic"}
-    assert set(saved["summary"]["arms"]) == {"real", "real+synthetic"} and "difference" in saved["summary"]
+    assert len(rows) == 2 * 2 and {r["arm"] for r in rows} == {"real", "real+1x"}
+    assert {r["sensitivity_part-solid"] for r in rows} <= {"0.0", "1.0"}  # one nodule of each class per test case
+    assert set(saved["summary"]["arms"]) == {"real", "real+1x"}
+    assert saved["summary"]["differences"]["real+1x"]["dice"]["n"] == 1
     real, mixed = saved["runs"]
     assert real["train_cases"] == {"real": 2, "synthetic": 0} and mixed["train_cases"] == {"real": 2, "synthetic": 2}
     assert real["items_per_pool"] == [6 * 2] and sum(mixed["items_per_pool"]) == 6 * 2
     assert mixed["items_per_pool"][1] > 0  # the second arm really saw synthetic patches
 
 
-def test_tiny_experiment_is_deterministic(tiny_run: Dict[str, Any], tiny_checkpoint: Path) -> None:
+def test_tiny_experiment_is_deterministic_and_reuses_its_cache(tiny_run: Dict[str, Any], tiny_checkpoint: Path) -> None:
     again = run_downstream(DownstreamConfig(**TINY, checkpoint=str(tiny_checkpoint)))
     keys = ("arm", "seed", "cases", "losses", "items_per_pool")
     assert [{k: r[k] for k in keys} for r in again["runs"]] == [{k: r[k] for k in keys} for r in tiny_run["runs"]]
-    assert "outputs" not in again
+    assert "outputs" not in again and not any(c["cached"] for c in again["synthetic_cases"])
+    cached = run_downstream(
+        DownstreamConfig(**TINY, checkpoint=str(tiny_checkpoint), cache=str(Path(tiny_run["synthetic_cache"]).parent))
+    )
+    assert all(c["cached"] for c in cached["synthetic_cases"])
+    assert [{k: r[k] for k in keys} for r in cached["runs"]] == [{k: r[k] for k in keys} for r in tiny_run["runs"]]
 
 
 def test_cli_rejects_bad_counts_and_missing_checkpoint(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
@@ -178,3 +220,68 @@ def test_cli_rejects_bad_counts_and_missing_checkpoint(tmp_path: Path, capsys: p
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: checkpoint not found") and "\n" not in err
     assert not any(tmp_path.iterdir())
+
+
+def _roi_checkpoint(folder: Path) -> Path:
+    from LungDDPMLib.config import CONDITION_CHANNELS, NODULE_TYPES, ModelConfig, UNetConfig
+
+    unet = UNetConfig(model_channels=8, channel_mult=(1, 2), attention_levels=(), layout_channels=CONDITION_CHANNELS)
+    cfg = ModelConfig(
+        unet=unet, grid=(8, 16, 16), normalization="hu-window", spatial_mode="roi", nodule_types=NODULE_TYPES
+    )
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        model = DiffusionModel(cfg)
+        with torch.no_grad():
+            for p in model.parameters():
+                p.add_(torch.randn(p.shape) * 0.05)
+    return save_checkpoint(folder / "roi.pt", model, ema=model)
+
+
+def test_roi_synthetic_cases_are_new_nodules_in_the_real_phantoms(tmp_path: Path) -> None:
+    """Each synthetic case keeps its real phantom's anatomy away from the nodules, bit for bit; withholding the
+    classes (types off) changes what the model draws but not the target."""
+    import SimpleITK as sitk
+    from scipy import ndimage as ndi
+
+    from LungDDPMLib.data.spatial import nodule_boxes
+    from LungDDPMLib.downstream.experiment import _load_model, make_synthetic
+    from LungDDPMLib.phantom import make_phantom
+
+    ckpt = _roi_checkpoint(tmp_path)
+    cfg = DownstreamConfig(**{**TINY, "mode": "roi", "multiples": (0, 2)}, checkpoint=str(ckpt))
+    model, _ = _load_model(cfg, None, torch.device("cpu"))
+    cases = [make_synthetic(cfg, model, i, None) for i in range(3)]
+    off = make_synthetic(dataclasses.replace(cfg, types="off"), model, 0, None)[0]
+    for i, (case, info) in enumerate(cases):
+        assert info["anatomy_of_real_seed"] == cfg.real_seed + i % cfg.n_real
+        real = make_phantom(
+            cfg.phantom_size, cfg.phantom_spacing, seed=info["anatomy_of_real_seed"], nodules=cfg.nodules
+        )
+        real_nodules = sitk.GetArrayFromImage(real.layout) >= 2
+        # Away from every nodule, and outside the lung of the patches the ROI model regenerated.
+        lung = np.zeros(case.image.shape, bool)
+        lung.flat[case.lung_index] = True
+        patches = np.zeros_like(lung)
+        for box, _ in nodule_boxes(np.where(case.nodule, 2, 0), model.config.grid[::-1]):
+            patches[box.slices_zyx(lung.shape)[0]] = True
+        away = ~ndi.binary_dilation(case.nodule | real_nodules, iterations=4) & ~(patches & lung)
+        assert away.sum() > 0.9 * away.size
+        real_image = normalize_ct(sitk.GetArrayFromImage(real.ct))
+        # The scanner blur spreads every nodule a little beyond 4 voxels: a few voxels differ by 1 HU.
+        diff = np.abs(case.image[away] - real_image[away]) * 1400.0  # HU (normalize_ct spans 1400 HU)
+        assert diff.max() <= 2.0 and (diff == 0).mean() > 0.999, (diff.max(), (diff == 0).mean())
+        assert case.nodule.any() and not np.array_equal(case.nodule, real_nodules)  # new nodules
+        assert {n["kind"] for n in info["nodules"]} <= {"solid", "part-solid", "ground-glass"}
+    assert np.array_equal(off.nodule, cases[0][0].nodule) and np.array_equal(off.classes, cases[0][0].classes)
+    assert not np.array_equal(off.image, cases[0][0].image)
+
+
+@pytest.mark.skipif(importlib.util.find_spec("monai") is None, reason="MONAI (the seg extra) is not installed")
+def test_monai_unet_arm_runs_and_is_seeded(tmp_path: Path, tiny_checkpoint: Path) -> None:
+    cfg = DownstreamConfig(
+        **{**TINY, "segnet": "monai", "multiples": (0,), "steps": 3}, checkpoint=str(tiny_checkpoint)
+    )
+    a, b = run_downstream(cfg), run_downstream(cfg)
+    assert a["runs"][0]["losses"] == b["runs"][0]["losses"] and a["runs"][0]["cases"] == b["runs"][0]["cases"]
+    assert set(a["summary"]["arms"]) == {"real"} and "differences" not in a["summary"]

@@ -10,7 +10,7 @@ import pytest
 import SimpleITK as sitk
 from scipy import ndimage as ndi
 
-from LungDDPMLib.config import LABEL_LUNG, LABEL_NODULE
+from LungDDPMLib.config import LABEL_LUNG, LABEL_OF_TYPE, is_nodule
 from LungDDPMLib.data.preview import montage
 from LungDDPMLib.data.segmentation import read_segmentation
 from LungDDPMLib.errors import InputError
@@ -103,12 +103,12 @@ def test_anatomy_is_where_it_belongs(default_phantom):
 def test_nodules_inside_lungs_as_asked(small_phantom):
     ph = small_phantom
     _, layout, tissue = _arrays(ph)
-    labels, n = ndi.label(layout == LABEL_NODULE)
+    labels, n = ndi.label(is_nodule(layout))
     assert n == 3
     lung = ndi.binary_dilation(layout == LABEL_LUNG, iterations=2)
     for info in ph.info["nodules"]:
         i, j, k = info["center_index"]
-        assert layout[k, j, i] == LABEL_NODULE, info
+        assert layout[k, j, i] == LABEL_OF_TYPE[info["kind"]], info  # each nodule labelled with its class
         assert info["side"] == ("left" if info["center_mm"][0] > 0 else "right")
         comp = labels == labels[k, j, i]
         inside = (comp & lung).sum() / comp.sum()
@@ -148,7 +148,7 @@ def test_determinism_by_seed(small_phantom):
 
 def test_healthy_and_random_nodule_counts():
     healthy = make_phantom((64, 64, 48), (3.0, 3.0, 4.0), seed=1, nodules=0)
-    assert not (sitk.GetArrayViewFromImage(healthy.layout) == LABEL_NODULE).any()
+    assert not is_nodule(sitk.GetArrayViewFromImage(healthy.layout)).any()
     assert healthy.info["nodules"] == []
     three = make_phantom((64, 64, 48), (3.0, 3.0, 4.0), seed=1, nodules=3)
     assert len(three.info["nodules"]) == 3
@@ -166,12 +166,18 @@ def test_save_phantom_writes_loadable_files(tmp_path, small_phantom):
     assert np.array_equal(sitk.GetArrayViewFromImage(ct), sitk.GetArrayViewFromImage(small_phantom.ct))
     assert ct.GetSpacing() == small_phantom.ct.GetSpacing() and ct.GetOrigin() == small_phantom.ct.GetOrigin()
     seg = read_segmentation(paths["seg"])
-    assert seg.names == ["lung", "nodule"]
+    kinds = sorted({n["kind"] for n in small_phantom.info["nodules"]})
+    assert seg.names == [
+        "lung",
+        "nodule",
+        *[f"nodule {k}" for k in ("solid", "part-solid", "ground-glass") if k in kinds],
+    ]
     raw = sitk.ReadImage(str(paths["seg"]))
     for key in ("Segment0_Name", "Segment0_LabelValue", "Segment0_Layer", "Segment0_ID", "Segment1_Extent"):
         assert key in raw.GetMetaDataKeys()
     layout = sitk.GetArrayViewFromImage(small_phantom.layout)
-    assert np.array_equal(seg.mask(seg.find("Nodule")), layout == LABEL_NODULE)
+    for kind in kinds:  # the typed segments read back as the same classes
+        assert np.array_equal(seg.mask(seg.find(f"nodule {kind}")), layout == LABEL_OF_TYPE[kind])
     info = json.loads(paths["info"].read_text())
     assert info["seed"] == 7 and len(info["nodules"]) == 3
     nii = save_phantom(tmp_path / "nii", small_phantom, fmt="nii.gz", seg_nrrd=False)

@@ -1,0 +1,103 @@
+"""Training data for native-resolution nodule models (``roi`` mode) matches what synthesis feeds them.
+
+Each item must be a block of the real volume at its own spacing, around one of its nodules, normalised the way
+synthesis normalises a patch; the check below finds the block in the phantom by brute force instead of trusting
+the dataset's own bookkeeping.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+import torch
+
+from LungDDPMLib.config import CONDITION_CHANNELS, ModelConfig, UNetConfig, is_nodule
+from LungDDPMLib.data.datasets import PhantomDataset, model_data_options
+from LungDDPMLib.data.pipeline import model_options, preprocess
+from LungDDPMLib.errors import InputError
+from LungDDPMLib.phantom import NoduleSpec, make_phantom
+from LungDDPMLib.training import TrainConfig, Trainer, seeded_model
+
+SIZE, SPACING = (64, 64, 40), (2.0, 2.0, 3.0)
+SPECS = [NoduleSpec(10.0, "ground-glass", "round", side="left"), NoduleSpec(8.0, "solid", "round", side="right")]
+
+
+def roi_config(**kw) -> ModelConfig:
+    unet = UNetConfig(model_channels=8, channel_mult=(1, 2), attention_levels=(), layout_channels=CONDITION_CHANNELS)
+    base = ModelConfig(
+        unet=unet,
+        grid=(8, 16, 16),
+        normalization="hu-window",
+        spatial_mode="roi",
+        nodule_types=("solid", "part-solid", "ground-glass"),
+    )
+    return dataclasses.replace(base, **kw)
+
+
+def find_block(volume: np.ndarray, block: np.ndarray) -> list:
+    """Every start (z, y, x) where ``block`` equals a block of ``volume`` (outside the volume counts as 0)."""
+    pad = [(b, b) for b in block.shape]
+    padded = np.pad(volume, pad)
+    hits = []
+    first = block[0, 0, 0]
+    for z, y, x in np.argwhere(padded[: -block.shape[0], : -block.shape[1], : -block.shape[2]] == first):
+        window = padded[z : z + block.shape[0], y : y + block.shape[1], x : x + block.shape[2]]
+        if window.shape == block.shape and np.array_equal(window, block):
+            hits.append((z - block.shape[0], y - block.shape[1], x - block.shape[2]))
+    return hits
+
+
+def test_roi_items_are_native_blocks_around_nodules_normalised_like_synthesis():
+    cfg = roi_config()
+    ph = make_phantom(SIZE, SPACING, seed=5, nodules=SPECS)
+    ds = PhantomDataset(1, SIZE, SPACING, base_seed=5, nodules=SPECS, flip_prob=0.0, **model_data_options(cfg))
+    hu = sitk.GetArrayFromImage(ph.ct).astype(np.float32)
+    labels = sitk.GetArrayFromImage(ph.layout)
+    seen_types = set()
+    for epoch in range(6):
+        item = ds[(0, epoch)]
+        ct, lay = item["ct"][0].numpy(), item["layout"].numpy()
+        assert ct.shape == lay.shape == (8, 16, 16) and item["ct"].dtype == torch.float32
+        assert is_nodule(lay).any(), "an roi item without its nodule"
+        seen_types |= set(np.unique(lay[is_nodule(lay)]).tolist())
+        # The block of the HU volume it came from: the phantom's labels hold the item's layout exactly there.
+        starts = [s for s in find_block(labels, lay) if all(a >= 0 for a in s)]
+        assert starts, "the layout patch is not a block of the phantom's layout"
+        z, y, x = starts[0]
+        expected = np.clip((hu[z : z + 8, y : y + 16, x : x + 16] + 1000.0) / 1000.0 - 1.0, -1, 1)
+        assert np.allclose(ct, expected, atol=1e-6), "CT patch not the window-normalised HU at the layout's place"
+    assert seen_types == {3, 5}, "both nodules (solid 3 and ground-glass 5) are drawn across epochs"
+
+
+def test_roi_patch_matches_the_synthesis_patch_when_centred():
+    """With no shift, the training patch is the patch synthesis cuts for the same nodule (same normalisation)."""
+    cfg = roi_config()
+    spec = [NoduleSpec(8.0, "part-solid", "round", side="left")]
+    ph = make_phantom(SIZE, SPACING, seed=2, nodules=spec)
+    items, _ = preprocess(ph.ct, ph.layout, **model_options(cfg))
+    ds = PhantomDataset(1, SIZE, SPACING, base_seed=2, nodules=spec, flip_prob=0.0, **model_data_options(cfg))
+    hu, labels = ds.arrays(0)  # per nodule, the box a quarter patch larger on every side, before any shift
+    assert hu.shape == labels.shape == (1, 12, 24, 24)
+    centre = (slice(2, 10), slice(4, 20), slice(4, 20))
+    assert np.array_equal(labels[0][centre], items[0].layout)
+    window = np.clip((hu[0][centre] + 1000.0) / 1000.0 - 1.0, -1, 1)
+    assert np.allclose(window, items[0].ct, atol=1e-6)
+
+
+def test_roi_model_trains_and_mismatched_datasets_are_refused(tmp_path):
+    cfg = roi_config()
+    ds = PhantomDataset(2, SIZE, SPACING, base_seed=5, nodules=SPECS, **model_data_options(cfg))
+    train = TrainConfig(batch_size=2, max_steps=2, checkpoint_every=2, log_every=1, ema_start=1)
+    result = Trainer(seeded_model(cfg, 0), ds, train, tmp_path / "run", device="cpu").fit()
+    assert result.step == 2
+    full = PhantomDataset(2, SIZE, SPACING, **model_data_options(dataclasses.replace(cfg, spatial_mode="full")))
+    with pytest.raises(InputError, match="spatial_mode"):
+        Trainer(seeded_model(cfg, 0), full, train, tmp_path / "run2", device="cpu")
+    healthy = PhantomDataset(1, SIZE, SPACING, base_seed=5, nodules=0, **model_data_options(cfg))
+    with pytest.raises(InputError, match="has no nodule"):
+        healthy[0]
+    with pytest.raises(InputError, match="crop_size does not apply"):
+        PhantomDataset(1, SIZE, SPACING, crop_size=(4, 4, 4), **model_data_options(cfg))
