@@ -165,17 +165,20 @@ def _fits(layout: Any, patch_zyx: Tuple[int, ...]) -> bool:
     return bool(is_nodule(sitk.GetArrayViewFromImage(layout)).any())
 
 
-def make_test_phantom(config: DownstreamConfig, seed: int) -> Any:
-    """A test phantom with one nodule of each class (sizes, shapes and sides drawn from the phantom's distribution)."""
+def make_test_phantom(config: DownstreamConfig, seed: int, patch_zyx: Optional[Tuple[int, ...]] = None) -> Any:
+    """A test phantom with one nodule of each class (sizes, shapes and sides drawn from the phantom's distribution);
+    with ``patch_zyx``, redrawn until every nodule fits such a patch."""
     from ..phantom.nodules import random_specs
 
     rng = np.random.default_rng([seed, 17])
-    for _ in range(20):
+    for _ in range(30):
         specs = [dataclasses.replace(s, kind=k) for s, k in zip(random_specs(len(NODULE_TYPES), rng), NODULE_TYPES)]
         try:
-            return _phantom(config, seed, specs)
+            ph = _phantom(config, seed, specs)
         except InputError:  # a drawn nodule did not fit this lung: draw again
             continue
+        if patch_zyx is None or _fits(ph.layout, patch_zyx):
+            return ph
     raise InputError(f"could not place the test nodules in phantom {seed}")
 
 

@@ -48,3 +48,31 @@ def test_empty_nodule_is_not_applicable_and_shell_is_two_voxels_thick() -> None:
     assert shell[3, 12, 12] and shell[4, 12, 12] and not shell[5, 12, 12] and not shell[2, 12, 12]
     with pytest.raises(ValueError, match="shapes differ"):
         layout_fidelity(real, real[:-1], layout, (1, 1, 1))
+
+
+def test_nodule_classes_known_answers():
+    """A ground-glass nodule drawn at -600 HU is ground glass; one drawn solid is not; extents and W1 add up."""
+    from LungDDPMLib.evaluation.nodule_classes import nodule_fidelity, summarize_classes
+
+    shape = (30, 30, 30)
+    grid = np.indices(shape)
+    ball = lambda c, r: sum((g - x) ** 2 for g, x in zip(grid, c)) <= r**2  # noqa: E731
+    layout = np.ones(shape, np.uint8)
+    layout[ball((8, 8, 8), 4)] = 5  # ground glass
+    layout[ball((21, 21, 21), 4)] = 3  # solid
+    real = np.full(shape, -850.0)
+    real[layout == 5] = -620.0
+    real[layout == 3] = 30.0
+    good, bad = real.copy(), real.copy()
+    bad[layout == 5] = 30.0  # the ground-glass nodule drawn solid
+    rows = nodule_fidelity(real, good, layout, (1.0, 1.0, 1.0))
+    assert [r["class"] for r in rows] == ["ground-glass", "solid"]
+    assert all(r["synthetic_in_class_range"] for r in rows)
+    summary = summarize_classes(rows)
+    assert summary["ground-glass"]["w1_hu"] == 0.0 and summary["solid"]["synthetic_mean_hu"] == 30.0
+    volume = float((layout == 3).sum())
+    assert summary["solid"]["synthetic_dense_diameter_mm"] == pytest.approx((6 * volume / np.pi) ** (1 / 3), abs=0.01)
+    assert summary["ground-glass"]["synthetic_dense_diameter_mm"] == 0.0  # no solid part in ground glass
+    wrong = summarize_classes(nodule_fidelity(real, bad, layout, (1.0, 1.0, 1.0)))
+    assert wrong["ground-glass"]["synthetic_in_class_range"] == 0.0 and wrong["ground-glass"]["w1_hu"] == 650.0
+    assert "_values" not in rows[0]  # summarize_classes leaves JSON-ready rows
