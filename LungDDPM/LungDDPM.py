@@ -45,8 +45,9 @@ class LungDDPM(ScriptedLoadableModule):
         self.parent.helpText = _(
             "Synthesise realistic thoracic CT inside a lung/nodule layout with a Lung-DDPM-compatible diffusion "
             "model; anatomy outside the layout is kept exactly (anatomically aware sampling). Choose the CT and the "
-            "segmentation (segments named like 'lung' and 'nodule' are picked automatically), optionally place "
-            "nodules at markup points, and press Apply."
+            "segmentation (segments named like 'lung' and 'nodule' are picked automatically; a nodule segment named "
+            "with its type, e.g. 'nodule GGO', keeps that type), optionally place nodules of a chosen type at "
+            "markup points, and press Apply."
         )
         self.parent.acknowledgementText = _(
             "Based on Lung-DDPM (Jiang et al., IEEE TBME 2025). Synthetic images are for research only."
@@ -70,6 +71,7 @@ class LungDDPMParameterNode:
     noduleMarkups: vtkMRMLMarkupsFiducialNode
     noduleDiameterMm: Annotated[float, WithinRange(3.0, 30.0)] = 10.0
     noduleShape: Annotated[str, Choice(["round", "lobulated", "spiculated"])] = "round"
+    noduleType: Annotated[str, Choice(["solid", "part-solid", "ground-glass"])] = "solid"
     checkpoint: str = ""
     sampler: Annotated[str, Choice(["dpm++", "ddim", "ddpm"])] = "dpm++"
     steps: Annotated[int, WithinRange(0, 250)] = 20
@@ -204,6 +206,8 @@ class LungDDPMWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def _updateGui(self, caller=None, event=None) -> None:
         """Mirror the parameter node and the task states; cheap (no hashing, no imports of the engine)."""
+        from LungDDPMLogic.model_info import model_to_describe
+
         p = self._parameterNode
         synthesis, setMetrics = self._synthesis, self._setMetrics
         ready = bool(p and p.inputVolume and p.inputSegmentation)
@@ -222,7 +226,7 @@ class LungDDPMWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             wasBlocked = self.ui.checkpointPathLineEdit.blockSignals(True)
             self.ui.checkpointPathLineEdit.currentPath = checkpoint
             self.ui.checkpointPathLineEdit.blockSignals(wasBlocked)
-        self.ui.modelInfoLabel.text = self._models.describe(checkpoint)
+        self.ui.modelInfoLabel.text = self._models.describe(model_to_describe(checkpoint, p.mode if p else "auto"))
         self.ui.noduleMarkupsPlaceWidget.setCurrentNode(p.noduleMarkups if p else None)
         self._ensureTimer()
 
@@ -305,6 +309,8 @@ class LungDDPMWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         outputs = run.finish()
         self.logic.showResults(self._parameterNode.inputVolume if self._parameterNode else None, outputs)
         self.ui.statusLabel.text = _("Done: {n} synthetic volume(s)").format(n=len(outputs.volumes))
+        for note in outputs.notes:
+            self.appendLog(note)
         if outputs.metrics_error:
             self.appendLog(_("Metrics: {error}").format(error=outputs.metrics_error))
             self.ui.statusLabel.text += " - " + _("metrics missing: {error}").format(error=outputs.metrics_error)
@@ -395,7 +401,7 @@ class LungDDPMWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             from LungDDPMLogic.segment_choice import decode_ids, encode_ids
 
             segmentId = self.logic.addNodule(
-                p.inputSegmentation, p.inputVolume, p.noduleMarkups, p.noduleDiameterMm, p.noduleShape
+                p.inputSegmentation, p.inputVolume, p.noduleMarkups, p.noduleDiameterMm, p.noduleShape, p.noduleType
             )
             if p.noduleSegmentIds:
                 p.noduleSegmentIds = encode_ids([*decode_ids(p.noduleSegmentIds), segmentId])
@@ -488,14 +494,17 @@ class LungDDPMLogic(ScriptedLoadableModuleLogic):
         show_in_views(tableNode)
 
     @staticmethod
-    def addNodule(segmentationNode, volumeNode, markupsNode, diameterMm, shape) -> str:
-        """Add a nodule segment of the given diameter and (geometric) shape at the last markup point; its ID."""
+    def addNodule(segmentationNode, volumeNode, markupsNode, diameterMm, shape, noduleType="solid") -> str:
+        """Add a nodule segment of the given diameter, (geometric) shape and density class at the last markup
+        point; its name states the class ("Nodule 1 ground-glass"). Returns its ID."""
         from LungDDPMLogic import mrml_bridge as mb
         from LungDDPMLogic.nodule_placement import add_nodule_at_markup
 
         if segmentationNode is None or volumeNode is None:
             raise mb.LayoutError("select the CT volume and the segmentation first")
-        return add_nodule_at_markup(segmentationNode, volumeNode, markupsNode, diameter_mm=diameterMm, shape=shape)
+        return add_nodule_at_markup(
+            segmentationNode, volumeNode, markupsNode, diameter_mm=diameterMm, shape=shape, nodule_type=noduleType
+        )
 
     @staticmethod
     def runSettings(p: LungDDPMParameterNode, device: str = "auto"):

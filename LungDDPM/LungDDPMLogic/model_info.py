@@ -11,10 +11,24 @@ from __future__ import annotations
 import os
 from typing import Dict, Optional, Tuple
 
+from .engine_path import engine_root
 from .engine_probe import Probe
 
 Key = Tuple[str, int, int]
 CHECKING = "Checking the model file..."
+#: The bundled ROI model, relative to the folder that holds ``LungDDPMLib`` (the engine's ``registry.ROI_FILE``;
+#: not imported: the registry is not for Slicer's process).
+ROI_MODEL = ("LungDDPMLib", "models", "lungddpm-roi.pt")
+
+
+def model_to_describe(checkpoint: str, mode: str = "auto") -> str:
+    """The model file a run would use: the chosen checkpoint, else the bundled model of the mode (as the worker
+    picks it): ``""`` for the whole-lung demo model, the ROI model's path in ``roi`` mode."""
+    checkpoint = "" if checkpoint in ("", ".") else checkpoint
+    if checkpoint or mode != "roi":
+        return checkpoint
+    root = engine_root()
+    return str(root.joinpath(*ROI_MODEL)) if root is not None else os.path.join(*ROI_MODEL)
 
 
 def file_key(path: str) -> Optional[Key]:

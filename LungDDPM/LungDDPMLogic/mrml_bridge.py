@@ -19,6 +19,15 @@ import vtk
 from LungDDPMLib.errors import InputError
 
 LABEL_LUNG, LABEL_NODULE = 1, 2
+#: Layout label of a nodule of each density class; a nodule labelled :data:`LABEL_NODULE` has no stated class. The
+#: same values as the engine's ``LungDDPMLib.config.LABEL_OF_TYPE`` (kept here like the labels above; a test checks).
+LABEL_OF_TYPE = {"solid": 3, "part-solid": 4, "ground-glass": 5}
+NODULE_TYPES = tuple(LABEL_OF_TYPE)
+NODULE_LABELS = (LABEL_NODULE, *LABEL_OF_TYPE.values())
+#: Where nodule segments of different classes overlap, the voxel gets the class painted last in this order: a stated
+#: class wins over an unstated one, and the denser class wins (ground-glass < part-solid < solid), whatever the
+#: order of the segments, like a solid component inside ground glass.
+NODULE_PAINT_ORDER = (LABEL_NODULE, LABEL_OF_TYPE["ground-glass"], LABEL_OF_TYPE["part-solid"], LABEL_OF_TYPE["solid"])
 NODULE_WORDS = ("nodule", "lesion", "tumor", "tumour", "mass")
 ATTRIBUTE_PREFIX = "LungDDPM."
 #: SNOMED CT codes of lung and nodule in Slicer terminology entries (see ``segment_choice.TERMINOLOGY``).
@@ -70,9 +79,28 @@ def segment_names(segmentation_node: Any) -> Dict[str, str]:
     return {seg.GetNthSegmentID(n): seg.GetNthSegment(n).GetName() for n in range(seg.GetNumberOfSegments())}
 
 
+def nodule_type_from_name(name: str) -> Optional[str]:
+    """The density class a segment name states ("Nodule GGO" -> "ground-glass"), or None (the engine's rule)."""
+    from LungDDPMLib.data.nodule_types import type_from_name
+
+    return type_from_name(name)
+
+
 def is_nodule_name(name: str) -> bool:
+    """A nodule word in the name ("Nodule 1", "lesion"), or a name that states a density class ("GGO")."""
     low = name.strip().lower()
-    return any(w in low for w in NODULE_WORDS)
+    return any(w in low for w in NODULE_WORDS) or nodule_type_from_name(name) is not None
+
+
+def nodule_label(name: str) -> int:
+    """The layout label of a nodule segment called ``name``: its class's label, or :data:`LABEL_NODULE`."""
+    kind = nodule_type_from_name(name)
+    return LABEL_OF_TYPE[kind] if kind else LABEL_NODULE
+
+
+def is_nodule_label(array: np.ndarray) -> np.ndarray:
+    """Boolean mask of the nodule voxels (any class) of a layout array."""
+    return np.isin(array, NODULE_LABELS)
 
 
 def terminology_role(segment: Any) -> Optional[str]:
@@ -88,7 +116,8 @@ def guess_segments(segmentation_node: Any) -> Tuple[List[str], List[str]]:
     """(lung IDs, nodule IDs) guessed from terminology codes, else from segment names (case-insensitively).
 
     Lung: coded as lung, or the name contains "lung" and no nodule word ("Left lung", "LUNG_R"). Nodule: coded as
-    nodule, or the name contains "nodule", "lesion", "tumor", "tumour" or "mass" ("Nodule 1", "lung nodule").
+    nodule, or the name contains "nodule", "lesion", "tumor", "tumour" or "mass" ("Nodule 1", "lung nodule"), or
+    states a density class ("GGO", "part-solid", see :func:`nodule_type_from_name`).
     """
     lungs, nodules = [], []
     seg = segmentation_node.GetSegmentation()
@@ -159,11 +188,13 @@ def _segment_has_voxels(segmentation_node: Any, segment_id: str) -> bool:
 class Layout:
     """A layout on the CT grid and how it was made (for messages, provenance and tests)."""
 
-    array: np.ndarray  # uint8 (K, J, I): 0 background, 1 lung, 2 nodule
+    array: np.ndarray  # uint8 (K, J, I): 0 background, 1 lung, 2 nodule, 3 solid, 4 part-solid, 5 ground-glass
     lung_ids: List[str]
     nodule_ids: List[str]
     auto_lung: bool = False
     warnings: List[str] = field(default_factory=list)
+    #: Nodule segment ID -> its label in :attr:`array` (2 for a nodule whose name states no class).
+    nodule_labels: Dict[str, int] = field(default_factory=dict)
 
 
 def layout_from_segmentation(
@@ -175,6 +206,9 @@ def layout_from_segmentation(
 ) -> Layout:
     """Segmentation + reference CT -> layout array on the CT grid (nodules drawn over lung win).
 
+    A nodule segment whose name states a density class ("nodule GGO", "Nodule 3 part-solid", "solid nodule") gets
+    that class's label (3 solid, 4 part-solid, 5 ground-glass), any other nodule segment label 2. Where nodule
+    segments of different classes overlap, the denser class wins (:data:`NODULE_PAINT_ORDER`; a warning says so).
     ``lung_ids``/``nodule_ids`` default to :func:`guess_segments`. With ``auto_lung`` an empty or missing lung
     is replaced by the engine's automatic lung mask computed from the CT. An empty nodule segment is allowed
     (a healthy synthesis, with a warning); an empty lung is not.
@@ -201,25 +235,30 @@ def layout_from_segmentation(
         )
     out = np.zeros(shape, dtype=np.uint8)
     warnings: List[str] = []
-    for role, ids, value in (("lung", lung_ids, LABEL_LUNG), ("nodule", nodule_ids, LABEL_NODULE)):
-        for sid in ids:
-            mask = _segment_on_grid(segmentation_node, sid, volume)
-            if mask.shape != shape:
-                raise LayoutError(f"segment '{names[sid]}' exported with shape {mask.shape}, expected {shape}")
-            if not mask.any():
-                if _segment_has_voxels(segmentation_node, sid):
-                    raise LayoutError(
-                        f"the {role} segment '{names[sid]}' does not overlap the volume '{volume.GetName()}'; "
-                        "check that the segmentation was drawn on this CT (same patient coordinates)"
-                    )
-                if role == "lung" and not auto_lung:
-                    raise LayoutError(
-                        f"The lung segment '{names[sid]}' is empty; paint the lungs or tick "
-                        "'make the lung mask automatically'"
-                    )
-                warnings.append(f"The {role} segment '{names[sid]}' is empty")
-            out[mask] = value
-    if not (out == LABEL_NODULE).any():
+    labels = {sid: nodule_label(names[sid]) for sid in nodule_ids}
+    # nodules in paint order (the stable sort keeps the segments' order within a class): the denser class wins
+    ordered_nodules = sorted(nodule_ids, key=lambda sid: NODULE_PAINT_ORDER.index(labels[sid]))
+    for role, sid in [("lung", s) for s in lung_ids] + [("nodule", s) for s in ordered_nodules]:
+        value = LABEL_LUNG if role == "lung" else labels[sid]
+        mask = _segment_on_grid(segmentation_node, sid, volume)
+        if mask.shape != shape:
+            raise LayoutError(f"segment '{names[sid]}' exported with shape {mask.shape}, expected {shape}")
+        if not mask.any():
+            if _segment_has_voxels(segmentation_node, sid):
+                raise LayoutError(
+                    f"the {role} segment '{names[sid]}' does not overlap the volume '{volume.GetName()}'; "
+                    "check that the segmentation was drawn on this CT (same patient coordinates)"
+                )
+            if role == "lung" and not auto_lung:
+                raise LayoutError(
+                    f"The lung segment '{names[sid]}' is empty; paint the lungs or tick "
+                    "'make the lung mask automatically'"
+                )
+            warnings.append(f"The {role} segment '{names[sid]}' is empty")
+        if role == "nodule":
+            warnings.extend(_overlap_warnings(out, mask, value, names[sid]))
+        out[mask] = value
+    if not is_nodule_label(out).any():
         warnings.append("the layout has no nodule: the synthesis will show healthy lung")
     used_auto = False
     if not (out == LABEL_LUNG).any():
@@ -227,7 +266,26 @@ def layout_from_segmentation(
             raise LayoutError("the layout has no lung voxels; paint the lungs or use the automatic lung mask")
         out = _add_auto_lung(out, volume)
         used_auto = True
-    return Layout(out, lung_ids, nodule_ids, used_auto, warnings)
+    return Layout(out, lung_ids, nodule_ids, used_auto, warnings, labels)
+
+
+def _class_name(label: int) -> str:
+    kind = next((kind for kind, value in LABEL_OF_TYPE.items() if value == label), None)
+    return f"{kind} nodule" if kind else "nodule of unstated type"
+
+
+def _overlap_warnings(layout: np.ndarray, mask: np.ndarray, label: int, name: str) -> List[str]:
+    """Warnings for nodule voxels of another class that the nodule ``mask`` (class ``label``) is painted over."""
+    under = layout[mask]
+    out = []
+    for other in NODULE_LABELS:
+        n = int(np.count_nonzero(under == other)) if other != label else 0
+        if n:
+            out.append(
+                f"the nodule segment '{name}' overlaps a {_class_name(other)} in {n} voxel(s); there the layout "
+                f"has a {_class_name(label)} (a stated class wins over none, a denser class over a lighter one)"
+            )
+    return out
 
 
 def _add_auto_lung(layout: np.ndarray, volume: Any) -> np.ndarray:
@@ -242,7 +300,7 @@ def _add_auto_lung(layout: np.ndarray, volume: Any) -> np.ndarray:
     except InputError as exc:
         raise LayoutError(str(exc)) from None
     out = layout.copy()
-    out[lung & (out != LABEL_NODULE)] = LABEL_LUNG
+    out[lung & ~is_nodule_label(out)] = LABEL_LUNG
     return out
 
 
@@ -349,6 +407,7 @@ def set_provenance(node: Any, provenance: Dict[str, Any], seed: Optional[int] = 
     """Record provenance as node attributes: the headline values, and the full record as JSON."""
     model = provenance.get("model") or {}
     aas = provenance.get("aas") or {}
+    types = provenance.get("nodule_types") or {}
     values = {
         "model": model.get("path", ""),
         "model.sha256": model.get("sha256", ""),
@@ -360,6 +419,8 @@ def set_provenance(node: Any, provenance: Dict[str, Any], seed: Optional[int] = 
         "aas.blend_from": aas.get("blend_from", ""),
         "precision": provenance.get("precision", ""),
         "time_s": (provenance.get("timing_s") or {}).get("case", ""),
+        "nodule_types.used": types.get("used", ""),  # whether the model drew the layout's nodule classes
+        "nodule_types.note": types.get("note", ""),
         "provenance": json.dumps(provenance, default=str),
     }
     for key, value in values.items():

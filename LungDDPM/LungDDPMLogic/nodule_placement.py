@@ -1,11 +1,13 @@
-"""Add a nodule segment at a markup point: diameter in mm and shape, drawn on the reference CT grid.
+"""Add a nodule segment at a markup point: diameter in mm, shape and density class, drawn on the reference CT grid.
 
 The shape is purely geometric and decides the mask only: ``round`` a ball, ``lobulated`` a union of a core and
-3-6 lobes, ``spiculated`` a ball with 8-16 thin spikes. It is not a density class: the layout the model sees
-knows only "nodule" (label 2), so a solid, part-solid or ground-glass choice could not reach the synthesis and is
-deliberately not offered (nodule types would need a model conditioned on them). Distances are measured in
-physical millimetres through the volume's IJK-to-RAS matrix, so oblique and anisotropic grids give round nodules.
-The new segment is coded as a nodule (SNOMED CT terminology), its shape and diameter are recorded as tags.
+3-6 lobes, ``spiculated`` a ball with 8-16 thin spikes. The type is the nodule's density class (``solid``,
+``part-solid``, ``ground-glass``): the segment's name states it ("Nodule 3 ground-glass"), so the layout gives the
+nodule that class's label (3, 4, 5; see :func:`.mrml_bridge.nodule_label`), which a type-aware model (the bundled
+ROI model) draws as that class and a published two-channel model draws as a plain nodule. Renaming the segment
+changes its class the same way. Distances are measured in physical millimetres through the volume's IJK-to-RAS
+matrix, so oblique and anisotropic grids give round nodules. The new segment is coded as a nodule (SNOMED CT
+terminology); its shape, diameter and type are recorded as tags.
 """
 
 from __future__ import annotations
@@ -19,8 +21,11 @@ from . import mrml_bridge as mb
 from .segment_choice import set_terminology
 
 SHAPES = ("round", "lobulated", "spiculated")
+#: Density classes offered, as the layout knows them (``mrml_bridge.NODULE_TYPES``); the first is the default.
+NODULE_TYPES = mb.NODULE_TYPES
 MIN_DIAMETER_MM, MAX_DIAMETER_MM = 3.0, 30.0
-NODULE_COLOR = (0.95, 0.8, 0.2)
+#: Segment colour per class (those of the typed segments the engine writes, ``LungDDPMLib.data.segmentation``).
+NODULE_COLORS = {"solid": (0.95, 0.55, 0.2), "part-solid": (0.9, 0.75, 0.45), "ground-glass": (0.6, 0.85, 0.95)}
 
 
 def _unit_vectors(n: int, rng: np.random.Generator) -> np.ndarray:
@@ -94,23 +99,35 @@ def add_nodule_segment(
     shape: str = "round",
     seed: int = 0,
     name: Optional[str] = None,
+    nodule_type: str = "solid",
 ) -> str:
-    """Add a nodule segment ("Nodule N") to ``segmentation_node`` on ``volume``'s grid; returns its ID."""
+    """Add a nodule segment ("Nodule N <type>") to ``segmentation_node`` on ``volume``'s grid; returns its ID.
+
+    A ``name`` given here must state ``nodule_type`` or no class at all (then the type is appended), so that the
+    layout reads the class that was asked for.
+    """
+    if nodule_type not in NODULE_TYPES:
+        raise mb.LayoutError(f"unknown nodule type {nodule_type!r}; choose one of {', '.join(NODULE_TYPES)}")
     mask = nodule_mask(volume, center_ras, diameter_mm, shape, seed)
     segmentation = segmentation_node.GetSegmentation()
     if name is None:
         taken = {n.lower() for n in mb.segment_names(segmentation_node).values()}
         count = 1
-        while f"nodule {count}" in taken:
+        while any(t == f"nodule {count}" or t.startswith(f"nodule {count} ") for t in taken):
             count += 1
         name = f"Nodule {count}"
+    stated = mb.nodule_type_from_name(name)
+    if stated is None:
+        name = f"{name} {nodule_type}"
+    elif stated != nodule_type:
+        raise mb.LayoutError(f"the name {name!r} states a {stated} nodule, but a {nodule_type} nodule was asked for")
     if segmentation_node.GetNodeReference(segmentation_node.GetReferenceImageGeometryReferenceRole()) is None:
         segmentation_node.SetReferenceImageGeometryParameterFromVolumeNode(volume)
-    segment_id = segmentation.AddEmptySegment("", name, list(NODULE_COLOR))
+    segment_id = segmentation.AddEmptySegment("", name, list(NODULE_COLORS[nodule_type]))
     slicer.util.updateSegmentBinaryLabelmapFromArray(mask.astype(np.uint8), segmentation_node, segment_id, volume)
     segment = segmentation.GetSegment(segment_id)
     set_terminology(segment, "nodule")
-    for key, value in (("shape", shape), ("diameter_mm", f"{diameter_mm:g}")):
+    for key, value in (("shape", shape), ("diameter_mm", f"{diameter_mm:g}"), ("nodule_type", nodule_type)):
         segment.SetTag(mb.ATTRIBUTE_PREFIX + key, value)
     return segment_id
 

@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any, Callable, Dict, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 import slicer
 
 from . import mrml_bridge as mb
+from .nodule_placement import NODULE_COLORS
 from .segment_choice import set_terminology
 from .set_metrics_run import SetMetricsRun
 from .synthesis_run import RunOutputs, RunSettings, SynthesisRun, WorkerError
@@ -26,7 +27,8 @@ PHANTOM_SIZE, PHANTOM_SPACING, PHANTOM_SEED = (64, 64, 40), (3.2, 3.2, 6.0), 3
 
 
 def write_phantom(folder: Path, python: Optional[str] = None, timeout_s: float = 120.0) -> Tuple[Path, Path]:
-    """Write a small phantom CT (HU) and its layout (0/1/2) to ``folder`` with ``lungddpm phantom``."""
+    """Write a small phantom CT (HU) and its layout (0 background, 1 lung, 3-5 nodules by class) to ``folder`` with
+    ``lungddpm phantom``."""
     worker = WorkerProcess(python=python)
     try:
         args = ["phantom", str(folder), "--n", "1", "--seed", str(PHANTOM_SEED), "--nodules", "1", "--no-seg"]
@@ -40,16 +42,31 @@ def write_phantom(folder: Path, python: Optional[str] = None, timeout_s: float =
     return Path(folder) / f"{name}_ct.nrrd", Path(folder) / f"{name}_layout.nrrd"
 
 
+def phantom_segments(labels: np.ndarray) -> List[Tuple[str, int, str]]:
+    """(segment name, label value, role) for each segment of a layout: "Lung", then a nodule segment per class
+    present whose name states the class ("Nodule solid", "Nodule part-solid", "Nodule ground-glass"), so that the
+    module reads the same classes back; "Nodule" for nodules of unstated type, or when there is no nodule at all."""
+    present = set(np.unique(labels).tolist())
+    out = [("Lung", mb.LABEL_LUNG, "lung")]
+    if mb.LABEL_NODULE in present or not present & set(mb.NODULE_LABELS):
+        out.append(("Nodule", mb.LABEL_NODULE, "nodule"))
+    out += [(f"Nodule {kind}", value, "nodule") for kind, value in mb.LABEL_OF_TYPE.items() if value in present]
+    return out
+
+
 def load_phantom(ct_path: Path, layout_path: Path, name: str = "Phantom CT") -> Tuple[Any, Any]:
-    """The CT as a volume node and the layout as a segmentation with coded "Lung" and "Nodule" segments."""
+    """The CT as a volume node and the layout as a segmentation with coded "Lung" and typed nodule segments
+    (:func:`phantom_segments`)."""
     import SimpleITK as sitk
 
     ct = mb.add_volume_from_sitk(sitk.ReadImage(str(ct_path)), name)
     labels = sitk.GetArrayFromImage(sitk.ReadImage(str(layout_path)))
     seg = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSegmentationNode", f"{name} layout")
     seg.SetReferenceImageGeometryParameterFromVolumeNode(ct)
-    for segment_name, value, role in (("Lung", mb.LABEL_LUNG, "lung"), ("Nodule", mb.LABEL_NODULE, "nodule")):
-        segment_id = seg.GetSegmentation().AddEmptySegment("", segment_name, [0.5, 0.5, 0.5])
+    for segment_name, value, role in phantom_segments(labels):
+        kind = next((k for k, v in mb.LABEL_OF_TYPE.items() if v == value), None)
+        color = NODULE_COLORS[kind] if kind else (0.5, 0.5, 0.5)
+        segment_id = seg.GetSegmentation().AddEmptySegment("", segment_name, list(color))
         set_terminology(seg.GetSegmentation().GetSegment(segment_id), role)
         slicer.util.updateSegmentBinaryLabelmapFromArray((labels == value).astype(np.uint8), seg, segment_id, ct)
     return ct, seg

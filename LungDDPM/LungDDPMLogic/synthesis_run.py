@@ -83,6 +83,8 @@ class RunOutputs:
     histogram_chart: Any = None
     other_nodes: List[Any] = field(default_factory=list)
     metrics_error: str = ""
+    #: What the worker said about the result for the log, e.g. that the model ignored the layout's nodule classes.
+    notes: List[str] = field(default_factory=list)
 
     def nodes(self) -> List[Any]:
         optional = [n for n in (self.metrics_table, self.histogram_chart) if n is not None]
@@ -248,7 +250,8 @@ class SynthesisRun:
         except BaseException:
             mb.remove_folder(folder)
             raise
-        return RunOutputs(folder, volumes, layout_node)
+        note = (provenance.get("nodule_types") or {}).get("note")
+        return RunOutputs(folder, volumes, layout_node, notes=[str(note)] if note else [])
 
     def _add_metrics(self, outputs: RunOutputs) -> str:
         """Add the metrics table and histogram chart to the run folder; returns '' or why they are missing."""

@@ -245,15 +245,49 @@ def test_slicer_extension_index_entry():
     assert entry["build_dependencies"] == ["PyTorch"]
 
 
-def test_slicer_nodule_placement_offers_shapes_only():
-    """A nodule 'type' (solid, part-solid, ground-glass) cannot reach the model: only the geometric shape is offered."""
-    text = (MODULE / "LungDDPM.py").read_text() + UI_FILE.read_text()
-    for word in ("noduleKind", "part-solid", "ground-glass"):
-        assert word not in text, word
-    shapes = re.search(r"noduleShape: Annotated\[str, Choice\((\[.*?\])\)\]", text)
-    assert shapes and tuple(ast.literal_eval(shapes.group(1))) == ("round", "lobulated", "spiculated")
+def _choices(field: str) -> tuple:
+    m = re.search(rf"{field}: Annotated\[str, Choice\((\[.*?\])\)\]", (MODULE / "LungDDPM.py").read_text())
+    assert m, f"no Choice parameter {field!r} in LungDDPM.py"
+    return tuple(ast.literal_eval(m.group(1)))
+
+
+def _form_row(tree, widget_name):
+    """(layout element, row) of the QFormLayout item that holds ``widget_name``."""
+    for layout in tree.getroot().iter("layout"):
+        for item in layout.findall("item"):
+            w = item.find("widget")
+            if w is not None and w.get("name") == widget_name:
+                return layout, int(item.get("row", -1))
+    raise AssertionError(f"{widget_name} is in no layout")
+
+
+def test_slicer_nodule_placement_offers_shapes_and_types():
+    """Placing a nodule: a geometric shape and a density class (solid, part-solid, ground-glass; solid first, the
+    default), each a combo box bound to its parameter, side by side in the placement form; Add passes both."""
     placement = (MODULE / "LungDDPMLogic" / "nodule_placement.py").read_text()
-    assert 'SHAPES = ("round", "lobulated", "spiculated")' in placement and "not a density class" in placement
+    assert 'SHAPES = ("round", "lobulated", "spiculated")' in placement
+    assert _choices("noduleShape") == ("round", "lobulated", "spiculated")
+    assert _choices("noduleType") == ("solid", "part-solid", "ground-glass")
+    assert re.search(r'noduleType: Annotated\[str, Choice\(\[.*?\]\)\] = "solid"', (MODULE / "LungDDPM.py").read_text())
+    tree, widgets = _ui_widgets()
+    assert widgets["noduleShapeComboBox"] == ("QComboBox", "noduleShape")
+    assert widgets["noduleTypeComboBox"] == ("QComboBox", "noduleType")
+    shape_layout, shape_row = _form_row(tree, "noduleShapeComboBox")
+    type_layout, type_row = _form_row(tree, "noduleTypeComboBox")
+    assert shape_layout is type_layout and shape_layout.get("class") == "QFormLayout" and type_row == shape_row + 1
+    add = ast.unparse(_method("onAddNodule"))
+    assert "p.noduleShape" in add and "p.noduleType" in add
+    assert "nodule_type=noduleType" in ast.unparse(_method("addNodule"))
+
+
+def test_slicer_mode_choice_offers_the_roi_model():
+    """A user asks for the ROI model with mode 'roi' (bound combo box); the model line follows the mode."""
+    assert _choices("mode") == ("auto", "full", "roi")
+    _, widgets = _ui_widgets()
+    assert widgets["modeComboBox"] == ("QComboBox", "mode")
+    tooltip = ET.parse(UI_FILE).getroot().find(".//widget[@name='modeComboBox']/property[@name='toolTip']/string").text
+    assert "roi" in tooltip and "bundled ROI model" in tooltip
+    assert "model_to_describe(checkpoint, p.mode" in ast.unparse(_method("_updateGui"))
 
 
 def _logic_importable():

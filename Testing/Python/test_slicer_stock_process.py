@@ -94,6 +94,8 @@ SCRIPT = textwrap.dedent(
         time.sleep(0.05)
     print(json.dumps({{
         "refused": refused,
+        "segments": [seg.GetSegmentation().GetNthSegment(n).GetName()
+                     for n in range(seg.GetSegmentation().GetNumberOfSegments())],
         "questions": questions,
         "installed": installed,
         "button": slot.button_text,
@@ -141,6 +143,9 @@ def test_slicer_whole_flow_in_a_process_without_torch_or_skimage(tmp_path, tiny_
     assert all(m in allowed or m.startswith("LungDDPMLib.data") for m in out["engine_modules"]), out
     # the worker's Python has everything: nothing asked, nothing installed
     assert out["questions"] == [] and out["installed"] == []
+    # the phantom's one nodule arrives as a segment named by its class (read back as a typed layout label)
+    assert out["segments"][0] == "Lung" and len(out["segments"]) == 2, out["segments"]
+    assert out["segments"][1] in ("Nodule solid", "Nodule part-solid", "Nodule ground-glass"), out["segments"]
     # synthesis: volumes loaded, metrics from the worker's event, the button back to Apply
     assert out["volumes"] == ["Phantom CT synthetic 0", "Phantom CT synthetic 1"]
     assert out["metrics_error"] == "" and out["rows"] == 2 * 4
