@@ -21,7 +21,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--real", nargs="+", required=True, metavar="PATH", help="real CT files or folders (HU)")
     p.add_argument("--synthetic", nargs="+", required=True, metavar="PATH", help="synthetic CT files or folders")
-    p.add_argument("--layout", nargs="+", default=[], metavar="PATH", help="layouts (label maps 0/1/2 or .seg.nrrd)")
+    p.add_argument("--layout", nargs="+", default=[], metavar="PATH", help="layouts (label maps 0/1/2-5 or .seg.nrrd)")
     p.add_argument("--out", required=True, help="report folder")
     p.add_argument(
         "--geometry",

@@ -7,7 +7,11 @@ import json
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("phantom", help="write phantom CTs (HU) with layouts (0/1/2) and Slicer segmentations")
+    p = sub.add_parser(
+        "phantom",
+        help="write phantom CTs (HU) with layouts (0 background, 1 lung, nodules 3 solid / 4 part-solid / "
+        "5 ground-glass) and Slicer segmentations",
+    )
     p.add_argument("outdir", help="output folder")
     p.add_argument("--n", type=int, default=1, help="how many phantoms (seeds seed, seed+1, ...)")
     p.add_argument("--seed", type=int, default=0)

@@ -198,8 +198,11 @@ def layout_from_segmentation(
     out = np.zeros(seg.layers[0].shape, dtype=np.uint8)
     for s in lungs:
         out[seg.mask(s)] = LABEL_LUNG
-    for s in nodules:
-        kind = lowered.get(ALL) or lowered.get(s.name.strip().lower()) or type_from_name(s.name)
+    kinds = [lowered.get(ALL) or lowered.get(s.name.strip().lower()) or type_from_name(s.name) for s in nodules]
+    # Where nodule segments overlap, a stated class wins over none and a denser class over a lighter one (the rule
+    # the Slicer module applies too): paint in rising order of that priority.
+    rank = {None: 0, "ground-glass": 1, "part-solid": 2, "solid": 3}
+    for s, kind in sorted(zip(nodules, kinds), key=lambda sk: rank[sk[1]]):
         out[seg.mask(s)] = LABEL_OF_TYPE[kind] if kind else LABEL_NODULE
     return Geometry.of(seg.reference).image_from_array(out)
 

@@ -179,7 +179,7 @@ def sample(
 
     Args:
         model: a :class:`DiffusionModel` already on the device to use (it is not moved).
-        layout: (D, H, W) labels 0/1/2 on the model grid.
+        layout: (D, H, W) labels 0/1/2-5 on the model grid (3-5: nodules of a stated class).
         reference: (D, H, W) real CT normalised to [-1, 1], needed for AAS.
         sampler: sampler settings (default DPM-Solver++ 2M, 20 steps).
         aas: AAS settings; default: on when a reference is given, off otherwise.

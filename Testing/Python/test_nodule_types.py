@@ -195,3 +195,24 @@ def test_worker_reads_a_type_table_and_reports_it(tmp_path: Path, case):
     assert error["kind"] == "input" and "not a nodule label value" in error["message"]
     with pytest.raises(InputError, match="unknown nodule type"):
         Job(cases=[c], nodule_types=["3=calcified"], **base)
+
+
+def test_overlapping_nodule_segments_of_different_classes(tmp_path, small_phantom):
+    """A denser class wins where nodule segments overlap, whatever their order (the Slicer module's rule too)."""
+    from LungDDPMLib.data.layout import layout_from_segmentation
+    from LungDDPMLib.data.segmentation import read_segmentation
+
+    lay = sitk.GetArrayFromImage(small_phantom.layout)
+    lung = (lay == 1).astype(np.uint8)
+    nodule = (lay >= 2).astype(np.uint8)
+    geo = Geometry.of(small_phantom.layout)
+    for order in (("nodule GGO", "nodule solid"), ("nodule solid", "nodule GGO")):
+        img = sitk.JoinSeries([geo.image_from_array(a) for a in (lung, nodule, nodule)])
+        for i, name in enumerate(("lung", *order)):
+            img.SetMetaData(f"Segment{i}_Name", name)
+            img.SetMetaData(f"Segment{i}_ID", name)
+            img.SetMetaData(f"Segment{i}_LabelValue", "1")
+            img.SetMetaData(f"Segment{i}_Layer", str(i))
+        sitk.WriteImage(img, str(tmp_path / "overlap.seg.nrrd"))
+        out = sitk.GetArrayFromImage(layout_from_segmentation(read_segmentation(tmp_path / "overlap.seg.nrrd")))
+        assert np.array_equal(out == LABEL_OF_TYPE["solid"], nodule.astype(bool)), order
