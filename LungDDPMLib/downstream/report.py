@@ -124,19 +124,33 @@ def format_table(result: Dict[str, Any]) -> str:
     """The human summary: per arm and seed (over test cases), then across seeds, then the differences."""
     summary = result["summary"]
     names = {"false_positives": "FP/case", **{f"sensitivity_{k}": f"sens {k}" for k in NODULE_TYPES}}
-    header = f"{'arm':<12}{'seed':>6}  " + "".join(f"{names.get(m, m):<16}" for m in TABLE) + f"{'train s':>8}"
+    width = max([12] + [len(a) + 2 for a in summary["arms"]] + [len(a) + 9 for a in summary.get("differences", {})])
+    header = f"{'arm':<{width}}{'seed':>5}  " + "".join(f"{names.get(m, m):<16}" for m in TABLE) + f"{'train s':>8}"
     lines = [header, "-" * len(header)]
     for run in result["runs"]:
         stats = summary["arms"][run["arm"]]["per_seed"][str(run["seed"])]
         cells = "".join(f"{_fmt(stats[m]):<16}" for m in TABLE)
-        lines.append(f"{run['arm']:<12}{run['seed']:>6}  {cells}{run['train_s']:>8.0f}")
+        lines.append(f"{run['arm']:<{width}}{run['seed']:>5}  {cells}{run['train_s']:>8.0f}")
     lines.append("-" * len(header))
     for arm, stats in summary["arms"].items():
         cells = "".join(f"{_fmt(stats['seed_means'][m]):<16}" for m in TABLE)
-        lines.append(f"{arm:<12}{'mean':>6}  {cells}")
+        lines.append(f"{arm:<{width}}{'mean':>5}  {cells}")
     for arm, diff in summary.get("differences", {}).items():
         cells = "".join(f"{_fmt(diff[m]) + ('*' if diff[m]['larger_than_seed_spread'] else ''):<16}" for m in TABLE)
-        lines.append(f"{'- real':<12}{arm[5:]:>6}  {cells}")
+        lines.append(f"{arm + ' - real':<{width}}{'diff':>5}  {cells}")
     if summary.get("differences"):
-        lines.append("(differences: mean +- SD over seeds of the per-seed difference; * larger than the seed spread)")
+        lines.append("(diff: mean +- SD over seeds of the per-seed difference; * larger than the seed-to-seed spread)")
     return "\n".join(lines)
+
+
+def combine(results: Sequence[Dict[str, Any]], labels: Sequence[str]) -> Dict[str, Any]:
+    """Several runs of the experiment on the same real, test and training seeds, as one result: arms of the later
+    ones are renamed ``<label> <arm>`` (their real-only arm is dropped when the first has one: same seeds, same
+    training, same numbers), and the summary compares every arm with the first run's ``real`` arm."""
+    runs: List[Dict[str, Any]] = []
+    for i, (result, label) in enumerate(zip(results, labels)):
+        for run in result["runs"]:
+            if i and run["arm"] == BASELINE and any(r["arm"] == BASELINE for r in runs):
+                continue
+            runs.append({**run, "arm": run["arm"] if i == 0 else f"{label} {run['arm']}"})
+    return {"runs": runs, "summary": summarize(runs)}

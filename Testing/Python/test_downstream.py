@@ -285,3 +285,24 @@ def test_monai_unet_arm_runs_and_is_seeded(tmp_path: Path, tiny_checkpoint: Path
     a, b = run_downstream(cfg), run_downstream(cfg)
     assert a["runs"][0]["losses"] == b["runs"][0]["losses"] and a["runs"][0]["cases"] == b["runs"][0]["cases"]
     assert set(a["summary"]["arms"]) == {"real"} and "differences" not in a["summary"]
+
+
+def test_summary_compares_each_arm_with_real_only_and_the_seed_spread() -> None:
+    from LungDDPMLib.downstream.report import combine, format_table
+
+    def run(arm: str, seed: int, dice_value: float) -> Dict[str, Any]:
+        return {"arm": arm, "seed": seed, "train_s": 1.0, "cases": [{"dice": dice_value}, {"dice": dice_value}]}
+
+    main_runs = [run("real", s, 0.30 + 0.01 * s) for s in range(3)] + [
+        run("real+2x", s, 0.40 + 0.01 * s) for s in range(3)
+    ]
+    other = [run("real", s, 0.30 + 0.01 * s) for s in range(3)] + [run("real+2x", s, 0.31 + 0.01 * s) for s in range(3)]
+    combined = combine([{"runs": main_runs}, {"runs": other}], ["main", "off"])
+    assert [r["arm"] for r in combined["runs"]].count("real") == 3  # the second file's real arm is not repeated
+    diffs = combined["summary"]["differences"]
+    assert diffs["real+2x"]["dice"]["mean"] == pytest.approx(0.10)
+    assert diffs["real+2x"]["dice"]["seed_spread"] == pytest.approx(0.01)
+    assert diffs["real+2x"]["dice"]["larger_than_seed_spread"] is True
+    assert diffs["off real+2x"]["dice"]["mean"] == pytest.approx(0.01)
+    assert diffs["off real+2x"]["dice"]["larger_than_seed_spread"] is False  # inside the spread: no finding
+    assert "off real+2x - real" in format_table(combined)
