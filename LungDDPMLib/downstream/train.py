@@ -145,7 +145,7 @@ def predict_volume(
         from monai.inferers import sliding_window_inference
 
         region = torch.from_numpy(np.ascontiguousarray(case.image[box]))[None, None].to(device)
-        logits = sliding_window_inference(region, tuple(patch), tiles_per_batch, net, overlap=0.5, mode="gaussian")
+        logits = sliding_window_inference(region, tuple(patch), tiles_per_batch, net, overlap=0.25, mode="gaussian")
         mask = np.zeros(case.image.shape, dtype=bool)
         mask[box] = torch.sigmoid(logits).float().cpu().numpy()[0, 0] > 0.5
         return mask

@@ -215,3 +215,18 @@ def test_export_keeps_one_copy_of_the_chosen_weights(tmp_path: Path) -> None:
     assert all(torch.equal(a, b) for a, b in zip(got.model.state_dict().values(), ema.state_dict().values()))
     payload = torch.load(target, weights_only=True)
     assert "trainer" not in payload
+
+
+def test_saved_checkpoints_get_the_users_file_mode(tmp_path):
+    """Atomic saving goes through a private temporary file; the model file itself must be readable like any other."""
+    import os
+    import stat
+
+    from LungDDPMLib.checkpoint import atomic_torch_save
+
+    old = os.umask(0o022)
+    try:
+        atomic_torch_save({"x": 1}, tmp_path / "m.pt")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "m.pt").stat().st_mode) == 0o644
