@@ -112,6 +112,7 @@ class Job:
     blend_from: Optional[int] = None
     feather_voxels: int = 0
     feather_mm: float = 0.0
+    roi_margin_mm: Optional[float] = None
     device: str = "auto"
     precision: str = "auto"
     channels_last: bool = False
@@ -340,6 +341,7 @@ def _write_case(
         },
         # The layout's nodule classes and whether the model used them (a two-channel model ignores them).
         "nodule_types": result.nodule_types,
+        "regenerated": result.regenerated,
         "timing_s": {**{k: round(v, 3) for k, v in result.timing_s.items()}, "case": round(elapsed, 3)},
         "preprocess": json.loads(result.record.to_json()),
     }
@@ -483,6 +485,7 @@ def run_job(
                     aas=aas,
                     seeds=job.seeds(),
                     feather_mm=job.feather_mm,
+                    roi_margin_mm=job.roi_margin_mm,
                     batch_size=job.batch_size,
                     callback=progress,
                     should_stop=should_stop,

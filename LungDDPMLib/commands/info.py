@@ -27,6 +27,7 @@ def run(args: argparse.Namespace) -> int:
         "parameters": count_parameters(ckpt.model.denoise_fn),
         "timesteps": cfg.schedule.timesteps,
         "layout_channels": list(cfg.unet.layout_channels),
+        "nodule_types": list(cfg.nodule_types),
         "normalization": cfg.normalization,
         "spatial_mode": cfg.spatial_mode,
         "grid": list(cfg.grid),

@@ -45,6 +45,13 @@ def add_job_arguments(p: argparse.ArgumentParser, *, job_file: bool) -> None:
         help="blend after steps starting at a level <= this (0..T-1, as published --blend_from; default: all)",
     )
     m.add_argument("--feather", type=int, default=0, help="soft AAS seam width in voxels")
+    m.add_argument(
+        "--roi-margin",
+        dest="roi_margin_mm",
+        type=float,
+        help="roi mode: regenerate each nodule and the lung within this many mm of it, keep the rest real "
+        "(default 3; negative: the whole layout inside each patch)",
+    )
     m.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N, mps")
     m.add_argument(
         "--precision",
@@ -123,7 +130,7 @@ def job_from_args(args: argparse.Namespace) -> Any:
     same_names = ("checkpoint", "sampler", "steps", "eta", "seed", "num_samples", "mode", "blend_from", "device")
     same_names += ("precision", "batch_size", "lung_labels", "nodule_labels", "lung_segments", "nodule_segments")
     same_names += ("auto_lung", "channels_last", "compile", "cuda_graphs", "ignore_labels", "resample_layout")
-    same_names += ("nodule_types",)
+    same_names += ("nodule_types", "roi_margin_mm")
     for name in ("lung_labels", "nodule_labels", "ignore_labels"):
         setattr(args, name, _flat(getattr(args, name)))
     return Job(

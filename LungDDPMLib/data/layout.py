@@ -131,6 +131,10 @@ def layout_from_labelmap(
                 f"the nodule type table names nodule label {key}, which is not in the label map (it contains "
                 f"{listing}); remove the entry or give the right value"
             )
+    if not table:
+        _check_typed_values_are_nodules(
+            labels, array, [v for v in nodule_values if v in TYPE_OF_LABEL and v in present]
+        )
     out = np.zeros(array.shape, dtype=np.uint8)
     out[np.isin(array, lung_values)] = LABEL_LUNG
     for value in nodule_values:
@@ -142,6 +146,26 @@ def layout_from_labelmap(
             kind = TYPE_OF_LABEL.get(value)
         out[array == value] = LABEL_OF_TYPE[kind] if kind else LABEL_NODULE
     return Geometry.of(labels).image_from_array(out)
+
+
+#: A region of one of the typed nodule values (3-5) larger than this is not a nodule (the largest graded nodule,
+#: 30 mm, is 14 cm^3): in a user's label map those values most likely mean lungs or lobes.
+MAX_NODULE_MM3 = 65_000.0
+
+
+def _check_typed_values_are_nodules(labels: sitk.Image, array: np.ndarray, values: Sequence[int]) -> None:
+    """Values 3-5 mean typed nodules by default; refuse that reading where their regions are far too big for nodules
+    (a right lung labelled 3 would otherwise become a solid "nodule")."""
+    voxel = float(np.prod(labels.GetSpacing()))
+    for value in values:
+        components, n = ndi.label(array == value)
+        largest = float(np.bincount(components.ravel())[1:].max()) * voxel if n else 0.0
+        if largest > MAX_NODULE_MM3:
+            raise InputError(
+                f"label value [{value}] covers a region of {largest / 1000:.0f} cm^3, far larger than a nodule (by "
+                f"default 3, 4 and 5 mean solid, part-solid and ground-glass nodules); if it is lung, pass "
+                f"--lung-labels 1,{value} (or --ignore-labels {value})"
+            )
 
 
 def _match(seg: Segmentation, names: Tuple[str, ...], default_test) -> list:
@@ -349,6 +373,12 @@ def layout_grid_report(layout: sitk.Image, reference: sitk.Image, resample: bool
     return {"resampled": True, "extent_overlap": round(overlap, 4), "difference": difference, "warnings": [message]}
 
 
+def _default_nodule_values(lung: Union[int, Sequence[int], None], ignore: Union[int, Sequence[int], None]) -> tuple:
+    """2 and the typed values 3-5, less any value the user gave as lung or ignored."""
+    taken = set(_values(lung) if lung is not None else ()) | set(_values(ignore) if ignore is not None else ())
+    return tuple(v for v in NODULE_LABELS if v not in taken)
+
+
 def read_layout(
     path: PathLike,
     reference: sitk.Image,
@@ -388,7 +418,7 @@ def read_layout(
         layout = layout_from_labelmap(
             image,
             (1,) if lung_labels is None else lung_labels,
-            (LABEL_NODULE, *LABEL_OF_TYPE.values()) if nodule_labels is None else nodule_labels,
+            _default_nodule_values(lung_labels, ignore_labels) if nodule_labels is None else nodule_labels,
             ignore_labels,
             nodule_types,
         )

@@ -58,12 +58,13 @@ def test_absent_label_values(small_phantom):
 
 
 def test_seg_nrrd_by_names_3d(tmp_path, small_phantom):
-    path = write_segmentation(
-        small_phantom.layout, tmp_path / "lay.seg.nrrd", {1: ("Left Lung", (1, 0, 0)), 2: ("NODULE", (0, 1, 0))}
-    )
-    layout = layout_from_segmentation(path)  # default names: contains 'lung' / nodule words
+    segments = {1: ("Left Lung", (1, 0, 0)), 3: ("NODULE solid", (0, 1, 0)), 4: ("part-solid", (0, 1, 1))}
+    path = write_segmentation(small_phantom.layout, tmp_path / "lay.seg.nrrd", {**segments, 5: ("GGO", (1, 1, 0))})
+    layout = layout_from_segmentation(path)  # default names: contains 'lung' / nodule words / a nodule class
     assert np.array_equal(sitk.GetArrayViewFromImage(layout), sitk.GetArrayViewFromImage(small_phantom.layout))
-    explicit = layout_from_segmentation(path, lung_names="left lung", nodule_names=["nodule"])
+    explicit = layout_from_segmentation(
+        path, lung_names="left lung", nodule_names=["nodule solid", "part-solid", "ggo"]
+    )
     assert np.array_equal(sitk.GetArrayViewFromImage(explicit), sitk.GetArrayViewFromImage(layout))
     with pytest.raises(InputError, match=r"not found.*Left Lung"):
         layout_from_segmentation(path, lung_names="right lung")
@@ -103,8 +104,9 @@ def test_seg_nrrd_layered(tmp_path, small_phantom, true_4d):
     seg = read_segmentation(path)
     assert len(seg.layers) == 2 and seg.names == ["lung", "Nodule 1"]
     assert Geometry.of(seg.reference).matches(Geometry.of(small_phantom.layout))
+    untyped = retype(sitk.GetArrayFromImage(small_phantom.layout), None)  # "Nodule 1" states no class
     layout = load_layout(path, small_phantom.ct)
-    assert np.array_equal(sitk.GetArrayViewFromImage(layout), sitk.GetArrayViewFromImage(small_phantom.layout))
+    assert np.array_equal(sitk.GetArrayViewFromImage(layout), untyped)
 
 
 def test_layout_on_another_grid_is_resampled(tmp_path, small_phantom):

@@ -11,6 +11,7 @@ are written with nibabel in NIfTI voxel order, so a transposed volume anywhere i
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from pathlib import Path
 from typing import Dict, List, Tuple
@@ -445,5 +446,9 @@ def test_the_trainer_refuses_data_prepared_for_another_orientation(tmp_path):
     ours = PhantomDataset(1, phantom_size=(32, 32, 32), phantom_spacing=(6.0, 6.0, 8.0), grid=(16, 16, 16))
     with pytest.raises(InputError, match=r"prepared with .*'kji'.* expects .*'ikj'"):
         Trainer(DiffusionModel(cfg), ours, TrainConfig(max_steps=1), tmp_path / "run")
-    with pytest.raises(InputError, match="'roi'-mode model"):
-        model_data_options(preset("lung-ddpm-plus"))
+    plus = preset(
+        "lung-ddpm-plus", unet=dataclasses.replace(preset("tiny").unet, layout_channels=("nodule",)), grid=(16, 16, 16)
+    )
+    assert model_data_options(plus)["spatial_mode"] == "roi"  # roi datasets: nodule patches at native spacing
+    with pytest.raises(InputError, match="spatial_mode"):  # a whole-volume dataset for an roi model is refused
+        Trainer(DiffusionModel(plus), ours, TrainConfig(max_steps=1), tmp_path / "run3")

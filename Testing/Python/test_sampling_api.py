@@ -155,7 +155,7 @@ def test_cancel_stops_within_one_step(model, layout, reference) -> None:
         ({"reference": torch.full((N, N, N), float("nan"))}, "NaN"),
         ({"reference": torch.full((N, N, N), -1000.0)}, r"normalised to \[-1, 1\]"),
         ({"layout": torch.zeros(1, N, N, N)}, "3D label volume"),
-        ({"layout": torch.full((N, N, N), 4)}, r"labels \[4\]"),
+        ({"layout": torch.full((N, N, N), 6)}, r"labels \[6\]"),
         ({"layout": torch.full((N, N, N), 0.5)}, "integer labels"),
         ({"layout": torch.zeros(15, N, N, dtype=torch.long)}, "divisible by 4"),
         ({"sampler": SamplerConfig("ddim", steps=0)}, "between 1 and 250"),
