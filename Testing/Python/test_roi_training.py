@@ -101,3 +101,25 @@ def test_roi_model_trains_and_mismatched_datasets_are_refused(tmp_path):
         healthy[0]
     with pytest.raises(InputError, match="crop_size does not apply"):
         PhantomDataset(1, SIZE, SPACING, crop_size=(4, 4, 4), **model_data_options(cfg))
+
+
+def test_roi_synthesis_regenerates_nodules_plus_margin_and_keeps_the_rest():
+    from LungDDPMLib.diffusion import DiffusionModel
+    from LungDDPMLib.sampling import SamplerConfig
+    from LungDDPMLib.synthesis import near_nodules, synthesize_case
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        model = DiffusionModel(roi_config())
+    ph = make_phantom(SIZE, SPACING, seed=5, nodules=SPECS)
+    real, labels = sitk.GetArrayFromImage(ph.ct), sitk.GetArrayFromImage(ph.layout)
+    sampler = SamplerConfig("ddim", steps=2)
+    spacing = SPACING[::-1]
+    anchored = synthesize_case(ph.ct, ph.layout, model, sampler=sampler, seeds=[1])
+    changed = sitk.GetArrayFromImage(anchored.images[0]) != real
+    assert anchored.regenerated == "nodules + 3 mm" and changed.any()
+    assert not (changed & ~near_nodules(labels, spacing, 3.0)).any()  # the lung beyond 3 mm stays real
+    whole = synthesize_case(ph.ct, ph.layout, model, sampler=sampler, seeds=[1], roi_margin_mm=-1)
+    changed = sitk.GetArrayFromImage(whole.images[0]) != real
+    assert whole.regenerated == "layout" and (changed & ~near_nodules(labels, spacing, 6.0)).any()
+    assert not (changed & (labels == 0)).any()  # background stays real either way
