@@ -125,18 +125,18 @@ def format_table(result: Dict[str, Any]) -> str:
     summary = result["summary"]
     names = {"false_positives": "FP/case", **{f"sensitivity_{k}": f"sens {k}" for k in NODULE_TYPES}}
     width = max([12] + [len(a) + 2 for a in summary["arms"]] + [len(a) + 9 for a in summary.get("differences", {})])
-    header = f"{'arm':<{width}}{'seed':>5}  " + "".join(f"{names.get(m, m):<16}" for m in TABLE) + f"{'train s':>8}"
+    header = f"{'arm':<{width}}{'seed':>5}  " + "".join(f"{names.get(m, m):<19}" for m in TABLE) + f"{'train s':>8}"
     lines = [header, "-" * len(header)]
     for run in result["runs"]:
         stats = summary["arms"][run["arm"]]["per_seed"][str(run["seed"])]
-        cells = "".join(f"{_fmt(stats[m]):<16}" for m in TABLE)
+        cells = "".join(f"{_fmt(stats[m]):<19}" for m in TABLE)
         lines.append(f"{run['arm']:<{width}}{run['seed']:>5}  {cells}{run['train_s']:>8.0f}")
     lines.append("-" * len(header))
     for arm, stats in summary["arms"].items():
-        cells = "".join(f"{_fmt(stats['seed_means'][m]):<16}" for m in TABLE)
+        cells = "".join(f"{_fmt(stats['seed_means'][m]):<19}" for m in TABLE)
         lines.append(f"{arm:<{width}}{'mean':>5}  {cells}")
     for arm, diff in summary.get("differences", {}).items():
-        cells = "".join(f"{_fmt(diff[m]) + ('*' if diff[m]['larger_than_seed_spread'] else ''):<16}" for m in TABLE)
+        cells = "".join(f"{_fmt(diff[m]) + ('*' if diff[m]['larger_than_seed_spread'] else ''):<19}" for m in TABLE)
         lines.append(f"{arm + ' - real':<{width}}{'diff':>5}  {cells}")
     if summary.get("differences"):
         lines.append("(diff: mean +- SD over seeds of the per-seed difference; * larger than the seed-to-seed spread)")
