@@ -92,7 +92,8 @@ def synthesize_case(
     t0 = time.perf_counter()
     # Classes the model was not trained on are refused here, before any work; a model without type conditioning
     # draws typed nodules as plain nodules, and the report says so.
-    types = type_report(layout_labels(layout), cfg.nodule_types)
+    labels = layout_labels(layout)
+    types = type_report(labels, cfg.nodule_types)
     items, record = preprocess(ct, layout, **model_options(cfg))
     margin = ROI_MARGIN_MM if roi_margin_mm is None else float(roi_margin_mm)
     nodules_only = cfg.spatial_mode == "roi" and margin >= 0
@@ -142,7 +143,6 @@ def synthesize_case(
     t2 = time.perf_counter()
     region = None
     if nodules_only:
-        labels = layout_labels(layout)
         region = near_nodules(labels, tuple(ct.GetSpacing())[::-1], margin) & layout_region(labels)
     images = [postprocess([p[k] for p in per_patch], record, ct, layout, feather_mm, region) for k in range(len(seeds))]
     t3 = time.perf_counter()

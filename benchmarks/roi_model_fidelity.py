@@ -27,7 +27,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from LungDDPMLib.checkpoint import load_checkpoint
-from LungDDPMLib.data.nodule_types import retype
+from LungDDPMLib.data.nodule_types import retype_image
 from LungDDPMLib.downstream.experiment import DownstreamConfig, make_test_phantom
 from LungDDPMLib.evaluation import layout_fidelity
 from LungDDPMLib.evaluation.nodule_classes import nodule_fidelity, summarize_classes
@@ -62,8 +62,7 @@ def main() -> None:
         for name, model in models.items():
             layout = ph.layout
             if name == "roi-untyped":
-                layout = sitk.GetImageFromArray(retype(lay, None))
-                layout.CopyInformation(ph.layout)
+                layout = retype_image(ph.layout, None)
             start = time.perf_counter()
             result = synthesize_case(
                 ph.ct, layout, model, sampler=SamplerConfig("dpm++", steps=args.steps), seeds=[seed]

@@ -19,6 +19,7 @@ import re
 from typing import Dict, Iterable, Mapping, Optional, Sequence, Union
 
 import numpy as np
+import SimpleITK as sitk
 
 from ..config import LABEL_NODULE, LABEL_OF_TYPE, NODULE_TYPES, TYPE_OF_LABEL, is_nodule
 from ..errors import InputError
@@ -153,4 +154,11 @@ def retype(labels: np.ndarray, kind: Optional[str], where: Optional[np.ndarray] 
     out = labels.copy()
     mask = is_nodule(out) if where is None else (is_nodule(out) & where)
     out[mask] = LABEL_NODULE if kind is None else LABEL_OF_TYPE[canonical_type(kind)]
+    return out
+
+
+def retype_image(layout: sitk.Image, kind: Optional[str]) -> sitk.Image:
+    """:func:`retype` for a layout image (same geometry): e.g. ``retype_image(layout, None)`` withholds the classes."""
+    out = sitk.GetImageFromArray(retype(sitk.GetArrayFromImage(layout), kind))
+    out.CopyInformation(layout)
     return out

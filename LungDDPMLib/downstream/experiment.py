@@ -238,10 +238,8 @@ def make_synthetic(
     config: DownstreamConfig, model: Any, index: int, cache: Optional[Path]
 ) -> Tuple[Case, Dict[str, Any]]:
     """Synthetic case ``index``: from the cache, or made now (and cached)."""
-    import SimpleITK as sitk
-
     from ..data.io import read_image, write_image
-    from ..data.nodule_types import retype
+    from ..data.nodule_types import retype_image
     from ..sampling import SamplerConfig
     from ..synthesis import synthesize_case
 
@@ -255,8 +253,7 @@ def make_synthetic(
     ph, real = synthetic_layout(config, index, patch)
     layout = ph.layout
     if config.types == "off":  # the model is not told the classes; the target mask is the same
-        layout = sitk.GetImageFromArray(retype(sitk.GetArrayFromImage(ph.layout), None))
-        layout.CopyInformation(ph.layout)
+        layout = retype_image(ph.layout, None)
     sampler = SamplerConfig(config.sampler, steps=config.sampler_steps)
     result = synthesize_case(ph.ct, layout, model, sampler=sampler, seeds=[seed])
     if paths:
