@@ -48,6 +48,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", type=int)
     p.add_argument("--grad-accum", type=int)
     p.add_argument("--grad-clip", type=float)
+    p.add_argument(
+        "--nodule-weight",
+        type=float,
+        help="loss weight of voxels in and near nodules (default 1: all alike, as published; e.g. 5 for ROI models)",
+    )
+    p.add_argument(
+        "--nodule-weight-margin", type=int, help="voxels around each nodule that share its weight (default 2)"
+    )
     p.add_argument("--ema-decay", type=float)
     p.add_argument("--ema-every", type=int)
     p.add_argument("--ema-start", type=int)
@@ -72,6 +80,8 @@ _TRAIN_FIELDS = (
     "batch_size",
     "grad_accum",
     "grad_clip",
+    "nodule_weight",
+    "nodule_weight_margin",
     "ema_decay",
     "ema_every",
     "ema_start",

@@ -91,8 +91,13 @@ class DiffusionModel(nn.Module):
         kind: str = "l1",
         t: Optional[torch.Tensor] = None,
         noise: Optional[torch.Tensor] = None,
+        weight: Optional[torch.Tensor] = None,
     ) -> torch.Tensor:
         """Training loss: noise ``x0`` to levels ``t`` and compare predicted with true noise (L1 as published).
+
+        ``weight`` (B, 1, D, H, W), non-negative, makes each sample's loss a weighted mean over its voxels; the batch
+        loss is then the mean over samples, so it does not depend on how a batch is split (uniform weights give the
+        published loss exactly).
 
         ``t`` and ``noise`` are drawn from ``generator`` when not given (levels first, then noise); the trainer
         passes its own per-sample draws so that results do not depend on how a batch is split across processes.
@@ -108,6 +113,12 @@ class DiffusionModel(nn.Module):
         if noise is None:
             noise = torch.randn(x0.shape, device=x0.device, dtype=x0.dtype, generator=generator)
         pred = self.eps(self.schedule.q_sample(x0, t, noise), t, cond).float()
-        if kind == "l1":
-            return (pred - noise.float()).abs().mean()
-        return F.mse_loss(pred, noise.float())
+        if weight is None:
+            if kind == "l1":
+                return (pred - noise.float()).abs().mean()
+            return F.mse_loss(pred, noise.float())
+        if tuple(weight.shape) != (x0.shape[0], 1, *x0.shape[2:]) or bool((weight < 0).any()):
+            raise InputError(f"loss weight must be non-negative with shape (B, 1, D, H, W), got {tuple(weight.shape)}")
+        err = (pred - noise.float()).abs() if kind == "l1" else (pred - noise.float()) ** 2
+        w = weight.float().expand_as(err).flatten(1)
+        return ((err.flatten(1) * w).sum(1) / w.sum(1).clamp_min(1e-12)).mean()

@@ -8,13 +8,15 @@ in the global batch). The draw therefore does not depend on the micro-batch size
 from __future__ import annotations
 
 import contextlib
-from typing import Iterator, Tuple
+from typing import Iterator, Optional, Tuple
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from ..config import ModelConfig
 from ..diffusion import DiffusionModel
+from ..errors import InputError
 from .datasets import derive_seed
 
 
@@ -25,21 +27,48 @@ def seeded_model(config: ModelConfig, seed: int) -> DiffusionModel:
         return DiffusionModel(config)
 
 
+def nodule_weight_map(model: DiffusionModel, cond: torch.Tensor, weight: float, margin: int) -> torch.Tensor:
+    """Per-voxel loss weights (B, 1, D, H, W): ``weight`` in each nodule dilated by ``margin`` voxels, 1 elsewhere.
+
+    The nodule region is read from the model's ``nodule`` layout channel (+1 inside a nodule, -1 outside), so it is
+    exactly the region the model is told about, whatever labels the dataset used.
+    """
+    channels = model.config.unet.layout_channels
+    if "nodule" not in channels:
+        raise InputError(f"a nodule loss weight needs a model with a 'nodule' layout channel; this one has {channels}")
+    index = channels.index("nodule")
+    region = (cond[:, index : index + 1] > 0).float()
+    if margin > 0:
+        region = F.max_pool3d(region, kernel_size=2 * margin + 1, stride=1, padding=margin)
+    return 1.0 + (float(weight) - 1.0) * region
+
+
 class LossModule(nn.Module):
     """The training loss as ``forward``, so that DDP sees the call and averages the gradients.
 
     It calls :meth:`DiffusionModel.loss` with the layout channels ``cond`` (see :meth:`DiffusionModel.condition`) and
-    ``t`` and ``noise`` drawn per sample by :func:`draw_noise`.
+    ``t`` and ``noise`` drawn per sample by :func:`draw_noise`; with ``nodule_weight`` above 1, voxels in and near
+    nodules count that much more (:func:`nodule_weight_map`).
     """
 
-    def __init__(self, model: DiffusionModel, kind: str) -> None:
+    def __init__(self, model: DiffusionModel, kind: str, nodule_weight: float = 1.0, nodule_margin: int = 0) -> None:
         super().__init__()
         assert kind in ("l1", "l2")
+        if nodule_weight != 1.0 and "nodule" not in model.config.unet.layout_channels:
+            raise InputError(
+                f"--nodule-weight needs a model with a 'nodule' layout channel; this one has "
+                f"{model.config.unet.layout_channels}"
+            )
         self.model = model
         self.kind = kind
+        self.nodule_weight = float(nodule_weight)
+        self.nodule_margin = int(nodule_margin)
 
     def forward(self, ct: torch.Tensor, cond: torch.Tensor, t: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
-        return self.model.loss(ct, cond, kind=self.kind, t=t, noise=noise)
+        weight: Optional[torch.Tensor] = None
+        if self.nodule_weight != 1.0:
+            weight = nodule_weight_map(self.model, cond, self.nodule_weight, self.nodule_margin)
+        return self.model.loss(ct, cond, kind=self.kind, t=t, noise=noise, weight=weight)
 
 
 def draw_noise(

@@ -124,7 +124,7 @@ class Trainer:
         self.model = copy.deepcopy(model).to(self.device).train()
         self.ema = EMA(self.model, decay=config.ema_decay, every=config.ema_every, start=config.ema_start)
         self.optimizer = self._make_optimizer()
-        self._loss_module = LossModule(self.model, config.loss)
+        self._loss_module = LossModule(self.model, config.loss, config.nodule_weight, config.nodule_weight_margin)
         self._ddp: Optional[nn.Module] = None
         self._noise_gen = torch.Generator(device=self.device)
         self.step = 0

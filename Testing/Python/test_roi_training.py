@@ -14,12 +14,14 @@ import pytest
 import SimpleITK as sitk
 import torch
 
+from LungDDPMLib.checkpoint import load_checkpoint
 from LungDDPMLib.config import CONDITION_CHANNELS, ModelConfig, UNetConfig, is_nodule
 from LungDDPMLib.data.datasets import PhantomDataset, model_data_options
 from LungDDPMLib.data.pipeline import model_options, preprocess
 from LungDDPMLib.errors import InputError
 from LungDDPMLib.phantom import NoduleSpec, make_phantom
 from LungDDPMLib.training import TrainConfig, Trainer, seeded_model
+from LungDDPMLib.training.loss import LossModule, nodule_weight_map
 
 SIZE, SPACING = (64, 64, 40), (2.0, 2.0, 3.0)
 SPECS = [NoduleSpec(10.0, "ground-glass", "round", side="left"), NoduleSpec(8.0, "solid", "round", side="right")]
@@ -123,3 +125,73 @@ def test_roi_synthesis_regenerates_nodules_plus_margin_and_keeps_the_rest():
     changed = sitk.GetArrayFromImage(whole.images[0]) != real
     assert whole.regenerated == "layout" and (changed & ~near_nodules(labels, spacing, 6.0)).any()
     assert not (changed & (labels == 0)).any()  # background stays real either way
+
+
+# ------------------------------------------------------------------------------------ nodule-weighted training loss
+def _two_layouts() -> torch.Tensor:
+    """Two 8x16x16 layouts, lung everywhere: one ground-glass voxel at an edge, a 2x2x2 solid block inside."""
+    layout = torch.ones(2, 8, 16, 16, dtype=torch.long)
+    layout[0, 0, 0, 5] = 5
+    layout[1, 3:5, 7:9, 7:9] = 3
+    return layout
+
+
+def test_nodule_weight_map_is_the_nodules_dilated_by_the_margin():
+    model = seeded_model(roi_config(), 0)
+    layout = _two_layouts()
+    got = nodule_weight_map(model, model.condition(layout), 10.0, 1).numpy()
+    # Oracle: every voxel within one voxel (chessboard distance) of a nodule voxel weighs 10, the rest 1.
+    expected = np.ones((2, 1, 8, 16, 16), dtype=np.float32)
+    for b, z, y, x in np.argwhere(np.isin(layout.numpy(), (2, 3, 4, 5))):
+        expected[b, 0, max(z - 1, 0) : z + 2, max(y - 1, 0) : y + 2, max(x - 1, 0) : x + 2] = 10.0
+    assert np.array_equal(got, expected)
+    assert np.array_equal(nodule_weight_map(model, model.condition(layout), 10.0, 0).numpy() > 1, layout[:, None] > 1)
+
+
+def test_nodule_weighted_loss_is_a_per_sample_weighted_mean_and_uniform_weights_are_the_published_loss():
+    model = seeded_model(roi_config(), 0)
+    layout = _two_layouts()
+    cond = model.condition(layout)
+    gen = torch.Generator().manual_seed(0)
+    x0 = torch.rand(2, 1, 8, 16, 16, generator=gen) * 2 - 1
+    t, noise = torch.tensor([3, 200]), torch.randn(2, 1, 8, 16, 16, generator=gen)
+    with torch.no_grad():
+        err = (model.eps(model.schedule.q_sample(x0, t, noise), t, cond) - noise).abs().numpy()
+        published = model.loss(x0, cond, t=t, noise=noise)
+        uniform = model.loss(x0, cond, t=t, noise=noise, weight=torch.full((2, 1, 8, 16, 16), 3.0))
+        w = nodule_weight_map(model, cond, 10.0, 1)
+        weighted = model.loss(x0, cond, t=t, noise=noise, weight=w)
+        per_sample = [
+            model.loss(x0[i : i + 1], cond[i : i + 1], t=t[i : i + 1], noise=noise[i : i + 1], weight=w[i : i + 1])
+            for i in range(2)
+        ]
+        module = LossModule(model, "l1", 10.0, 1)(x0, cond, t, noise)
+    torch.testing.assert_close(uniform, published)
+    wn = w.numpy()
+    oracle = np.mean([(err[i] * wn[i]).sum() / wn[i].sum() for i in range(2)])
+    assert abs(float(weighted) - oracle) < 1e-5 * max(1.0, oracle)
+    assert float(weighted) != pytest.approx(float(published), rel=1e-3)  # the nodules' errors count more
+    torch.testing.assert_close(weighted, torch.stack(per_sample).mean())  # a batch split does not change it
+    torch.testing.assert_close(module, weighted)
+    with pytest.raises(InputError, match="non-negative"):
+        model.loss(x0, cond, t=t, noise=noise, weight=-w)
+    with pytest.raises(InputError, match="shape"):
+        model.loss(x0, cond, t=t, noise=noise, weight=w[:, :, :4])
+
+
+def test_nodule_weighted_training_runs_records_its_setting_and_refuses_bad_settings(tmp_path):
+    cfg = roi_config()
+    ds = PhantomDataset(2, SIZE, SPACING, base_seed=5, nodules=SPECS, **model_data_options(cfg))
+    train = TrainConfig(max_steps=2, checkpoint_every=2, log_every=1, ema_start=1, nodule_weight=8.0)
+    result = Trainer(seeded_model(cfg, 0), ds, train, tmp_path / "run", device="cpu").fit()
+    assert result.step == 2
+    assert load_checkpoint(tmp_path / "run" / "last.pt").provenance["train_config"]["nodule_weight"] == 8.0
+    for bad in ({"nodule_weight": 0.5}, {"nodule_weight": float("inf")}, {"nodule_weight_margin": -1}):
+        with pytest.raises(InputError, match="nodule_weight"):
+            TrainConfig(**bad)
+    lung_only = roi_config(
+        unet=UNetConfig(model_channels=8, channel_mult=(1, 2), attention_levels=(), layout_channels=("lung",)),
+        nodule_types=(),
+    )
+    with pytest.raises(InputError, match="'nodule' layout channel"):
+        Trainer(seeded_model(lung_only, 0), ds, train, tmp_path / "run2", device="cpu")
