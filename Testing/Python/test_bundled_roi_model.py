@@ -1,7 +1,8 @@
 """A quality gate on the ROI model that ships: it loads safely, it is what the registry says, the bundled models fit
-the size budget, and on a held-out phantom the drawn nodules are ordered by their stated class (ground glass
-darkest, solid brightest). The model draws nodules too bright (its card's table): the gate checks what it does
-reliably, the ordering, not absolute class ranges it misses."""
+the size budget, and on a held-out phantom each drawn nodule is ordered by its stated class (ground glass darkest,
+solid brightest), lies within 200 HU of the phantom's own nodule of that class, and the solid and part-solid ones
+fall in their class's HU range. Ground glass must stay ground-glass dark (below -450 HU); the model draws it up to
+about 140 HU too faint (its card's table), so its lower class bound is not part of the gate."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import SimpleITK as sitk
 
 from LungDDPMLib.checkpoint import load_checkpoint
 from LungDDPMLib.cli import main
-from LungDDPMLib.evaluation.nodule_classes import nodule_fidelity
+from LungDDPMLib.evaluation.nodule_classes import CLASS_RANGES, nodule_fidelity
 from LungDDPMLib.phantom import NoduleSpec, make_phantom, save_phantom
 from LungDDPMLib.registry import DEMO_FILE, ROI_FILE, identify
 
@@ -31,7 +32,7 @@ def test_bundled_models_fit_the_budget_and_are_recognised() -> None:
 
 def test_bundled_roi_model_draws_each_class_through_the_cli(tmp_path: Path, capsys) -> None:
     """Held-out phantom (seed 5; training used 1000-1047) with one nodule of each class; ``--mode roi`` without a
-    checkpoint picks the bundled ROI model; the mean HU inside each nodule must lie in its class's range."""
+    checkpoint picks the bundled ROI model; the mean HU inside each nodule is checked against its class (module doc)."""
     specs = [
         NoduleSpec(12.0, "solid", "round", side="right"),
         NoduleSpec(14.0, "part-solid", "round", side="left"),
@@ -51,7 +52,11 @@ def test_bundled_roi_model_draws_each_class_through_the_cli(tmp_path: Path, caps
     assert np.array_equal(synth[lay == 0], real[lay == 0])  # outside the layout: the input, bit for bit
     rows = {r["class"]: r for r in nodule_fidelity(real, synth, lay, (1.5, 0.8, 0.8))}
     hu = {k: rows[k]["synthetic_mean_hu"] for k in rows}
-    assert hu["ground-glass"] + 200 < hu["part-solid"] < hu["solid"] - 100, hu  # ordered by density
-    assert hu["ground-glass"] < -200, hu  # ground glass stays far below solid tissue
+    truth = {k: rows[k]["real_mean_hu"] for k in rows}  # the phantom's own nodules, measured the same way
+    assert hu["ground-glass"] < hu["part-solid"] < hu["solid"] - 100, hu  # ordered by density
+    assert all(abs(hu[k] - truth[k]) < 200 for k in hu), (hu, truth)
+    for k in ("solid", "part-solid"):
+        assert CLASS_RANGES[k][0] <= hu[k] <= CLASS_RANGES[k][1], (k, hu[k])
+    assert hu["ground-glass"] < CLASS_RANGES["ground-glass"][1], hu  # not drawn as a dense blob
     changed = synth != real
     assert changed.any() and not (changed & (lay == 0)).any()
