@@ -89,12 +89,17 @@ def test_roi_patch_matches_the_synthesis_patch_when_centred():
     assert np.allclose(window, items[0].ct, atol=1e-6)
 
 
-def test_roi_model_trains_and_mismatched_datasets_are_refused(tmp_path):
+def train_two_steps(run_dir, **train_settings):
+    """Two updates of the small ROI model on two phantoms; returns (model config, dataset, settings)."""
     cfg = roi_config()
     ds = PhantomDataset(2, SIZE, SPACING, base_seed=5, nodules=SPECS, **model_data_options(cfg))
-    train = TrainConfig(batch_size=2, max_steps=2, checkpoint_every=2, log_every=1, ema_start=1)
-    result = Trainer(seeded_model(cfg, 0), ds, train, tmp_path / "run", device="cpu").fit()
-    assert result.step == 2
+    train = TrainConfig(max_steps=2, checkpoint_every=2, log_every=1, ema_start=1, **train_settings)
+    assert Trainer(seeded_model(cfg, 0), ds, train, run_dir, device="cpu").fit().step == 2
+    return cfg, ds, train
+
+
+def test_roi_model_trains_and_mismatched_datasets_are_refused(tmp_path):
+    cfg, _, train = train_two_steps(tmp_path / "run", batch_size=2)
     full = PhantomDataset(2, SIZE, SPACING, **model_data_options(dataclasses.replace(cfg, spatial_mode="full")))
     with pytest.raises(InputError, match="spatial_mode"):
         Trainer(seeded_model(cfg, 0), full, train, tmp_path / "run2", device="cpu")
@@ -180,11 +185,7 @@ def test_nodule_weighted_loss_is_a_per_sample_weighted_mean_and_uniform_weights_
 
 
 def test_nodule_weighted_training_runs_records_its_setting_and_refuses_bad_settings(tmp_path):
-    cfg = roi_config()
-    ds = PhantomDataset(2, SIZE, SPACING, base_seed=5, nodules=SPECS, **model_data_options(cfg))
-    train = TrainConfig(max_steps=2, checkpoint_every=2, log_every=1, ema_start=1, nodule_weight=8.0)
-    result = Trainer(seeded_model(cfg, 0), ds, train, tmp_path / "run", device="cpu").fit()
-    assert result.step == 2
+    _, ds, train = train_two_steps(tmp_path / "run", nodule_weight=8.0)
     assert load_checkpoint(tmp_path / "run" / "last.pt").provenance["train_config"]["nodule_weight"] == 8.0
     for bad in ({"nodule_weight": 0.5}, {"nodule_weight": float("inf")}, {"nodule_weight_margin": -1}):
         with pytest.raises(InputError, match="nodule_weight"):
