@@ -51,7 +51,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--nodule-weight",
         type=float,
-        help="loss weight of voxels in and near nodules (default 1: all alike, as published; e.g. 5 for ROI models)",
+        help="loss weight of voxels in and near nodules (default 1: all alike, as published; bundled ROI model: 10)",
     )
     p.add_argument(
         "--nodule-weight-margin", type=int, help="voxels around each nodule that share its weight (default 2)"

@@ -27,16 +27,21 @@ def seeded_model(config: ModelConfig, seed: int) -> DiffusionModel:
         return DiffusionModel(config)
 
 
+def nodule_channel(model: DiffusionModel) -> int:
+    """Index of the model's ``nodule`` layout channel; an InputError for a model without one."""
+    channels = model.config.unet.layout_channels
+    if "nodule" not in channels:
+        raise InputError(f"a nodule loss weight needs a model with a 'nodule' layout channel; this one has {channels}")
+    return channels.index("nodule")
+
+
 def nodule_weight_map(model: DiffusionModel, cond: torch.Tensor, weight: float, margin: int) -> torch.Tensor:
     """Per-voxel loss weights (B, 1, D, H, W): ``weight`` in each nodule dilated by ``margin`` voxels, 1 elsewhere.
 
     The nodule region is read from the model's ``nodule`` layout channel (+1 inside a nodule, -1 outside), so it is
     exactly the region the model is told about, whatever labels the dataset used.
     """
-    channels = model.config.unet.layout_channels
-    if "nodule" not in channels:
-        raise InputError(f"a nodule loss weight needs a model with a 'nodule' layout channel; this one has {channels}")
-    index = channels.index("nodule")
+    index = nodule_channel(model)
     region = (cond[:, index : index + 1] > 0).float()
     if margin > 0:
         region = F.max_pool3d(region, kernel_size=2 * margin + 1, stride=1, padding=margin)
@@ -54,11 +59,8 @@ class LossModule(nn.Module):
     def __init__(self, model: DiffusionModel, kind: str, nodule_weight: float = 1.0, nodule_margin: int = 0) -> None:
         super().__init__()
         assert kind in ("l1", "l2")
-        if nodule_weight != 1.0 and "nodule" not in model.config.unet.layout_channels:
-            raise InputError(
-                f"--nodule-weight needs a model with a 'nodule' layout channel; this one has "
-                f"{model.config.unet.layout_channels}"
-            )
+        if nodule_weight != 1.0:
+            nodule_channel(model)  # refuse a model without a nodule channel now, not at the first update
         self.model = model
         self.kind = kind
         self.nodule_weight = float(nodule_weight)
