@@ -22,9 +22,13 @@ from .errors import InputError
 
 #: The layout channels of the published models (and the default), in the order they are stacked.
 LAYOUT_CHANNELS = ("lung", "nodule")
-#: Every channel a model can be conditioned on: the two above, and ``nodule_type`` (the density class of each
-#: nodule voxel, see :func:`condition_values`), which only models trained with it have.
-CONDITION_CHANNELS = ("lung", "nodule", "nodule_type")
+#: Channels made from the real CT rather than the layout (:mod:`LungDDPMLib.data.context`): what the model may see of
+#: the region it regenerates and around it - the kept CT, and the vessels that pass through a ground-glass nodule.
+CT_CHANNELS = ("context", "context_known")
+#: Every channel a model can be conditioned on: the two above, ``nodule_type`` (the density class of each nodule
+#: voxel, see :func:`condition_values`), which only models trained with it have, and the CT channels.
+TYPED_LAYOUT_CHANNELS = ("lung", "nodule", "nodule_type")
+CONDITION_CHANNELS = (*TYPED_LAYOUT_CHANNELS, *CT_CHANNELS)
 #: Label values in a layout volume: background, lung, nodule of unspecified type.
 LABEL_BACKGROUND, LABEL_LUNG, LABEL_NODULE = 0, 1, 2
 #: Density classes of nodules, as screening guidelines grade them (LIDC-IDRI texture 1-2 ground glass, 3-4 part
@@ -63,6 +67,11 @@ def condition_values(name: str, untyped_as: str = "solid") -> Tuple[float, ...]:
         table[LABEL_NODULE] = TYPE_CHANNEL_VALUE[untyped_as]
         for kind, v in LABEL_OF_TYPE.items():
             table[v] = TYPE_CHANNEL_VALUE[kind]
+    elif name in CT_CHANNELS:
+        raise InputError(
+            f"channel {name!r} is made from the real CT, not from the layout: pass the model's condition channels "
+            "(LungDDPMLib.data.context.condition_channels) to the sampler"
+        )
     else:
         raise InputError(f"unknown layout channel {name!r}; known: {', '.join(CONDITION_CHANNELS)}")
     return tuple(table)
@@ -301,13 +310,29 @@ _PRESETS: Dict[str, ModelConfig] = {
             channel_mult=(1, 2, 2, 4),
             attention_levels=(3,),
             num_heads=2,
-            layout_channels=CONDITION_CHANNELS,
+            layout_channels=TYPED_LAYOUT_CHANNELS,
         ),
         grid=(32, 48, 48),
         normalization="hu-window",
         spatial_mode="roi",
         nodule_types=NODULE_TYPES,
         preset="roi-small",
+    ),
+    # roi-small that also sees the real CT it keeps and the vessels inside the region it regenerates
+    # (LungDDPMLib.data.context): the bundled ROI model from version 2 on.
+    "roi-context": ModelConfig(
+        unet=UNetConfig(
+            model_channels=16,
+            channel_mult=(1, 2, 2, 4),
+            attention_levels=(3,),
+            num_heads=2,
+            layout_channels=CONDITION_CHANNELS,
+        ),
+        grid=(32, 48, 48),
+        normalization="hu-window",
+        spatial_mode="roi",
+        nodule_types=NODULE_TYPES,
+        preset="roi-context",
     ),
     # About 0.1 M parameters, for tests and smoke runs; attention only in the middle block (at grid/4),
     # because attention over 16^3 tokens dominates a CPU step.

@@ -14,10 +14,9 @@ from typing import Any, Callable, Dict, List, Optional, Sequence
 
 import numpy as np
 import SimpleITK as sitk
-from scipy import ndimage as ndi
 
-from .config import is_nodule
 from .data.axes import from_model_order, to_model_order
+from .data.context import ROI_MARGIN_MM, condition_channels, near_nodules, uses_ct
 from .data.layout import layout_labels
 from .data.nodule_types import type_report
 from .data.pipeline import PreprocessRecord, model_options, postprocess, preprocess
@@ -39,20 +38,6 @@ class SynthesisResult:
     nodule_types: Dict[str, Any] = field(default_factory=dict)
     #: What was generated: the whole ``layout`` (in each patch), or ``nodules + <margin> mm`` (roi mode).
     regenerated: str = "layout"
-
-
-#: ``roi`` mode regenerates each nodule and the lung within this distance; the rest of the patch stays real. Without
-#: that anchor a patch deep in the lung (almost no background voxel to keep) drifts in brightness with the sampling
-#: noise (measured with the bundled ROI model: parenchyma -430..-80 HU in place of -810 HU over four seeds).
-ROI_MARGIN_MM = 3.0
-
-
-def near_nodules(labels: np.ndarray, spacing_zyx: Sequence[float], margin_mm: float) -> np.ndarray:
-    """Voxels of any nodule, or within ``margin_mm`` of one (labels ``(z, y, x)``)."""
-    nodule = is_nodule(labels)
-    if not nodule.any():
-        return nodule
-    return ndi.distance_transform_edt(~nodule, sampling=spacing_zyx) <= margin_mm
 
 
 def synthesize_case(
@@ -117,12 +102,18 @@ def synthesize_case(
             spacing = record.patches[index].grid_geometry.spacing[::-1]  # (z, y, x), the patch is native
             near = near_nodules(from_model_order(item.layout, record.array_order), spacing, margin)
             known = to_model_order(~near, record.array_order)
+        condition = item.condition(cfg.unet.layout_channels)
+        if uses_ct(cfg.unet.layout_channels):
+            # The model sees the real CT it keeps and what passes through the region it redraws.
+            known = item.layout == 0 if known is None else known
+            untyped = cfg.nodule_types[0] if cfg.nodule_types else "solid"
+            condition = condition_channels(cfg.unet.layout_channels, item.layout, item.ct, ~known, untyped)
         out = sample(
             model,
             item.layout.astype(np.int64),
             item.ct,
             known_mask=known,
-            condition=item.condition(cfg.unet.layout_channels),
+            condition=condition,
             sampler=sampler,
             aas=aas if aas is not None else AASConfig(),
             seeds=seeds,

@@ -27,8 +27,20 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     src.add_argument("--data", help="folder of paired CTs and layouts (or CT folder with --layout-dir)")
     src.add_argument("--phantom", type=int, metavar="N", help="train on N generated phantoms")
     p.add_argument("--layout-dir", help="layouts in a separate folder, matched by name")
+    p.add_argument(
+        "--init-from",
+        metavar="CHECKPOINT",
+        help="start from this trained model (same architecture; condition channels it lacks start at zero weight, "
+        "so step 0 computes what it computes); ignored by --resume, which continues the run's own weights",
+    )
     p.add_argument("--phantom-size", type=int, nargs=3, default=(128, 128, 80), metavar=("X", "Y", "Z"))
     p.add_argument("--phantom-spacing", type=float, nargs=3, default=(1.6, 1.6, 3.0), metavar=("X", "Y", "Z"))
+    p.add_argument(
+        "--phantom-nodule-mix",
+        metavar="TYPE=P,...",
+        help="class mix of the random phantom nodules, e.g. solid=0.34,part-solid=0.33,ground-glass=0.33 "
+        "(default: solid=0.6,part-solid=0.2,ground-glass=0.2, as in screening cohorts)",
+    )
     p.add_argument(
         "--phantom-nodules", type=int, default=None, metavar="N", help="random nodules per phantom (default 2)"
     )
@@ -174,6 +186,7 @@ def _train(args: argparse.Namespace, should_stop: Callable[[], bool]) -> int:
     from ..config import preset
     from ..data.datasets import PairedFolderDataset, PhantomDataset, model_data_options
     from ..errors import InputError
+    from ..phantom.nodules import parse_nodule_mix
     from ..training import TrainConfig, Trainer, seeded_model
     from ..training.distributed import init_from_env, shutdown
 
@@ -200,15 +213,25 @@ def _train(args: argparse.Namespace, should_stop: Callable[[], bool]) -> int:
             phantom_spacing=tuple(args.phantom_spacing),
             base_seed=args.seed,
             nodules=args.phantom_nodules,
+            nodule_mix=parse_nodule_mix(args.phantom_nodule_mix),
             **data_kwargs,
         )
     else:
         dataset = PairedFolderDataset(args.data, args.layout_dir, **data_kwargs)
+    model = seeded_model(model_cfg, args.seed)
+    warm = None
+    if args.init_from and not args.resume:
+        from ..checkpoint import load_checkpoint
+        from ..registry import file_sha256
+        from ..training.warm_start import warm_start
+
+        warm = {"checkpoint": str(args.init_from), "sha256": file_sha256(args.init_from)}
+        warm.update(warm_start(model, load_checkpoint(args.init_from).model))
     info = init_from_env(args.device)
     record: Optional[RunRecord] = None
     try:
         trainer = Trainer(
-            seeded_model(model_cfg, args.seed),
+            model,
             dataset,
             config,
             args.out,
@@ -225,11 +248,16 @@ def _train(args: argparse.Namespace, should_stop: Callable[[], bool]) -> int:
             )
         if info.is_main:
             source = {"phantom": args.phantom} if args.phantom is not None else {"data": args.data}
+            if args.phantom is not None and args.phantom_nodule_mix:
+                source["phantom_nodule_mix"] = parse_nodule_mix(args.phantom_nodule_mix)
             run = {
                 "model": model_cfg.to_dict(),
                 "data": {**source, "layout_dir": args.layout_dir, "cases": len(dataset)},
             }
-            record = RunRecord(out, run, {"train": config.to_dict(), "world_size": info.world_size})
+            session = {"train": config.to_dict(), "world_size": info.world_size}
+            if warm is not None:
+                session["init_from"] = warm
+            record = RunRecord(out, run, session)
             record.start(trainer.step)
         try:
             result = trainer.fit(callback=_progress(args.quiet or not info.is_main), should_stop=should_stop)

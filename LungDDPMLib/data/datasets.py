@@ -31,6 +31,7 @@ from torch.utils.data import Dataset
 from ..config import condition_values, is_nodule
 from ..errors import InputError
 from .axes import native_grid, permutation, to_model_order
+from .context import ROI_MARGIN_MM, condition_channels, near_nodules, uses_ct
 from .io import READ_SUFFIXES, PathLike, file_suffix, read_ct, strip_suffix
 from .layout import layout_labels, load_layout
 from .normalize import DEFAULT_HU_WINDOW
@@ -113,7 +114,7 @@ def pair_files(ct_dir: PathLike, layout_dir: Optional[PathLike] = None) -> List[
 
 
 #: Part of every disk-cache key: bump it when preprocessing changes what it produces for the same options.
-CACHE_FORMAT = 3
+CACHE_FORMAT = 4
 
 
 def model_data_options(config: Any) -> Dict[str, Any]:
@@ -221,7 +222,8 @@ class _PreprocessedDataset(Dataset):
             crop = Box(tuple(int(v) for v in start[::-1]), tuple(int(v) for v in size[::-1]))
             cts.append(extract(hu, crop, PAD_HU))
             lays.append(extract(labels, crop, 0))
-        return np.stack(cts).astype(np.float32), np.stack(lays).astype(np.uint8)
+        spacing_zyx = np.asarray(ct.GetSpacing()[::-1], dtype=np.float64)  # for the regenerated region of CT channels
+        return np.stack(cts).astype(np.float32), np.stack(lays).astype(np.uint8), spacing_zyx
 
     def _roi_item(self, arrays: Tuple[np.ndarray, ...], rng: np.random.Generator) -> Tuple[np.ndarray, ...]:
         """One patch around a random nodule of the volume, shifted by up to a quarter patch, in model order."""
@@ -234,7 +236,13 @@ class _PreprocessedDataset(Dataset):
         x, _ = normalize_forward(hu, self.normalization, window)
         order = self.preprocess_options.get("array_order", "kji")
         out = (to_model_order(np.clip(x, -1.0, 1.0).astype(np.float32), order), to_model_order(labels, order))
-        if self.preprocess_options.get("layout_resize") == "channels-linear":
+        if uses_ct(self.layout_channels):
+            # The model sees the real CT it will keep and what passes through the region it redraws, built from the
+            # patch exactly as synthesis builds it (nodules + ROI_MARGIN_MM regenerated).
+            regenerated = to_model_order(near_nodules(labels, arrays[2], ROI_MARGIN_MM), order)
+            channels = condition_channels(self.layout_channels, out[1], out[0], regenerated, self.untyped_as, window)
+            out = (*out, channels)
+        elif self.preprocess_options.get("layout_resize") == "channels-linear":
             # Native patches are not resized, so the published linear resize leaves the channels exact.
             channels = np.stack(
                 [np.asarray(condition_values(c, self.untyped_as), np.float32)[out[1]] for c in self.layout_channels]
@@ -260,7 +268,7 @@ class _PreprocessedDataset(Dataset):
         if index in self._memory:
             return self._memory[index]
         path = self._cache_path(index) if self.cache_dir is not None else None
-        names = ("ct", "layout", "condition")
+        names = ("ct", "layout", "spacing") if self.spatial_mode == "roi" else ("ct", "layout", "condition")
         if path is not None and path.exists():
             with np.load(path) as data:
                 arrays = tuple(data[n] for n in names if n in data)
@@ -363,9 +371,11 @@ class PhantomDataset(_PreprocessedDataset):
         phantom_spacing: Sequence[float] = (1.6, 1.6, 3.0),
         base_seed: int = 0,
         nodules: Any = None,
+        nodule_mix: Optional[Dict[str, float]] = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        self.nodule_mix = dict(nodule_mix) if nodule_mix else None
         if length < 1:
             raise InputError(f"PhantomDataset length must be >= 1, got {length}")
         self.length = int(length)
@@ -383,8 +393,17 @@ class PhantomDataset(_PreprocessedDataset):
     def _prepare(self, index: int):
         from ..phantom import make_phantom
 
-        ph = make_phantom(self.phantom_size, self.phantom_spacing, seed=self.base_seed + index, nodules=self.nodules)
+        ph = make_phantom(
+            self.phantom_size,
+            self.phantom_spacing,
+            seed=self.base_seed + index,
+            nodules=self.nodules,
+            nodule_mix=self.nodule_mix,
+        )
         return ph.ct, ph.layout
 
     def _cache_key(self, index: int) -> Dict[str, Any]:
-        return {"phantom": [self.phantom_size, self.phantom_spacing, self.base_seed + index, repr(self.nodules)]}
+        key = {"phantom": [self.phantom_size, self.phantom_spacing, self.base_seed + index, repr(self.nodules)]}
+        if self.nodule_mix:
+            key["nodule_mix"] = self.nodule_mix
+        return key

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..config import LAYOUT_LABELS, NODULE_TYPES, ModelConfig, condition_values
+from ..config import CT_CHANNELS, LAYOUT_LABELS, NODULE_TYPES, ModelConfig, condition_values
 from ..errors import InputError
 from ..model import UNet3D
 from .schedule import SCHEDULE_BUFFERS, NoiseSchedule
@@ -65,6 +65,11 @@ class DiffusionModel(nn.Module):
         """
         if layout.dim() != 4:
             raise InputError(f"layout must have shape (B, D, H, W), got {tuple(layout.shape)}")
+        if any(name in CT_CHANNELS for name in self.config.unet.layout_channels):
+            raise InputError(
+                f"this model is conditioned on the real CT too ({', '.join(self.config.unet.layout_channels)}): pass "
+                "its condition channels (LungDDPMLib.data.context.condition_channels), the layout alone is not enough"
+            )
         untyped = self.config.nodule_types[0] if self.config.nodule_types else NODULE_TYPES[0]
         index = layout.long().clamp(0, max(LAYOUT_LABELS))
         chans = [

@@ -87,6 +87,7 @@ def make_phantom(
     seed: int = 0,
     nodules: NodulesArg = None,
     noise_hu: float = 18.0,
+    nodule_mix: Optional[Dict[str, float]] = None,
 ) -> Phantom:
     """Generate a thoracic CT phantom.
 
@@ -97,6 +98,8 @@ def make_phantom(
         nodules: ``None`` for two random nodules, an ``int`` for that many random nodules (0: healthy),
             or a list of :class:`NoduleSpec`.
         noise_hu: standard deviation of the (correlated) CT noise.
+        nodule_mix: class shares of random nodules (:func:`~LungDDPMLib.phantom.nodules.parse_nodule_mix`);
+            default :data:`~LungDDPMLib.phantom.nodules.DEFAULT_MIX`.
     """
     size, spacing = _validate(size, spacing)
     if noise_hu < 0:
@@ -113,11 +116,11 @@ def make_phantom(
     rng_trees, rng_tex, rng_nod, rng_noise = (np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(4))
     frame = Frame.create(size[::-1], spacing[::-1])
     if nodules is None:
-        specs = random_specs(2, rng_nod)
+        specs = random_specs(2, rng_nod, nodule_mix)
     elif isinstance(nodules, (int, np.integer)):
         if nodules < 0:
             raise InputError(f"number of nodules must be >= 0, got {nodules}")
-        specs = random_specs(int(nodules), rng_nod)
+        specs = random_specs(int(nodules), rng_nod, nodule_mix)
     else:
         specs = list(nodules)
         if not all(isinstance(s, NoduleSpec) for s in specs):

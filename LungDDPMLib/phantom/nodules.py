@@ -64,11 +64,43 @@ class NoduleSpec:
             raise InputError(f"center_mm must be (x, y, z) in mm, got {self.center_mm!r}")
 
 
-def random_specs(count: int, rng: np.random.Generator) -> List[NoduleSpec]:
-    """A varied set: mostly solid, small to medium, a few juxta-pleural, as in screening cohorts."""
+#: Class mix of random nodules: mostly solid, as in screening cohorts.
+DEFAULT_MIX = {"solid": 0.6, "part-solid": 0.2, "ground-glass": 0.2}
+
+
+def parse_nodule_mix(text: Optional[str]) -> Optional[Dict[str, float]]:
+    """``"solid=0.34,part-solid=0.33,ground-glass=0.33"`` -> a mix over :data:`KINDS` (``None`` stays ``None``).
+
+    Classes left out get 0; the shares must be non-negative and are rescaled to sum to 1.
+    """
+    if text is None:
+        return None
+    mix = dict.fromkeys(KINDS, 0.0)
+    for part in str(text).split(","):
+        kind, sep, value = part.partition("=")
+        kind = kind.strip()
+        try:
+            share = float(value)
+        except ValueError:
+            share = float("nan")
+        if not sep or kind not in KINDS or not np.isfinite(share) or share < 0:
+            raise InputError(
+                f"nodule mix entry {part.strip()!r} is not TYPE=SHARE with TYPE one of {', '.join(KINDS)} and a "
+                "share >= 0 (e.g. solid=0.34,part-solid=0.33,ground-glass=0.33)"
+            )
+        mix[kind] = share
+    total = sum(mix.values())
+    if total <= 0:
+        raise InputError(f"nodule mix {text!r} gives every class a share of 0")
+    return {k: v / total for k, v in mix.items()}
+
+
+def random_specs(count: int, rng: np.random.Generator, mix: Optional[Dict[str, float]] = None) -> List[NoduleSpec]:
+    """A varied set: small to medium, a few juxta-pleural, classes drawn from ``mix`` (:data:`DEFAULT_MIX`)."""
+    shares = [float((mix or DEFAULT_MIX).get(k, 0.0)) for k in KINDS]
     specs = []
     for _ in range(count):
-        kind = str(rng.choice(KINDS, p=[0.6, 0.2, 0.2]))
+        kind = str(rng.choice(KINDS, p=shares))
         shape = str(rng.choice(SHAPES, p=[0.45, 0.3, 0.25]))
         diameter = float(np.round(np.exp(rng.uniform(np.log(5.0), np.log(22.0))), 1))
         specs.append(

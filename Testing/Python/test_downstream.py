@@ -223,9 +223,9 @@ def test_cli_rejects_bad_counts_and_missing_checkpoint(tmp_path: Path, capsys: p
 
 
 def _roi_checkpoint(folder: Path) -> Path:
-    from LungDDPMLib.config import CONDITION_CHANNELS, NODULE_TYPES, ModelConfig, UNetConfig
+    from LungDDPMLib.config import NODULE_TYPES, TYPED_LAYOUT_CHANNELS, ModelConfig, UNetConfig
 
-    unet = UNetConfig(model_channels=8, channel_mult=(1, 2), attention_levels=(), layout_channels=CONDITION_CHANNELS)
+    unet = UNetConfig(model_channels=8, channel_mult=(1, 2), attention_levels=(), layout_channels=TYPED_LAYOUT_CHANNELS)
     cfg = ModelConfig(
         unet=unet, grid=(8, 16, 16), normalization="hu-window", spatial_mode="roi", nodule_types=NODULE_TYPES
     )

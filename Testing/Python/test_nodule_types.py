@@ -16,7 +16,7 @@ import SimpleITK as sitk
 import torch
 
 from LungDDPMLib.checkpoint import save_checkpoint
-from LungDDPMLib.config import CONDITION_CHANNELS, LABEL_OF_TYPE, ModelConfig, UNetConfig, preset
+from LungDDPMLib.config import LABEL_OF_TYPE, TYPED_LAYOUT_CHANNELS, ModelConfig, UNetConfig, preset
 from LungDDPMLib.data.io import Geometry
 from LungDDPMLib.data.layout import layout_from_labelmap, read_layout
 from LungDDPMLib.data.nodule_types import canonical_type, parse_type_table, retype, type_from_name
@@ -105,7 +105,7 @@ def test_segmentation_names_carry_classes(tmp_path, small_phantom):
 
 
 def _typed_config(types=("solid", "part-solid", "ground-glass")) -> ModelConfig:
-    unet = UNetConfig(model_channels=8, channel_mult=(1, 2), attention_levels=(), layout_channels=CONDITION_CHANNELS)
+    unet = UNetConfig(model_channels=8, channel_mult=(1, 2), attention_levels=(), layout_channels=TYPED_LAYOUT_CHANNELS)
     return ModelConfig(unet=unet, grid=(16, 16, 16), normalization="hu-window", nodule_types=tuple(types))
 
 

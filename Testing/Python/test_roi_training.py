@@ -15,7 +15,7 @@ import SimpleITK as sitk
 import torch
 
 from LungDDPMLib.checkpoint import load_checkpoint
-from LungDDPMLib.config import CONDITION_CHANNELS, ModelConfig, UNetConfig, is_nodule
+from LungDDPMLib.config import TYPED_LAYOUT_CHANNELS, ModelConfig, UNetConfig, is_nodule
 from LungDDPMLib.data.datasets import PhantomDataset, model_data_options
 from LungDDPMLib.data.pipeline import model_options, preprocess
 from LungDDPMLib.errors import InputError
@@ -28,7 +28,7 @@ SPECS = [NoduleSpec(10.0, "ground-glass", "round", side="left"), NoduleSpec(8.0,
 
 
 def roi_config(**kw) -> ModelConfig:
-    unet = UNetConfig(model_channels=8, channel_mult=(1, 2), attention_levels=(), layout_channels=CONDITION_CHANNELS)
+    unet = UNetConfig(model_channels=8, channel_mult=(1, 2), attention_levels=(), layout_channels=TYPED_LAYOUT_CHANNELS)
     base = ModelConfig(
         unet=unet,
         grid=(8, 16, 16),
@@ -81,7 +81,7 @@ def test_roi_patch_matches_the_synthesis_patch_when_centred():
     ph = make_phantom(SIZE, SPACING, seed=2, nodules=spec)
     items, _ = preprocess(ph.ct, ph.layout, **model_options(cfg))
     ds = PhantomDataset(1, SIZE, SPACING, base_seed=2, nodules=spec, flip_prob=0.0, **model_data_options(cfg))
-    hu, labels = ds.arrays(0)  # per nodule, the box a quarter patch larger on every side, before any shift
+    hu, labels, _ = ds.arrays(0)  # per nodule, the box a quarter patch larger on every side, before any shift
     assert hu.shape == labels.shape == (1, 12, 24, 24)
     centre = (slice(2, 10), slice(4, 20), slice(4, 20))
     assert np.array_equal(labels[0][centre], items[0].layout)
