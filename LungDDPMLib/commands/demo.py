@@ -1,10 +1,13 @@
 """``lungddpm demo``: the embedded default - a phantom CT with nodules through the whole pipeline.
 
-Writes the real CT, the layout and the synthetic CT (NRRD), a preview PNG (real | layout | synthetic, axial and
-coronal through a nodule) and ``summary.json`` (timing, seed, model, sampler, layout fidelity). It uses, in
-order: ``--checkpoint``, the bundled demo model, or - when neither exists - a tiny model trained on phantoms for
-a few hundred steps on the spot, which shows the pipeline working but not realistic synthesis (the summary says
-which was used).
+The phantom has one nodule of each density class (solid, part-solid, ground-glass). By default (``--mode both``) the
+whole-lung model synthesises the lung and the nodule ROI model then redraws each nodule as its class at the CT's own
+spacing - the whole-lung model knows no classes and draws every nodule dense; ``--mode full`` or ``--mode roi`` runs
+one of them alone. Writes the real CT, the layout and the synthetic CT (NRRD), a preview PNG (real | layout |
+synthetic, axial and coronal through the largest nodule, then each nodule close up: real | synthetic) and
+``summary.json`` (timing, seed, models, sampler, layout fidelity). The whole-lung model is, in order:
+``--checkpoint``, the bundled demo model, or - when neither exists - a tiny model trained on phantoms for a few
+hundred steps on the spot, which shows the pipeline working but not realistic synthesis (the summary says which).
 """
 
 from __future__ import annotations
@@ -14,17 +17,26 @@ import json
 import sys
 import time
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Dict, Optional
 
 import numpy as np
 
 from ..registry import DEMO_FILE as BUNDLED
+from ..registry import ROI_FILE as ROI_BUNDLED
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("demo", help="run the whole pipeline on a phantom (the embedded default)")
     p.add_argument("--out", default="lungddpm-demo", help="output folder (default: ./lungddpm-demo)")
-    p.add_argument("--checkpoint", help="model to use instead of the bundled demo model")
+    p.add_argument("--checkpoint", help="whole-lung model to use instead of the bundled demo model")
+    p.add_argument(
+        "--mode",
+        choices=("both", "full", "roi"),
+        default="both",
+        help="both (default): the whole-lung model draws the lung, then the ROI model redraws each nodule as its "
+        "class; full: the whole-lung model alone; roi: the ROI model alone (only the nodules are new)",
+    )
+    p.add_argument("--roi-checkpoint", help="nodule ROI model to use instead of the bundled one")
     p.add_argument("--seed", type=int, default=0, help="seed of the phantom and of the sample")
     p.add_argument("--sampler", choices=("dpm++", "ddim", "ddpm"), default="dpm++")
     p.add_argument("--steps", type=int, default=None, help="network evaluations (default: the sampler's)")
@@ -76,15 +88,57 @@ def _quick_model(work: Path, steps: int, seed: int, device: str) -> Any:
     return result.checkpoint
 
 
-def _preview(real: np.ndarray, layout: np.ndarray, synth: np.ndarray, spacing_xyz, path: Path) -> None:
-    """Real | layout | synthetic; axial (top) and coronal (bottom) through the largest nodule's centre."""
+#: Layout colours of the preview: background, lung, unstated nodule, solid, part-solid, ground-glass.
+LAYOUT_COLOURS = np.array(
+    [[0, 0, 0], [40, 110, 200], [255, 170, 40], [230, 60, 50], [250, 200, 40], [120, 230, 210]], dtype=np.uint8
+)
+#: The demo's nodules: one of each class, sizes typical of screening findings (mm).
+DEMO_NODULES = (("solid", 11.0), ("part-solid", 15.0), ("ground-glass", 13.0))
+
+
+def _grey(sl: np.ndarray) -> np.ndarray:
+    from ..data.preview import apply_window
+
+    return np.repeat(apply_window(sl, "lung")[..., None], 3, axis=2)
+
+
+def _close_ups(real: np.ndarray, layout: np.ndarray, synth: np.ndarray, spacing_xyz) -> list:
+    """Per nodule (by class order), the axial slice through its centre, 40 mm wide: real | synthetic."""
     from scipy import ndimage as ndi
 
-    from ..data.preview import apply_window, write_png
+    from ..config import LABEL_OF_TYPE, is_nodule
+
+    parts, _ = ndi.label(is_nodule(layout))
+    boxes = ndi.find_objects(parts)
+    order = {v: i for i, v in enumerate(LABEL_OF_TYPE.values())}
+    found = []
+    for index, box in enumerate(boxes, start=1):
+        label = int(np.bincount(layout[box][parts[box] == index]).argmax())
+        found.append((order.get(label, -1), [(b.start + b.stop) // 2 for b in box]))
+    half = [max(4, round(20.0 / s)) for s in spacing_xyz[1::-1]]  # (y, x) voxels for 20 mm
+    tiles = []
+    for _, (z, y, x) in sorted(found):
+        pair = []
+        for vol in (real, synth):
+            sl = np.full((2 * half[0], 2 * half[1]), -1000.0, np.float32)
+            src = vol[z, max(y - half[0], 0) : y + half[0], max(x - half[1], 0) : x + half[1]]
+            oy, ox = max(half[0] - y, 0), max(half[1] - x, 0)
+            sl[oy : oy + src.shape[0], ox : ox + src.shape[1]] = src
+            zoom = max(1, round(96 / sl.shape[0]))
+            pair.append(np.kron(_grey(sl), np.ones((zoom, zoom, 1), np.uint8)))
+        tiles.append(np.concatenate([pair[0], np.zeros((pair[0].shape[0], 2, 3), np.uint8), pair[1]], axis=1))
+    return tiles
+
+
+def _preview(real: np.ndarray, layout: np.ndarray, synth: np.ndarray, spacing_xyz, path: Path) -> None:
+    """Real | layout | synthetic; axial and coronal through the largest nodule's centre; then every nodule close
+    up (real | synthetic, solid, part-solid, ground-glass from left to right)."""
+    from scipy import ndimage as ndi
+
+    from ..data.preview import write_png
     from ..evaluation.figures import focus_slices
 
     z, y = focus_slices(layout, real.shape)  # the largest nodule's centre, as in evaluation montages
-    colours = np.array([[0, 0, 0], [40, 110, 200], [255, 170, 40]], dtype=np.uint8)
 
     def tiles(axial: bool) -> list:
         out = []
@@ -94,18 +148,50 @@ def _preview(real: np.ndarray, layout: np.ndarray, synth: np.ndarray, spacing_xy
                 zoom = (spacing_xyz[2] / spacing_xyz[0], 1.0)
                 sl = ndi.zoom(sl.astype(np.float32), zoom, order=0 if kind == "layout" else 1)
             if kind == "layout":
-                out.append(colours[np.clip(np.rint(sl).astype(int), 0, 2)])
+                out.append(LAYOUT_COLOURS[np.clip(np.rint(sl).astype(int), 0, len(LAYOUT_COLOURS) - 1)])
             else:
-                out.append(np.repeat(apply_window(sl, "lung")[..., None], 3, axis=2))
+                out.append(_grey(sl))
         return out
 
     rows = []
     for axial in (True, False):
         t = tiles(axial)
         rows.append(np.concatenate([np.pad(a, ((0, 0), (0, 4), (0, 0))) for a in t], axis=1))
+    close = _close_ups(real, layout, synth, spacing_xyz)
+    if close:
+        height = max(c.shape[0] for c in close)
+        close = [np.pad(c, ((0, height - c.shape[0]), (0, 8), (0, 0))) for c in close]
+        rows.append(np.concatenate(close, axis=1))
     width = max(r.shape[1] for r in rows)
     rows = [np.pad(r, ((0, 4), (0, width - r.shape[1]), (0, 0))) for r in rows]
     write_png(path, np.concatenate(rows, axis=0))
+
+
+def _without_nodules(layout: Any) -> Any:
+    """The layout with every nodule turned into lung (same geometry)."""
+    import SimpleITK as sitk
+
+    from ..config import LABEL_LUNG, is_nodule
+
+    labels = sitk.GetArrayFromImage(layout)
+    labels[is_nodule(labels)] = LABEL_LUNG
+    out = sitk.GetImageFromArray(labels)
+    out.CopyInformation(layout)
+    return out
+
+
+def _demo_phantom(args: argparse.Namespace) -> Any:
+    """The demo phantom with one nodule of each class; smaller nodules where a small phantom has no room."""
+    from ..errors import InputError
+    from ..phantom import NoduleSpec, make_phantom
+
+    for scale in (1.0, 0.7, 0.5):
+        specs = [NoduleSpec(round(d * scale, 1), kind) for kind, d in DEMO_NODULES]
+        try:
+            return make_phantom(tuple(args.phantom_size), tuple(args.phantom_spacing), seed=args.seed, nodules=specs)
+        except InputError:
+            continue
+    return make_phantom(tuple(args.phantom_size), tuple(args.phantom_spacing), seed=args.seed, nodules=2)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -114,9 +200,9 @@ def run(args: argparse.Namespace) -> int:
     from ..checkpoint import load_checkpoint
     from ..data.io import write_image
     from ..device import resolve_device
+    from ..errors import InputError
     from ..evaluation import layout_fidelity, paired_metrics
     from ..evaluation.report import json_safe
-    from ..phantom import make_phantom
     from ..sampling import SamplerConfig, StepInfo
     from ..sampling.runtime import RuntimeOptions
     from ..synthesis import synthesize_case
@@ -126,19 +212,32 @@ def run(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     device = resolve_device(args.device)
 
-    source = "checkpoint"
-    path = Path(args.checkpoint) if args.checkpoint else None
-    if path is None and BUNDLED.is_file():
-        path, source = BUNDLED, "bundled demo model"
-    if path is None:
-        source = "tiny model trained on the spot (no bundled demo model found): shows the pipeline, not realism"
-        _log(f"model: {source}; {args.quick_train_steps} steps")
-        path = _quick_model(out, args.quick_train_steps, args.seed, str(device))
-    ckpt = load_checkpoint(path, map_location=device)
-    _log(f"model: {path} ({ckpt.config.preset or 'custom'}, grid {ckpt.config.grid}, step {ckpt.step})")
+    models: Dict[str, Any] = {}
+    if args.mode in ("both", "full"):
+        path, source = (Path(args.checkpoint), "checkpoint") if args.checkpoint else (None, "")
+        if path is None and BUNDLED.is_file():
+            path, source = BUNDLED, "bundled demo model"
+        if path is None:
+            source = "tiny model trained on the spot (no bundled demo model found): shows the pipeline, not realism"
+            _log(f"model: {source}; {args.quick_train_steps} steps")
+            path = _quick_model(out, args.quick_train_steps, args.seed, str(device))
+        models["full"] = (path, source)
+    if args.mode in ("both", "roi"):
+        if args.roi_checkpoint:
+            models["roi"] = (Path(args.roi_checkpoint), "checkpoint")
+        elif ROI_BUNDLED.is_file():
+            models["roi"] = (ROI_BUNDLED, "bundled nodule ROI model")
+        elif args.mode == "roi":
+            raise InputError(f"the bundled nodule ROI model is missing ({ROI_BUNDLED}); pass --roi-checkpoint")
+        else:
+            _log("the bundled nodule ROI model is missing: the whole-lung model draws the nodules (every class dense)")
+    loaded = {role: load_checkpoint(path, map_location=device) for role, (path, _) in models.items()}
+    for role, ckpt in loaded.items():
+        what = f"{ckpt.config.preset or 'custom'}, grid {ckpt.config.grid}, step {ckpt.step}"
+        _log(f"{role} model: {models[role][0]} ({what})")
 
     _log(f"phantom: {tuple(args.phantom_size)} voxels at {tuple(args.phantom_spacing)} mm, seed {args.seed}")
-    ph = make_phantom(tuple(args.phantom_size), tuple(args.phantom_spacing), seed=args.seed, nodules=2)
+    ph = _demo_phantom(args)
     write_image(ph.ct, out / "real_ct.nrrd")
     write_image(ph.layout, out / "layout.nrrd")
 
@@ -150,13 +249,30 @@ def run(args: argparse.Namespace) -> int:
             last[0] = time.monotonic()
             _log(f"  sampling step {info.step}/{info.total}  eta {info.eta_s:.0f} s")
 
-    result = synthesize_case(
-        ph.ct, ph.layout, ckpt.model, sampler=sampler, seeds=[args.seed], precision=args.precision, callback=progress
-    )
-    synth = result.images[0]
+    synth, timing = ph.ct, {}
+    for role, ckpt in loaded.items():  # the whole lung first, then its nodules redrawn as their classes
+        _log(f"{role}: {'nodules, each as its class' if role == 'roi' else 'the whole lung'}")
+        result = synthesize_case(
+            synth,
+            ph.layout,
+            ckpt.model,
+            sampler=sampler,
+            seeds=[args.seed],
+            precision=args.precision,
+            callback=progress,
+        )
+        synth = result.images[0]
+        timing.update({f"{role}_{k}": v for k, v in result.timing_s.items()})
     write_image(synth, out / "synthetic_ct.nrrd")
     real_a, lay_a, syn_a = (sitk.GetArrayFromImage(i) for i in (ph.ct, ph.layout, synth))
     _preview(real_a, lay_a, syn_a, ph.ct.GetSpacing(), out / "preview.png")
+
+    def describe(role: str) -> Dict[str, Any]:
+        ckpt = loaded[role]
+        path, source = models[role]
+        info = {"path": str(path), "source": source, "sha256": ckpt.sha256, "preset": ckpt.config.preset}
+        return {**info, "grid": list(ckpt.config.grid), "step": ckpt.step}
+
     summary = {
         "outputs": {
             k: str(out / f)
@@ -168,19 +284,15 @@ def run(args: argparse.Namespace) -> int:
             )
         },
         "seed": args.seed,
-        "model": {
-            "path": str(path),
-            "source": source,
-            "sha256": ckpt.sha256,
-            "preset": ckpt.config.preset,
-            "grid": list(ckpt.config.grid),
-            "step": ckpt.step,
-        },
+        "mode": args.mode,
+        # The model that drew the lung (the ROI model in --mode roi), and the one that drew the nodules.
+        "model": describe("full" if "full" in loaded else "roi"),
+        "nodule_model": describe("roi") if "roi" in loaded else None,
         "sampler": {"name": sampler.name, "steps": args.steps, "aas": True},
         "device": str(device),
         "runtime": RuntimeOptions(precision=args.precision).resolved(device).to_dict(),
         "timing_s": {
-            **{k: round(v, 2) for k, v in result.timing_s.items()},
+            **{k: round(v, 2) for k, v in timing.items()},
             "wall": round(time.perf_counter() - started, 1),
         },
         "layout_fidelity": layout_fidelity(real_a, syn_a, lay_a, ph.ct.GetSpacing()[::-1]),

@@ -225,8 +225,11 @@ def _train(args: argparse.Namespace, should_stop: Callable[[], bool]) -> int:
         from ..registry import file_sha256
         from ..training.warm_start import warm_start
 
+        if not Path(args.init_from).is_file():
+            raise InputError(f"--init-from checkpoint not found: {args.init_from} (pass an existing .pt file)")
+        source_model = load_checkpoint(args.init_from).model
         warm = {"checkpoint": str(args.init_from), "sha256": file_sha256(args.init_from)}
-        warm.update(warm_start(model, load_checkpoint(args.init_from).model))
+        warm.update(warm_start(model, source_model))
     info = init_from_env(args.device)
     record: Optional[RunRecord] = None
     try:
