@@ -12,9 +12,10 @@ from typing import List, Optional
 
 from . import __version__
 from .commands import demo, downstream, evaluate, export, info, phantom, probe, synthesize, train, worker
+from .commands.exit_codes import EXIT_CANCELLED, EXIT_ERROR
 from .errors import LungDDPMError
 
-EXIT_ERROR, EXIT_CANCELLED = 1, 130
+__all__ = ["EXIT_CANCELLED", "EXIT_ERROR", "build_parser", "main"]
 
 
 def build_parser() -> argparse.ArgumentParser:
