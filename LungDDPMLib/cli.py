@@ -1,7 +1,8 @@
 """The ``lungddpm`` command.
 
 Each subcommand lives in its own module under ``commands/``; errors a user can fix print as one line
-(``error: ...``) with a non-zero exit code, and ``--debug`` shows the traceback instead.
+(``error: ...``) with a non-zero exit code, and ``--debug`` shows the traceback instead. The exit codes are in
+:mod:`LungDDPMLib.commands.exit_codes` (re-exported here), where every subcommand can import them without a circle.
 """
 
 from __future__ import annotations

@@ -4,16 +4,21 @@ One engine serves three callers: ``lungddpm worker`` (a separate process that pr
 for the Slicer module and scripts), ``lungddpm synthesize`` (the same job with human-readable progress) and batch
 runs under ``torchrun`` (each rank takes every world-size-th case). Events are dicts with a ``type``:
 
-* ``log`` {message}
+* ``log`` {message, level?} - ``level: "warning"`` for what a user must see even when progress is hidden: a rerun
+  with other settings replacing our own earlier outputs of a case (also ``case``, ``name`` and ``replaced``, the
+  paths; see :func:`LungDDPMLib.outputs.replacement_note`)
 * ``progress`` {case, cases, name, step, total, eta_s}
 * ``result`` {case, name, paths, provenance}
-* ``skipped`` {case, name, paths, reason} - ``done``: a completion record says this exact case (same inputs, model,
-  sampler, steps, seeds) is finished; ``locked``: another live process is synthesising it right now
+* ``skipped`` {case, name, paths, reason, message?} - ``done``: a completion record says this exact case (same
+  inputs, model, sampler, steps, seeds) is finished; ``locked``: another live process is synthesising it right now
+  (``message`` names it), so its outputs are not there yet
 * ``error`` {kind, message, case?, name?} - kind ``input``, ``checkpoint``, ``out-of-memory``, ``disk-full``,
   ``numerical`` (NaN/inf in a sample) or ``internal``; a bad case is reported and the batch goes on
 * ``metrics`` {case, name, ok, samples, histograms | message} - only with ``lungddpm worker --metrics``, after each
   ``result`` (see :mod:`LungDDPMLib.gui_tasks`; a metrics failure never fails the case)
-* ``done`` {ok, skipped, failed, cancelled, elapsed_s} - always the last event, whatever failed before it
+* ``done`` {ok, skipped, failed, locked, cancelled, elapsed_s} - always the last event, whatever failed before it;
+  ``skipped`` counts both reasons, ``locked`` names the cases skipped as locked whose outputs were still not
+  complete at the end (the commands then exit 75, :mod:`LungDDPMLib.commands.exit_codes`)
 
 Outputs are written atomically and only after a case has finished, each verified by reading it back, so a cancel,
 a crash or a full disk never leaves an output that looks complete; no output may be an input, files this tool did
@@ -188,9 +193,19 @@ def read_case(job: Job, case: Case) -> Tuple[Any, Any, Dict[str, Any]]:
     return ct, layout, info
 
 
-def _finish(emit: Emit, start: float, ok: int, skipped: int, failed: List[str], cancelled: bool) -> None:
-    emit({"type": "done", "ok": ok, "skipped": skipped, "failed": failed, "cancelled": cancelled,
-          "elapsed_s": round(time.perf_counter() - start, 2)})  # fmt: skip
+def _finish(
+    emit: Emit, start: float, ok: int, skipped: int, failed: List[str], cancelled: bool, locked: Sequence[str] = ()
+) -> None:
+    emit({"type": "done", "ok": ok, "skipped": skipped, "failed": failed, "locked": list(locked),
+          "cancelled": cancelled, "elapsed_s": round(time.perf_counter() - start, 2)})  # fmt: skip
+
+
+def _still_locked(held: List[Tuple[str, Path, Dict[str, Any], List[Path]]]) -> List[str]:
+    """The cases another process held when we came to them and has not finished since: their outputs are not
+    there, so the run must not end looking done (a case finished meanwhile is done, whoever did it)."""
+    from .outputs import is_done
+
+    return [name for name, sidecar, key, paths in held if not is_done(sidecar, key, paths)]
 
 
 def run_job(
@@ -202,7 +217,7 @@ def run_job(
     the model (nothing can run) is reported for every case. A failure in one case is reported and the next runs.
     """
     from .data.io import clean_orphans, header_size
-    from .outputs import CaseLock, check_apart, check_not_foreign, check_writable, is_done, same_file
+    from .outputs import CaseLock, check_apart, check_not_foreign, check_writable, is_done, replacement_note, same_file
     from .registry import bundled_model, file_sha256
     from .sampling import AASConfig, SamplerConfig
     from .synthesis import synthesize_case
@@ -213,6 +228,7 @@ def run_job(
     runtime = job.runtime()
     mine = [(i, c) for i, c in enumerate(job.cases) if i % world == rank]
     ok, skipped, failed = 0, 0, []
+    held: List[Tuple[str, Path, Dict[str, Any], List[Path]]] = []  # skipped because another process has them
     ckpt = None
     model_path = job.checkpoint or str(bundled_model(job.mode))
     try:
@@ -265,6 +281,7 @@ def run_job(
                     emit({"type": "skipped", "reason": "done", **where, "paths": [str(p) for p in paths]})
                     continue
                 check_not_foreign(paths, sidecar)
+                replacing = replacement_note(sidecar, key, paths)  # read before the claim overwrites the record
                 for folder in {p.parent for p in (*paths, sidecar)} - cleaned:
                     for orphan in clean_orphans(folder):
                         emit({"type": "log", "message": f"removed {orphan.name}, left by a run that was killed"})
@@ -304,21 +321,25 @@ def run_job(
                     runtime=runtime,
                 )
                 elapsed = time.perf_counter() - case_start
+                if replacing is not None:
+                    emit({"type": "log", "level": "warning", **where, "message": f"{case.name}: {replacing['message']}",
+                          "replaced": replacing["replaced"]})  # fmt: skip
                 provenance = _write_case(job, case, result, ckpt, paths, elapsed, key, layout_info)
             ok += 1
             emit({"type": "result", **where, "paths": [str(p) for p in paths], "provenance": provenance})
         except SamplingCancelled:
-            _finish(emit, start, ok, skipped, failed, True)
+            _finish(emit, start, ok, skipped, failed, True, _still_locked(held))
             raise
         except CaseLockedError as exc:
             skipped += 1
+            held.append((case.name, sidecar, key, paths))
             emit({"type": "skipped", "reason": "locked", **where, "paths": [str(p) for p in paths],
                   "message": str(exc)})  # fmt: skip
         except (LungDDPMError, RuntimeError, OSError, ValueError, MemoryError) as exc:
             kind = classify_error(exc)
             emit({"type": "error", "kind": kind, "message": error_message(exc, kind), **where})
             failed.append(case.name)
-    _finish(emit, start, ok, skipped, failed, False)
+    _finish(emit, start, ok, skipped, failed, False, _still_locked(held))
     return len(failed)
 
 

@@ -207,7 +207,7 @@ def read_layout(
             )
         layout = layout_from_labelmap(
             image,
-            (1,) if lung_labels is None else lung_labels,
+            (LABEL_LUNG,) if lung_labels is None else lung_labels,
             _default_nodule_values(lung_labels, ignore_labels) if nodule_labels is None else nodule_labels,
             ignore_labels,
             nodule_types,
