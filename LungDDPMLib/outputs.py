@@ -165,9 +165,12 @@ def replacement_note(sidecar: Path, key: Dict[str, Any], outputs: Sequence[Path]
         why = "by a run that stopped before it finished"
     else:
         why = describe_change(record.get("key"), key)
-    message = f"replacing {', '.join(replaced) or 'nothing'}, written earlier by LungDDPM {why}"
-    if left:
-        message += f"; {', '.join(left)} of that run stay(s) as they are, no longer listed by a completion record"
+    unlisted = "kept as they are, but no completion record lists them any more"
+    if not replaced:
+        message = f"{', '.join(left)}, written earlier by LungDDPM {why}: {unlisted}"
+    else:
+        message = f"replacing {', '.join(replaced)}, written earlier by LungDDPM {why}"
+        message += f"; {', '.join(left)} of that run: {unlisted}" if left else ""
     return {"replaced": replaced, "left": left, "message": message}
 
 

@@ -117,7 +117,9 @@ def test_a_rerun_with_other_settings_replaces_our_outputs_with_a_warning(ws: Pat
     assert main(["worker", *synthesize(ws, out, "--num-samples", "2")[1:]]) == EXIT_OK
     events = worker_events(capsys.readouterr().out)
     [log] = [e for e in events if e["type"] == "log" and e.get("level") == "warning"]
-    assert log["replaced"] == [] and f"{out} of that run stay(s)" in log["message"]  # r.nrrd is no output of N=2
+    assert log["replaced"] == [] and log["name"] == "r"  # r.nrrd is no output of two samples: kept, and said so
+    assert f"{out}, written earlier by LungDDPM with other settings: seeds [5] -> [0, 1]" in log["message"]
+    assert log["message"].endswith(": kept as they are, but no completion record lists them any more")
 
 
 # ---------------------------------------------------------------------------------------------------- locks
