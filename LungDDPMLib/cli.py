@@ -1,7 +1,8 @@
 """The ``lungddpm`` command.
 
 Each subcommand lives in its own module under ``commands/``; errors a user can fix print as one line
-(``error: ...``) with a non-zero exit code, and ``--debug`` shows the traceback instead.
+(``error: ...``) with a non-zero exit code, and ``--debug`` shows the traceback instead. The exit codes are in
+:mod:`LungDDPMLib.commands.exit_codes` (re-exported here), where every subcommand can import them without a circle.
 """
 
 from __future__ import annotations
@@ -12,9 +13,10 @@ from typing import List, Optional
 
 from . import __version__
 from .commands import demo, downstream, evaluate, export, info, phantom, probe, synthesize, train, worker
+from .commands.exit_codes import EXIT_CANCELLED, EXIT_ERROR
 from .errors import LungDDPMError
 
-EXIT_ERROR, EXIT_CANCELLED = 1, 130
+__all__ = ["EXIT_CANCELLED", "EXIT_ERROR", "build_parser", "main"]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -5,7 +5,8 @@ Users point batch runs at folders of patient data with files this tool did not m
 results, the inputs themselves), run them twice, or run two at once. So before anything is written:
 
 * no output path may be an input (same path after resolving links, or the same file through a hard link);
-* an existing file under an output name is replaced only when a completion record of ours lists it;
+* an existing file under an output name is replaced only when a completion record of ours lists it, and then with
+  a warning that names it and what changed (:func:`replacement_note`);
 * "already done" means the completion record names the same inputs (path, size, modification time), model
   (sha256), sampler, steps, seeds and settings, and every output it lists is there with its recorded size;
 * a case is claimed with a lock file holding the owner's pid and host, so a second run on the same folder skips
@@ -17,6 +18,7 @@ user's ``<prefix>.json``.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
@@ -116,6 +118,62 @@ def check_not_foreign(outputs: Sequence[Path], sidecar: Path) -> None:
             )
 
 
+def _shown(value: Any) -> str:
+    return "default" if value is None else json.dumps(value) if isinstance(value, (list, dict)) else str(value)
+
+
+def describe_change(old: Any, new: Dict[str, Any]) -> str:
+    """What differs between an earlier completion key and this run's, in a user's words (``seeds [0] -> [5]``)."""
+    if not isinstance(old, dict):
+        return "by a run whose settings are not recorded"
+    changes = []
+    for what in ("ct", "layout"):
+        a, b = old.get(what) or {}, new[what]
+        if a != b:
+            other = a.get("path") != b.get("path")
+            changes.append(f"another {what} ({a.get('path')})" if other else f"the {what} changed since")
+    if old.get("model_sha256") != new["model_sha256"]:
+        changes.append(f"model {str(old.get('model_sha256'))[:12]} -> {new['model_sha256'][:12]}")
+    if old.get("seeds") != new["seeds"]:
+        changes.append(f"seeds {_shown(old.get('seeds'))} -> {_shown(new['seeds'])}")
+    before, now = old.get("settings") or {}, new["settings"]
+    for name in sorted((set(before) | set(now)) - {"seed", "num_samples"}):  # both are in the seeds
+        if before.get(name) != now.get(name):
+            changes.append(f"{name} {_shown(before.get(name))} -> {_shown(now.get(name))}")
+    if not changes:
+        return "with the same inputs and settings (the file changed since)"
+    return "with other settings: " + ", ".join(changes)
+
+
+def replacement_note(sidecar: Path, key: Dict[str, Any], outputs: Sequence[Path]) -> Optional[Dict[str, Any]]:
+    """Which of our own earlier outputs this case will replace, and why, or ``None`` when it replaces nothing.
+
+    A file under an output name that our completion record lists is ours to replace (:func:`check_not_foreign`
+    refuses every other), but replacing it without a word would lose a result the user may still want; so the
+    caller reports this as a warning naming the files and what changed. Outputs of the earlier run that this run
+    does not write (it had more samples) are named too: they stay, but no record lists them any more.
+    """
+    record = read_record(sidecar)
+    if record is None:
+        return None
+    listed = [str(o.get("path")) for o in record.get("outputs", []) if isinstance(o, dict)]
+    replaced = [str(p) for p in outputs if str(p) in listed and p.exists()]
+    left = [p for p in listed if p not in {str(o) for o in outputs} and Path(p).exists()]
+    if not replaced and not left:
+        return None
+    if record.get("state") != "complete":
+        why = "by a run that stopped before it finished"
+    else:
+        why = describe_change(record.get("key"), key)
+    unlisted = "kept as they are, but no completion record lists them any more"
+    if not replaced:
+        message = f"{', '.join(left)}, written earlier by LungDDPM {why}: {unlisted}"
+    else:
+        message = f"replacing {', '.join(replaced)}, written earlier by LungDDPM {why}"
+        message += f"; {', '.join(left)} of that run: {unlisted}" if left else ""
+    return {"replaced": replaced, "left": left, "message": message}
+
+
 def completion_record(key: Dict[str, Any], outputs: Sequence[Path]) -> Dict[str, Any]:
     """The record to store once every output is in place (sizes make a replaced or truncated file visible)."""
     return {
@@ -137,6 +195,23 @@ def write_sidecar(sidecar: Path, provenance: Dict[str, Any]) -> None:
     write_text_atomic(json.dumps(provenance, indent=2, default=str), sidecar)
 
 
+def folder_error(folder: Path, exc: OSError) -> DiskFullError:
+    """One line naming the output folder, what is wrong with it and the fix, for an OS error on the first file we
+    put there (the lock): the raw errno text names a hidden ``.lock`` file the user never asked about."""
+    code = exc.errno
+    if code in (errno.EACCES, errno.EPERM):
+        why, fix = "no write permission", "give yourself write permission there or choose another output folder"
+    elif code == errno.EROFS:
+        why, fix = "it is on a read-only file system", "choose an output folder on a writable disk"
+    elif code in (errno.ENOTDIR, errno.EEXIST):
+        why, fix = "a file is in the way of that folder", "move that file or choose another output folder"
+    elif code in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)):
+        why, fix = "the disk is full", "free space or choose another output folder"
+    else:
+        why, fix = exc.strerror or type(exc).__name__, "choose another output folder"
+    return DiskFullError(f"cannot write to the output folder {folder}: {why}; {fix} (nothing was computed)")
+
+
 def check_writable(folder: Path, needed_bytes: int) -> None:
     """Before sampling: the folder can be created and written, and has room for the outputs (plus 5 %)."""
     try:
@@ -144,7 +219,7 @@ def check_writable(folder: Path, needed_bytes: int) -> None:
         with tempfile.NamedTemporaryFile(dir=folder, prefix=".lungddpm-probe-", delete=True) as fh:
             fh.write(b"x")
     except OSError as exc:
-        raise DiskFullError(f"cannot write to the output folder {folder}: {exc.strerror or exc}") from None
+        raise folder_error(folder, exc) from None
     free = shutil.disk_usage(folder).free
     if free < needed_bytes * 1.05:
         raise DiskFullError(
@@ -173,11 +248,13 @@ class CaseLock:
 
     def acquire(self) -> None:
         me = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         for _ in range(2):
             try:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
                 fd = os.open(str(self.path), os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-            except FileExistsError:
+            except FileExistsError as exc:
+                if exc.filename != str(self.path):  # mkdir: a file where the folder should be
+                    raise folder_error(self.path.parent, exc) from None
                 owner = self._owner()
                 pid = owner.get("pid")
                 stale = isinstance(pid, int) and owner.get("host") == me["host"] and not pid_alive(pid)
@@ -187,6 +264,8 @@ class CaseLock:
                 raise CaseLockedError(
                     f"in progress in process {pid} on {owner.get('host', '?')} (lock {self.path})", owner
                 ) from None
+            except OSError as exc:  # the folder cannot be created or written: say so about the folder
+                raise folder_error(self.path.parent, exc) from None
             with os.fdopen(fd, "w", encoding="utf-8") as fh:
                 json.dump(me, fh)
             self.held = True

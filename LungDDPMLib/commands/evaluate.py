@@ -7,6 +7,8 @@ import json
 import sys
 from typing import Any, Dict
 
+from ..job import CHOICES
+
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -15,8 +17,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         description=(
             "Compare synthetic CTs with real ones. Files and folders are accepted; synthetic files are matched to "
             "real CTs and layouts by case name (case1_ct.nrrd, case1_layout.nrrd, case1_synthetic_0.nrrd), or all "
-            "to a single real CT, or in sorted order when the counts agree. Writes metrics.json, metrics.csv, "
-            "histograms.csv and figures/*.png into --out."
+            "to a single real CT, or in sorted order when the counts agree. Synthetic CTs of different kinds of run "
+            "(mode, model, sampler, steps, read from each output's provenance <out>.lungddpm.json) are summarised "
+            "apart, never pooled. Writes metrics.json, metrics.csv, histograms.csv and figures/*.png into --out."
         ),
     )
     p.add_argument("--real", nargs="+", required=True, metavar="PATH", help="real CT files or folders (HU)")
@@ -49,6 +52,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         default="volume",
         help="one feature vector per volume (default), or per 40 mm patch of the lung (for few volumes)",
     )
+    p.add_argument(
+        "--auto-lung",
+        choices=CHOICES["auto_lung"],
+        default="never",
+        help="read the layouts as synthesize --auto-lung did: if-missing completes a layout without lung (only "
+        "nodules) with the lung found in the CT, always takes the lung from the CT",
+    )
     p.add_argument("--figures", type=int, default=8, help="pairs that get a montage and histogram figure")
     p.add_argument("--device", default="cpu", help="device for the Med3D extractor")
     p.set_defaults(func=run)
@@ -58,6 +68,16 @@ def _summary_lines(report: Dict[str, Any]) -> list:
     lines = [f"pairs: {report['pairing']['pairs']} ({report['pairing']['how']})"]
     if report["pairing"]["note"]:
         lines.append(f"note: {report['pairing']['note']}")
+    groups = report.get("groups") or [report]
+    for group in groups:
+        if len(groups) > 1:  # each kind of run on its own: a mean over a mix would describe none of them
+            lines.append(f"group {group['group']}: {group['label']} ({group['synthetic']} synthetic)")
+        lines.extend(_group_lines(group))
+    return lines
+
+
+def _group_lines(report: Dict[str, Any]) -> list:
+    lines = []
     summary = report.get("summary")
     if summary:
         lines.append(f"{'region':<10} {'MAE HU':>8} {'PSNR dB':>8} {'SSIM':>6} {'W1 HU':>7}")
@@ -101,6 +121,7 @@ def run(args: argparse.Namespace) -> int:
         set_mode=args.set_metrics,
         set_unit=args.set_unit,
         device=args.device,
+        auto_lung=args.auto_lung,
         figures_for=args.figures,
     )
     for line in _summary_lines(report):

@@ -6,7 +6,10 @@ import argparse
 import os
 import signal
 import threading
-from typing import Any, Callable, List, Optional, Tuple
+from typing import Any, Callable, List, Optional, Sequence, Tuple
+
+from ..config import LABEL_LUNG, LABEL_NODULE, LABEL_OF_TYPE, NODULE_LABELS
+from ..job import CHOICES
 
 
 def add_job_arguments(p: argparse.ArgumentParser, *, job_file: bool) -> None:
@@ -66,8 +69,20 @@ def add_job_arguments(p: argparse.ArgumentParser, *, job_file: bool) -> None:
     m.add_argument("--cuda-graphs", action="store_true", help="replay the network as CUDA graphs (CUDA only)")
     m.add_argument("--batch-size", type=int, help="samples per network call")
     lay = p.add_argument_group("layout interpretation")
-    lay.add_argument("--lung-labels", type=label_values, nargs="+", help="label values that mean lung (default 1)")
-    lay.add_argument("--nodule-labels", type=label_values, nargs="+", help="label values that mean nodule (default 2)")
+    lay.add_argument(
+        "--lung-labels",
+        type=label_values,
+        nargs="+",
+        help=f"label values that mean lung (default {values_text((LABEL_LUNG,))})",
+    )
+    lay.add_argument(
+        "--nodule-labels",
+        type=label_values,
+        nargs="+",
+        help=f"label values that mean nodule (default {values_text(NODULE_LABELS)}: {LABEL_NODULE} a nodule, "
+        + ", ".join(f"{v} {kind}" for kind, v in LABEL_OF_TYPE.items())
+        + "; less any value given as lung or ignored)",
+    )
     lay.add_argument("--lung-segments", nargs="+", help=".seg.nrrd segment names for lung")
     lay.add_argument("--nodule-segments", nargs="+", help=".seg.nrrd segment names for nodules")
     lay.add_argument("--ignore-labels", type=label_values, nargs="+", help="label values to treat as background")
@@ -85,7 +100,22 @@ def add_job_arguments(p: argparse.ArgumentParser, *, job_file: bool) -> None:
         action="store_true",
         help="accept a layout on another grid that covers the CT only partly (it is resampled onto the CT)",
     )
-    lay.add_argument("--auto-lung", choices=("never", "if-missing", "always"), default="never")
+    lay.add_argument(
+        "--auto-lung",
+        choices=CHOICES["auto_lung"],
+        default="never",
+        help="the lung mask found in the CT itself: never (default; the layout must hold the lung), if-missing (when "
+        "the layout has no lung, e.g. only nodules were drawn), always (the lung always comes from the CT and the "
+        "layout gives only the nodules)",
+    )
+
+
+def values_text(values: Sequence[int]) -> str:
+    """Label values as a user writes them: ``1``, ``2-5``, ``1,3``."""
+    v = sorted(values)
+    if len(v) > 2 and v == list(range(v[0], v[-1] + 1)):
+        return f"{v[0]}-{v[-1]}"
+    return ",".join(str(x) for x in v)
 
 
 def label_values(text: str) -> List[int]:
@@ -163,3 +193,17 @@ def cancel_on_signals() -> Tuple[Callable[[], bool], Callable[[], None]]:
 def rank_and_world() -> Tuple[int, int]:
     """Under torchrun each process takes every WORLD_SIZE-th case; no process group is needed for that."""
     return int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def remember_done(emit: Callable[[dict], None]) -> Tuple[Callable[[dict], None], dict]:
+    """``emit`` that also keeps the job's ``done`` event in the returned dict: the exit code is decided from it
+    (:func:`.exit_codes.job_exit_code`), so the process's status and its last event can never disagree."""
+    done: dict = {}
+
+    def remembering(event: dict) -> None:
+        if event.get("type") == "done":
+            done.clear()
+            done.update(event)
+        emit(event)
+
+    return remembering, done

@@ -8,7 +8,8 @@ import sys
 import time
 from typing import Any, Dict
 
-from .job_args import add_job_arguments, cancel_on_signals, job_from_args, rank_and_world
+from .exit_codes import EXIT_CANCELLED, EXIT_ERROR, EXIT_LOCKED, EXIT_OK, job_exit_code
+from .job_args import add_job_arguments, cancel_on_signals, job_from_args, rank_and_world, remember_done
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -16,11 +17,15 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "synthesize",
         help="synthesise CTs for a layout (one case, or a folder batch that can be resumed)",
         description="Writes the synthetic CT(s) in HU at the input's geometry, plus a provenance JSON per case. "
-        "A batch skips cases whose outputs exist, goes on past bad cases and ends with a summary; under "
-        "`torchrun --nproc-per-node K -m LungDDPMLib synthesize ...` each process takes its share of cases.",
+        "A batch skips cases done earlier with the same inputs, model and settings, goes on past bad cases and ends "
+        "with a summary; under `torchrun --nproc-per-node K -m LungDDPMLib synthesize ...` each process takes its "
+        "share of cases. A case done earlier with other settings is redone: its earlier outputs are replaced, with "
+        "a warning that names them and what changed (files LungDDPM did not write are never replaced). Exit codes: "
+        f"{EXIT_OK} done, {EXIT_ERROR} an error or a failed case, {EXIT_LOCKED} nothing failed but some case is being "
+        f"synthesised by another live process (run again once it has finished), {EXIT_CANCELLED} cancelled.",
     )
     add_job_arguments(p, job_file=False)
-    p.add_argument("--quiet", action="store_true", help="no progress output")
+    p.add_argument("--quiet", action="store_true", help="no progress or information lines (warnings, errors stay)")
     p.set_defaults(func=run)
 
 
@@ -48,12 +53,17 @@ class _Terminal:
             if self.tty and not self.quiet:
                 print(file=sys.stderr)
             print(json.dumps({"name": event["name"], "paths": event["paths"]}), flush=True)
-        elif kind == "skipped" and not self.quiet:
-            why = "already done with these inputs and settings" if event.get("reason") == "done" else event["message"]
+        elif kind == "skipped" and (not self.quiet or event.get("reason") != "done"):  # locked: not a success
+            if event.get("reason") == "done":
+                why = "already done with these inputs and settings"
+            else:
+                why = f"{event['message']}; its outputs are not there yet"
             print(f"{event['name']}: skipped ({why})", file=sys.stderr, flush=True)
         elif kind == "error":
             where = f"{event['name']}: " if "name" in event else ""
             print(f"error: {where}{event['message']}", file=sys.stderr, flush=True)
+        elif kind == "log" and event.get("level") == "warning":
+            print(f"warning: {event['message']}", file=sys.stderr, flush=True)
         elif kind == "log" and not self.quiet:
             print(event["message"], file=sys.stderr, flush=True)
         elif kind == "done" and not self.quiet:
@@ -75,9 +85,19 @@ def run(args: argparse.Namespace) -> int:
     should_stop, restore = cancel_on_signals()
     try:
         rank, world = rank_and_world()
-        return 1 if run_job(job, _Terminal(args.quiet), should_stop, rank, world) else 0
+        emit, done = remember_done(_Terminal(args.quiet))
+        run_job(job, emit, should_stop, rank, world)
+        code = job_exit_code(done)
+        if code == EXIT_LOCKED:  # not a success: say so even with --quiet, as an error would be
+            print(
+                f"not finished: {', '.join(done['locked'])} still being synthesised by another process (see above); "
+                f"run the same command again once it has finished (exit code {EXIT_LOCKED})",
+                file=sys.stderr,
+                flush=True,
+            )
+        return code
     except SamplingCancelled:
         print("cancelled: no partial outputs were written", file=sys.stderr)
-        return 130
+        return EXIT_CANCELLED
     finally:
         restore()

@@ -182,13 +182,13 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _train(args: argparse.Namespace, should_stop: Callable[[], bool]) -> int:
-    from ..cli import EXIT_CANCELLED
     from ..config import preset
     from ..data.datasets import PairedFolderDataset, PhantomDataset, model_data_options
     from ..errors import InputError
     from ..phantom.nodules import parse_nodule_mix
     from ..training import TrainConfig, Trainer, seeded_model
     from ..training.distributed import init_from_env, shutdown
+    from .exit_codes import EXIT_CANCELLED
 
     out = Path(args.out)
     if not args.resume:

@@ -1,7 +1,8 @@
 """``lungddpm worker``: run a job and report it as JSON lines on stdout (the Slicer module's back end).
 
-Exit codes: 0 every case done (or skipped), 1 some case failed or nothing could run, 130 cancelled by SIGTERM or
-SIGINT (no partial output is left behind).
+Exit codes (:mod:`.exit_codes`): 0 every case done (now, or found done earlier), 1 some case failed or nothing could
+run, 75 nothing failed but some case is being synthesised by another live process (run again once it has finished),
+130 cancelled by SIGTERM or SIGINT (no partial output is left behind).
 """
 
 from __future__ import annotations
@@ -9,7 +10,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .job_args import add_job_arguments, cancel_on_signals, job_from_args, rank_and_world
+from .exit_codes import EXIT_CANCELLED, EXIT_ERROR, job_exit_code
+from .job_args import add_job_arguments, cancel_on_signals, job_from_args, rank_and_world, remember_done
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -36,17 +38,18 @@ def run(args: argparse.Namespace) -> int:
             from ..gui_tasks import with_metrics
 
             emit = with_metrics(emit, job)
-        failed = run_job(job, emit, should_stop, rank, world)
-        return 1 if failed else 0
+        emit, done = remember_done(emit)
+        run_job(job, emit, should_stop, rank, world)
+        return job_exit_code(done)
     except SamplingCancelled:
-        return 130
+        return EXIT_CANCELLED
     except Exception as exc:
         kind = classify_error(exc)
         message = error_message(exc, kind)
         if kind == "internal":
             message = f"{type(exc).__name__}: {message} (a bug; please report it with the job file)"
         emit({"type": "error", "kind": kind, "message": message})
-        emit({"type": "done", "ok": 0, "skipped": 0, "failed": [], "cancelled": False, "elapsed_s": 0.0})
-        return 1
+        emit({"type": "done", "ok": 0, "skipped": 0, "failed": [], "locked": [], "cancelled": False, "elapsed_s": 0.0})
+        return EXIT_ERROR
     finally:
         restore()

@@ -1,21 +1,23 @@
 """Figures for evaluation reports: a slice montage (real | synthetic | difference) and HU histograms per region.
 
-The montage is plain numpy + the project's PNG writer, so it works in any Python (Slicer's included). The
-histograms need labels and a legend to be readable, so they use matplotlib when it is installed (object API
-with the Agg canvas: no pyplot, no global backend change); without it the histogram values still go to the
-report's CSV and :func:`histogram_figure` returns ``None``.
+A figure is read away from the report that explains it, so each says what it shows: the montage is titled with the
+case, the sample, the slices and the window, and carries colour bars in HU (:func:`montage_figure`); the histograms
+have labels and a legend. Both use matplotlib when it is installed (object API with the Agg canvas: no pyplot, no
+global backend change). Without it the montage falls back to plain numpy and the project's PNG writer (untitled,
+so that it still works in any Python), the histogram values still go to the report's CSV and
+:func:`histogram_figure` returns ``None``.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Dict, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, Optional, Sequence, Tuple, Union
 
 import numpy as np
 from scipy import ndimage as ndi
 
 from ..config import is_nodule
-from ..data.preview import apply_window, write_png
+from ..data.preview import WINDOWS, apply_window, write_png
 
 #: Difference colour scale: |synthetic - real| from 0 (black) to this many HU (white-hot).
 DIFF_SCALE_HU = 300.0
@@ -23,18 +25,23 @@ DIFF_SCALE_HU = 300.0
 HIST_EDGES = np.arange(-1024.0, 1024.0 + 8.0, 8.0)
 
 
-def focus_slices(layout: Optional[np.ndarray], shape: Tuple[int, int, int]) -> Tuple[int, int]:
-    """(z, y) through the centre of the largest nodule, else of the lung, else of the volume."""
+def focus(layout: Optional[np.ndarray], shape: Tuple[int, int, int]) -> Tuple[int, int, str]:
+    """(z, y, what) through the centre of the largest nodule, else of the lung, else of the volume."""
     if layout is not None:
-        for target in (is_nodule(layout), layout == 1):
+        for target, what in ((is_nodule(layout), "the largest nodule"), (layout == 1, "the lung")):
             if target.any():
                 parts, n = ndi.label(target)
                 if n > 1:  # the centroid of several components lies between them: use the largest
                     sizes = ndi.sum_labels(target, parts, index=range(1, n + 1))
                     target = parts == 1 + int(np.argmax(sizes))
                 z, y, _ = (round(float(c)) for c in ndi.center_of_mass(target))
-                return z, y
-    return shape[0] // 2, shape[1] // 2
+                return z, y, what
+    return shape[0] // 2, shape[1] // 2, "the volume's centre"
+
+
+def focus_slices(layout: Optional[np.ndarray], shape: Tuple[int, int, int]) -> Tuple[int, int]:
+    """(z, y) of :func:`focus`."""
+    return focus(layout, shape)[:2]
 
 
 def _hot(diff: np.ndarray) -> np.ndarray:
@@ -44,6 +51,55 @@ def _hot(diff: np.ndarray) -> np.ndarray:
     return (rgb * 255 + 0.5).astype(np.uint8)
 
 
+def montage_figure(
+    real: np.ndarray,
+    synthetic: np.ndarray,
+    layout: Optional[np.ndarray],
+    spacing_zyx: Sequence[float],
+    window: str = "lung",
+    case: str = "",
+    sample: str = "",
+) -> Any:
+    """The montage as a matplotlib ``Figure``: real | synthetic | |difference|, axial on top, coronal below.
+
+    Titled with the case, the sample, the slices (through the largest nodule, else the lung) and the window; one
+    colour bar in HU for the CT window and one for the difference (fixed 0..300 HU, so that montages of different
+    runs compare by eye). Pixels keep their physical aspect (the coronal slice's is its z spacing). Raises
+    ImportError without matplotlib.
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    z, y, what = focus(layout, real.shape)
+    level, width = WINDOWS[window]
+    diff = np.abs(synthetic.astype(np.float32) - real.astype(np.float32))
+    fig = Figure(figsize=(10.0, 6.6), dpi=100, constrained_layout=True)  # room for the titles and the bars
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(2, 3)
+    shown: Dict[str, Any] = {}
+    for row, (plane, aspect) in enumerate(
+        ((f"axial z={z}", spacing_zyx[1] / spacing_zyx[2]), (f"coronal y={y}", spacing_zyx[0] / spacing_zyx[2]))
+    ):
+        for col, (name, vol) in enumerate((("real", real), ("synthetic", synthetic), ("|synthetic - real|", diff))):
+            sl = vol[z] if row == 0 else vol[::-1, y, :]  # coronal: superior on top
+            ax = axes[row, col]
+            if name.startswith("|"):
+                shown["diff"] = ax.imshow(sl, cmap="hot", vmin=0.0, vmax=DIFF_SCALE_HU, aspect=aspect)
+            else:
+                shown["ct"] = ax.imshow(sl, cmap="gray", vmin=level - width / 2, vmax=level + width / 2, aspect=aspect)
+            ax.set_title(f"{name}, {plane}", fontsize=9)
+            ax.set_xticks([])
+            ax.set_yticks([])
+    fig.colorbar(shown["ct"], ax=list(axes[:, :2].ravel()), shrink=0.8).set_label("HU", fontsize=8)
+    fig.colorbar(shown["diff"], ax=list(axes[:, 2]), shrink=0.8, extend="max").set_label("|difference| HU", fontsize=8)
+    head = ", ".join(t for t in (f"case {case}" if case else "", f"sample {sample}" if sample else "") if t)
+    fig.suptitle(
+        f"{head + ': ' if head else ''}slices through {what}; {window} window (level {level:g}, width {width:g} HU)",
+        fontsize=10,
+    )
+    return fig
+
+
 def comparison_montage(
     real: np.ndarray,
     synthetic: np.ndarray,
@@ -51,12 +107,24 @@ def comparison_montage(
     spacing_zyx: Sequence[float],
     path: Union[str, Path],
     window: str = "lung",
+    case: str = "",
+    sample: str = "",
 ) -> Path:
     """PNG with real | synthetic | |difference|, axial slice on top and coronal below, through a nodule.
 
-    Arrays are ``(z, y, x)`` in HU; coronal slices are resampled to square millimetres (superior on top).
-    The difference uses a fixed scale (0..300 HU) so that montages of different runs compare by eye.
+    Arrays are ``(z, y, x)`` in HU. With matplotlib this is :func:`montage_figure` (titles and colour bars);
+    without it an untitled tile image (coronal slices resampled to square millimetres, superior on top). The
+    difference uses a fixed scale (0..300 HU) so that montages of different runs compare by eye.
     """
+    try:
+        fig = montage_figure(real, synthetic, layout, spacing_zyx, window, case, sample)
+    except ImportError:
+        fig = None
+    if fig is not None:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(path)
+        return path
     z, y = focus_slices(layout, real.shape)
     diff = np.abs(synthetic.astype(np.float32) - real.astype(np.float32))
     rows = []

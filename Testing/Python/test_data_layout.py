@@ -165,6 +165,27 @@ def test_empty_lung_is_an_error_or_auto(small_phantom):
         check_layout(nodule_only, small_phantom.ct, auto_lung="sometimes")
 
 
+@pytest.mark.parametrize("mode", ["if-missing", "always"])
+@pytest.mark.parametrize("form", ["labels", "segments"])
+def test_a_layout_of_nodules_alone_gets_its_lung_from_the_ct(tmp_path, small_phantom, mode, form):
+    """The error about a missing lung recommends --auto-lung if-missing; with it (or always) the file must work."""
+    lay = sitk.GetArrayFromImage(small_phantom.layout)
+    nodules = Geometry.of(small_phantom.layout).image_from_array(np.where(is_nodule(lay), lay, 0).astype(np.uint8))
+    if form == "labels":
+        path = write_image(nodules, tmp_path / "nodules.nrrd")
+    else:
+        path = write_segmentation(nodules, tmp_path / "nodules.seg.nrrd", {3: ("solid nodule", (0, 1, 0))})
+    with pytest.raises(InputError, match="--auto-lung if-missing") as refused:
+        load_layout(path, small_phantom.ct)
+    assert "automatic lung mask" not in str(refused.value)  # the advice names the option that works
+    out = sitk.GetArrayFromImage(load_layout(path, small_phantom.ct, auto_lung=mode))
+    truth = lay == LABEL_LUNG
+    dice = 2 * ((out == LABEL_LUNG) & truth).sum() / ((out == LABEL_LUNG).sum() + truth.sum())
+    assert dice > 0.8, dice
+    kept = is_nodule(lay) if form == "labels" else lay == 3
+    assert np.array_equal(out[kept], lay[kept]) and not is_nodule(out[~kept]).any()  # nodules and classes kept
+
+
 def test_empty_nodule_layout_is_allowed_with_a_warning(small_phantom):
     lay = sitk.GetArrayFromImage(small_phantom.layout)
     healthy = Geometry.of(small_phantom.layout).image_from_array(np.where(lay > 0, 1, 0).astype(np.uint8))

@@ -205,3 +205,101 @@ def test_real_cts_without_samples_still_count_in_the_reference_set(files, tmp_pa
     assert rc == 0
     sets = json.loads((tmp_path / "metrics.json").read_text())["set_metrics"]
     assert sets["status"] == "ok" and sets["n_real"] == 3 and sets["n_synthetic"] == 2
+
+
+# ----------------------------------------------------------------------------------------- kinds of run
+@pytest.fixture(scope="module")
+def two_runs(files, tmp_path_factory) -> dict:
+    """Real outputs of two kinds of run for the same cases: model A with dpm++ 2 steps, model B with ddim 3 steps."""
+    import torch
+
+    from LungDDPMLib.checkpoint import save_checkpoint
+    from LungDDPMLib.config import preset
+    from LungDDPMLib.diffusion import DiffusionModel
+    from LungDDPMLib.worker import Case, Job, run_job
+
+    root = tmp_path_factory.mktemp("two_runs")
+    runs = {}
+    for name, sampler, steps, seed in (("a", "dpm++", 2, 0), ("b", "ddim", 3, 1)):
+        torch.manual_seed(seed)
+        model = DiffusionModel(preset("tiny", grid=(16, 16, 16), crop="lung"))
+        save_checkpoint(root / f"{name}.pt", model, ema=model)
+        cases = [Case(f"case{k}", str(files["real"] / f"case{k}_ct.nrrd"), str(files["real"] / f"case{k}_layout.nrrd"),
+                      str(root / name / f"case{k}_synthetic")) for k in (1, 2)]  # fmt: skip
+        job = Job(cases=cases, checkpoint=str(root / f"{name}.pt"), sampler=sampler, steps=steps, device="cpu")
+        events: list = []
+        assert run_job(job, events.append) == 0, [e for e in events if e["type"] == "error"]
+        runs[name] = root / name
+    return runs
+
+
+def test_outputs_of_different_runs_are_summarised_apart_never_pooled(files, two_runs, tmp_path, capsys) -> None:
+    untracked = files["synthetic"] / "case3_synthetic.nrrd"  # no provenance: a kind of its own
+    rc = main(["evaluate", "--real", str(files["real"]), "--layout", str(files["real"]), "--synthetic",
+               str(two_runs["a"]), str(two_runs["b"]), str(untracked), "--out", str(tmp_path)])  # fmt: skip
+    assert rc == 0
+    report = json.loads((tmp_path / "metrics.json").read_text())
+    groups = report["groups"]
+    labels = [g["label"] for g in groups]
+    assert len(groups) == 3 and "no provenance" in labels
+    by_sampler = {g["kind"]["sampler"]: g for g in groups if g["kind"]}
+    assert by_sampler["dpm++"]["kind"]["steps"] == 2 and by_sampler["ddim"]["kind"]["steps"] == 3
+    assert by_sampler["dpm++"]["kind"]["model_sha256"] != by_sampler["ddim"]["kind"]["model_sha256"]
+    assert all(g["kind"]["mode"] == "full" for g in by_sampler.values())
+    assert report["summary"] is None and report["set_metrics"]["status"] == "per group"  # nothing pooled
+    for g in groups:  # each group's mean is over its own pairs only
+        own = [p for p in report["pairs"] if p["group"] == g["group"]]
+        assert g["pairs"] == len(own) == g["synthetic"]
+        mean = np.mean([p["regions"]["lung"]["mae_hu"] for p in own])
+        assert g["summary"]["lung"]["mae_hu"] == pytest.approx(mean)
+    assert by_sampler["dpm++"]["set_metrics"]["n_synthetic"] == 2 == by_sampler["ddim"]["set_metrics"]["n_synthetic"]
+    with open(tmp_path / "metrics.csv") as f:
+        assert {r["group"] for r in csv.DictReader(f)} == {"0", "1", "2"}
+    out = capsys.readouterr().out
+    for g in groups:
+        assert f"group {g['group']}: {g['label']}" in out
+    assert sorted(report["figures"]) == [f"figures/histograms_group{g}.png" for g in range(3)]
+    rc = main(["evaluate", "--real", str(files["real"]), "--layout", str(files["real"]),
+               "--synthetic", str(two_runs["a"]), "--out", str(tmp_path)])  # fmt: skip
+    report = json.loads((tmp_path / "metrics.json").read_text())  # one kind: the summary as before
+    assert rc == 0 and len(report["groups"]) == 1 and report["summary"] == report["groups"][0]["summary"]
+    assert report["figures"] == ["figures/histograms.png"] and not list(tmp_path.glob("figures/histograms_group*"))
+
+
+# ---------------------------------------------------------------------------------------------- figures
+def test_the_montage_says_what_it_shows(files) -> None:
+    from LungDDPMLib.data.preview import WINDOWS
+    from LungDDPMLib.evaluation.figures import DIFF_SCALE_HU, montage_figure
+
+    ph = files["phantoms"][1]
+    real = sitk.GetArrayFromImage(ph.ct).astype(np.float32)
+    synthetic = sitk.GetArrayFromImage(_shifted(ph.ct, ph.layout, 1, 50)).astype(np.float32)
+    fig = montage_figure(real, synthetic, sitk.GetArrayFromImage(ph.layout), (6.0, 4.0, 4.0), "lung",
+                         case="case1", sample="case1_synthetic_0.nrrd")  # fmt: skip
+    title = fig._suptitle.get_text()
+    assert "case1" in title and "case1_synthetic_0.nrrd" in title and "the largest nodule" in title
+    assert "lung window (level -600, width 1500 HU)" in title
+    images = [ax for ax in fig.axes if ax.images]
+    titles = sorted(ax.get_title() for ax in images)
+    assert len(images) == 6 and sum("axial" in t for t in titles) == 3 and sum("coronal" in t for t in titles) == 3
+    assert {t.split(",")[0] for t in titles} == {"real", "synthetic", "|synthetic - real|"}
+    level, width = WINDOWS["lung"]
+    window = (level - width / 2, level + width / 2)
+    for kind, label, clim in (("ct", "HU", window), ("diff", "|difference| HU", (0.0, DIFF_SCALE_HU))):
+        shown = [ax.images[0] for ax in images if ax.get_title().startswith("|") == (kind == "diff")]
+        [bar] = [im.colorbar for im in shown if im.colorbar is not None]  # one bar for the panels of one scale
+        assert bar.ax.get_ylabel() == label and all(im.get_clim() == clim for im in shown), kind
+
+
+def test_a_layout_of_nodules_alone_is_read_as_the_synthesis_read_it(files, tmp_path, capsys) -> None:
+    ph = files["phantoms"][2]
+    lay = sitk.GetArrayFromImage(ph.layout)
+    nodules = sitk.GetImageFromArray(np.where(lay >= 2, lay, 0).astype(np.uint8))
+    nodules.CopyInformation(ph.layout)
+    layout = write_image(nodules, tmp_path / "case2_layout.nrrd")
+    args = ["evaluate", "--real", str(files["real"] / "case2_ct.nrrd"), "--layout", str(layout),
+            "--synthetic", str(files["synthetic"] / "case2_synthetic.nrrd"), "--out", str(tmp_path / "r")]  # fmt: skip
+    assert main(args) == 1 and "--auto-lung if-missing" in capsys.readouterr().err  # the option exists here too
+    assert main([*args, "--auto-lung", "if-missing"]) == 0
+    report = json.loads((tmp_path / "r" / "metrics.json").read_text())
+    assert report["settings"]["auto_lung"] == "if-missing" and report["pairs"][0]["regions"]["lung"]["voxels"] > 0
