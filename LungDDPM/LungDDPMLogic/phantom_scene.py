@@ -17,6 +17,7 @@ import numpy as np
 import slicer
 
 from . import mrml_bridge as mb
+from . import scene_outputs as so
 from .nodule_placement import NODULE_COLORS
 from .segment_choice import set_terminology
 from .set_metrics_run import SetMetricsRun
@@ -59,7 +60,7 @@ def load_phantom(ct_path: Path, layout_path: Path, name: str = "Phantom CT") -> 
     (:func:`phantom_segments`)."""
     import SimpleITK as sitk
 
-    ct = mb.add_volume_from_sitk(sitk.ReadImage(str(ct_path)), name)
+    ct = so.add_volume_from_sitk(sitk.ReadImage(str(ct_path)), name)
     labels = sitk.GetArrayFromImage(sitk.ReadImage(str(layout_path)))
     seg = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSegmentationNode", f"{name} layout")
     seg.SetReferenceImageGeometryParameterFromVolumeNode(ct)

@@ -29,7 +29,9 @@ import slicer
 from LungDDPMLib.errors import LungDDPMError
 
 from . import evaluation_nodes as ev
+from . import layout_builder as lb
 from . import mrml_bridge as mb
+from . import scene_outputs as so
 from .worker_launcher import WorkerProcess, read_volume_nrrd, write_volume_nrrd
 
 
@@ -121,7 +123,7 @@ class SynthesisRun:
         self.nodule_ids = None if nodule_ids is None else list(nodule_ids)
         self.python = python
         self.worker: Optional[WorkerProcess] = None
-        self.layout: Optional[mb.Layout] = None
+        self.layout: Optional[lb.Layout] = None
         self.progress = Progress()
         self.results: List[Dict[str, Any]] = []
         self.errors: List[Dict[str, Any]] = []
@@ -131,12 +133,12 @@ class SynthesisRun:
 
     # --- before ---------------------------------------------------------------------------------------------
 
-    def check_inputs(self) -> mb.Layout:
+    def check_inputs(self) -> lb.Layout:
         """Check the scene inputs and build the layout; raises ``LayoutError`` and creates nothing."""
         mb.check_ct_volume(self.volume)
         if self.settings.num_samples < 1:
             raise mb.LayoutError(f"the number of samples must be at least 1, got {self.settings.num_samples}")
-        self.layout = mb.layout_from_segmentation(
+        self.layout = lb.layout_from_segmentation(
             self.segmentation, self.volume, self.lung_ids, self.nodule_ids, self.settings.auto_lung
         )
         self.log.extend(self.layout.warnings)
@@ -235,20 +237,20 @@ class SynthesisRun:
         name = self.volume.GetName()
         folder = 0
         try:
-            folder = mb.create_run_folder(self.volume, f"{name} LungDDPM {time.strftime('%Y-%m-%d %H:%M:%S')}")
+            folder = so.create_run_folder(self.volume, f"{name} LungDDPM {time.strftime('%Y-%m-%d %H:%M:%S')}")
             volumes = []
             for k, array in enumerate(arrays):
-                node = mb.add_volume_like(self.volume, array, f"{name} synthetic {k}")
-                mb.place_in_folder([node], folder)
-                mb.set_provenance(node, provenance, seed=seeds[k] if k < len(seeds) else None)
+                node = so.add_volume_like(self.volume, array, f"{name} synthetic {k}")
+                so.place_in_folder([node], folder)
+                so.set_provenance(node, provenance, seed=seeds[k] if k < len(seeds) else None)
                 node.SetAttribute(mb.ATTRIBUTE_PREFIX + "referenceVolumeID", self.volume.GetID())
                 volumes.append(node)
-            layout_node = mb.add_volume_like(self.volume, self.layout.array, f"{name} layout", labelmap=True)
-            mb.place_in_folder([layout_node], folder)
+            layout_node = so.add_volume_like(self.volume, self.layout.array, f"{name} layout", labelmap=True)
+            so.place_in_folder([layout_node], folder)
             layout_node.SetAttribute(mb.ATTRIBUTE_PREFIX + "role", "layout")
-            mb.follow_parent_transform([*volumes, layout_node], self.volume)
+            so.follow_parent_transform([*volumes, layout_node], self.volume)
         except BaseException:
-            mb.remove_folder(folder)
+            so.remove_folder(folder)
             raise
         note = (provenance.get("nodule_types") or {}).get("note")
         return RunOutputs(folder, volumes, layout_node, notes=[str(note)] if note else [])
@@ -268,7 +270,7 @@ class SynthesisRun:
             plot_nodes = ev.add_histogram_plot(f"{name} HU histograms", event["histograms"])
             added.extend(plot_nodes)
             outputs.histogram_chart, outputs.other_nodes = plot_nodes[1], [plot_nodes[0], *plot_nodes[2:]]
-            mb.place_in_folder(added, outputs.folder)
+            so.place_in_folder(added, outputs.folder)
         except Exception as exc:  # a malformed event must not cost the finished volumes
             for node in added:
                 slicer.mrmlScene.RemoveNode(node)

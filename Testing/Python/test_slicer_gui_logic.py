@@ -130,16 +130,16 @@ def test_slicer_segments_are_chosen_by_id_and_survive_renames(slicer_scene):
 @pytest.mark.skipif(not conftest_slicer.slicer_core_available(), reason="slicer-core is not installed")
 def test_slicer_outputs_follow_the_ct_parent_transform(slicer_scene):
     """Outputs copy the CT's voxel grid in local coordinates, so they must sit under the CT's parent transform."""
-    from LungDDPMLogic import mrml_bridge as mb
+    from LungDDPMLogic import scene_outputs as so
 
     slicer = slicer_scene
     ct = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "CT")
     slicer.util.updateVolumeFromArray(ct, np.zeros((4, 5, 6), np.int16))
     moved = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLLinearTransformNode", "registration")
     ct.SetAndObserveTransformNodeID(moved.GetID())
-    out = mb.add_volume_like(ct, np.ones((4, 5, 6), np.int16), "CT synthetic 0")
+    out = so.add_volume_like(ct, np.ones((4, 5, 6), np.int16), "CT synthetic 0")
     assert out.GetTransformNodeID() is None
-    mb.follow_parent_transform([out], ct)
+    so.follow_parent_transform([out], ct)
     assert out.GetTransformNodeID() == moved.GetID()
 
 

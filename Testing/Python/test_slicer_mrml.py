@@ -32,11 +32,11 @@ def _other_grid(image: sitk.Image) -> sitk.Image:
 
 def _scene_inputs(slicer, phantom, names=("Left Lung", "NODULE 1"), other_grid=True):
     """CT volume node + segmentation node (lung and nodule segments, drawn on another grid by default)."""
-    from LungDDPMLogic import mrml_bridge as mb
+    from LungDDPMLogic import scene_outputs as so
 
-    ct = mb.add_volume_from_sitk(phantom.ct, "Chest")
+    ct = so.add_volume_from_sitk(phantom.ct, "Chest")
     layout = _other_grid(phantom.layout) if other_grid else phantom.layout
-    drawing = mb.add_volume_from_sitk(layout, "drawing grid", labelmap=True)
+    drawing = so.add_volume_from_sitk(layout, "drawing grid", labelmap=True)
     seg = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSegmentationNode", "Layout")
     seg.SetReferenceImageGeometryParameterFromVolumeNode(drawing)
     labels = sitk.GetArrayFromImage(layout)
@@ -49,12 +49,13 @@ def _scene_inputs(slicer, phantom, names=("Left Lung", "NODULE 1"), other_grid=T
 
 
 def test_slicer_layout_from_segments_on_another_grid(slicer_scene, phantom):
+    from LungDDPMLogic import layout_builder as lb
     from LungDDPMLogic import mrml_bridge as mb
 
     ct, seg = _scene_inputs(slicer_scene, phantom)
     lung_ids, nodule_ids = mb.guess_segments(seg)
     assert len(lung_ids) == 1 and len(nodule_ids) == 1  # "Left Lung" and "NODULE 1", case-insensitive
-    layout = mb.layout_from_segmentation(seg, ct)
+    layout = lb.layout_from_segmentation(seg, ct)
     truth = sitk.GetArrayFromImage(phantom.layout)
     assert layout.array.shape == truth.shape and layout.array.dtype == np.uint8
     assert set(np.unique(layout.array)) == {0, 1, 2}
@@ -69,13 +70,14 @@ def test_slicer_layout_from_segments_on_another_grid(slicer_scene, phantom):
 
 def test_slicer_synthesis_outputs_geometry_provenance_hierarchy(slicer_scene, phantom, tiny_checkpoint):
     from LungDDPMLogic import mrml_bridge as mb
+    from LungDDPMLogic import scene_outputs as so
     from LungDDPMLogic.synthesis_run import RunSettings, SynthesisRun
 
     slicer = slicer_scene
     ct, seg = _scene_inputs(slicer, phantom)
     sh = slicer.mrmlScene.GetSubjectHierarchyNode()
     patient = sh.CreateFolderItem(sh.GetSceneItemID(), "Patient 1")
-    sh.SetItemParent(mb.sh_item(ct), patient)
+    sh.SetItemParent(so.sh_item(ct), patient)
     registered = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLLinearTransformNode", "registration")
     for node in (ct, seg):  # the user moved the CT and its layout together: outputs must follow
         node.SetAndObserveTransformNodeID(registered.GetID())
@@ -166,6 +168,7 @@ def test_slicer_cancel_leaves_scene_unchanged(slicer_scene, phantom, tiny_checkp
 
 def test_slicer_bad_inputs_give_clear_errors_and_add_no_nodes(slicer_scene, phantom):
     from LungDDPMLogic import mrml_bridge as mb
+    from LungDDPMLogic import scene_outputs as so
     from LungDDPMLogic.synthesis_run import RunSettings, SynthesisRun
 
     slicer = slicer_scene
@@ -197,7 +200,7 @@ def test_slicer_bad_inputs_give_clear_errors_and_add_no_nodes(slicer_scene, phan
     # a segmentation drawn somewhere else (does not overlap the CT)
     far = sitk.Image(phantom.layout)
     far.SetOrigin([o + 5000.0 for o in far.GetOrigin()])
-    away = mb.add_volume_from_sitk(far, "far away", labelmap=True)
+    away = so.add_volume_from_sitk(far, "far away", labelmap=True)
     seg_far = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSegmentationNode", "Far")
     seg_far.SetReferenceImageGeometryParameterFromVolumeNode(away)
     sid = seg_far.GetSegmentation().AddEmptySegment("", "lung", [1, 0, 0])
@@ -206,19 +209,20 @@ def test_slicer_bad_inputs_give_clear_errors_and_add_no_nodes(slicer_scene, phan
     )
     check(SynthesisRun(ct, seg_far), "does not overlap")
     # a volume that is not a CT in Hounsfield units (an MR-like 0..1000 volume)
-    mr = mb.add_volume_like(ct, np.random.default_rng(0).uniform(0, 1000, shape).astype(np.float32), "MR")
+    mr = so.add_volume_like(ct, np.random.default_rng(0).uniform(0, 1000, shape).astype(np.float32), "MR")
     check(SynthesisRun(mr, seg), "Hounsfield")
     # the same segment as lung and nodule
     check(SynthesisRun(ct, seg, lung_ids=[lung_id], nodule_ids=[lung_id]), "both as lung and as nodule")
 
 
 def test_slicer_nodule_placement_adds_a_sized_nodule_segment(slicer_scene, phantom):
+    from LungDDPMLogic import layout_builder as lb
     from LungDDPMLogic import mrml_bridge as mb
     from LungDDPMLogic import nodule_placement as npl
 
     slicer = slicer_scene
     ct, seg = _scene_inputs(slicer, phantom, other_grid=False)
-    lung = mb.layout_from_segmentation(seg, ct).array == 1
+    lung = lb.layout_from_segmentation(seg, ct).array == 1
     k, j, i = np.argwhere(lung)[len(np.argwhere(lung)) // 2]
     centre = (mb.ijk_to_ras(ct) @ np.array([i, j, k, 1.0]))[:3]
     markups = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLMarkupsFiducialNode", "Nodule points")
@@ -234,7 +238,7 @@ def test_slicer_nodule_placement_adds_a_sized_nodule_segment(slicer_scene, phant
     assert mb.terminology_role(segment) == "nodule" and "^27925004^Nodule" in segment.GetTerminology()
     segment.SetName("renamed blob")  # the terminology code still says what it is
     assert sid in mb.guess_segments(seg)[1]
-    layout = mb.layout_from_segmentation(seg, ct).array
+    layout = lb.layout_from_segmentation(seg, ct).array
     assert (layout[mask] == 2).all()  # the name states the class: renamed without one, it is a plain nodule
     for shape in ("lobulated", "spiculated"):
         m = npl.nodule_mask(ct, centre, 12.0, shape, seed=1)
@@ -248,6 +252,7 @@ def test_slicer_nodule_placement_adds_a_sized_nodule_segment(slicer_scene, phant
 def test_slicer_set_metrics_over_scene_volumes(slicer_scene, phantom):
     """FID/MMD and diversity of two 'samples' against the real CT, through `lungddpm evaluate` in a worker."""
     from LungDDPMLogic import mrml_bridge as mb
+    from LungDDPMLogic import scene_outputs as so
     from LungDDPMLogic.set_metrics_run import SetMetricsRun
 
     slicer = slicer_scene
@@ -258,7 +263,7 @@ def test_slicer_set_metrics_over_scene_volumes(slicer_scene, phantom):
     for k, shift in enumerate((30, 40)):
         arr = real.copy()
         arr[lung] += shift  # each "sample" brighter in the lung by a known amount: diversity 10 HU
-        samples.append(mb.add_volume_like(ct, arr, f"Chest synthetic {k}"))
+        samples.append(so.add_volume_like(ct, arr, f"Chest synthetic {k}"))
     before = slicer.mrmlScene.GetNumberOfNodes()
     run = SetMetricsRun([ct], samples, seg)
     run.prepare()
@@ -278,10 +283,11 @@ def test_slicer_set_metrics_over_scene_volumes(slicer_scene, phantom):
 
 def test_slicer_set_metrics_bad_selections_are_clear(slicer_scene, phantom):
     from LungDDPMLogic import mrml_bridge as mb
+    from LungDDPMLogic import scene_outputs as so
     from LungDDPMLogic.set_metrics_run import SetMetricsRun
 
     ct, _seg = _scene_inputs(slicer_scene, phantom, other_grid=False)
-    other = mb.add_volume_like(ct, mb.volume_array(ct), "copy")
+    other = so.add_volume_like(ct, mb.volume_array(ct), "copy")
     before = slicer_scene.mrmlScene.GetNumberOfNodes()
     with pytest.raises(mb.LayoutError, match="at least one real and one synthetic"):
         SetMetricsRun([ct], []).prepare()
@@ -295,11 +301,12 @@ def test_slicer_set_metrics_bad_selections_are_clear(slicer_scene, phantom):
 def test_slicer_set_metrics_pairs_samples_with_the_ct_they_came_from(slicer_scene, phantom):
     """Two real CTs on one grid: a sample goes to the CT recorded at synthesis; off-grid samples are refused."""
     from LungDDPMLogic import mrml_bridge as mb
+    from LungDDPMLogic import scene_outputs as so
     from LungDDPMLogic.set_metrics_run import SetMetricsRun
 
     ct, _seg = _scene_inputs(slicer_scene, phantom, other_grid=False)
-    twin = mb.add_volume_like(ct, mb.volume_array(ct), "Twin")
-    sample = mb.add_volume_like(ct, mb.volume_array(ct), "Twin synthetic 0")
+    twin = so.add_volume_like(ct, mb.volume_array(ct), "Twin")
+    sample = so.add_volume_like(ct, mb.volume_array(ct), "Twin synthetic 0")
     sample.SetAttribute("LungDDPM.referenceVolumeID", twin.GetID())
     run = SetMetricsRun([ct, twin], [sample])
     assert run.owner(sample) == 1
@@ -307,7 +314,7 @@ def test_slicer_set_metrics_pairs_samples_with_the_ct_they_came_from(slicer_scen
     assert run.owner(sample) == 0  # no record: the first real CT on its grid
     grid = _other_grid(phantom.ct)  # a coarser grid (its uint8 values are not used)
     moved = sitk.Resample(phantom.ct, grid, sitk.Transform(), sitk.sitkLinear, -1000, sitk.sitkInt16)
-    off = mb.add_volume_from_sitk(moved, "Resampled")
+    off = so.add_volume_from_sitk(moved, "Resampled")
     with pytest.raises(mb.LayoutError, match="not on the grid of any checked real volume"):
         SetMetricsRun([ct], [off]).check_inputs()
 
@@ -315,7 +322,7 @@ def test_slicer_set_metrics_pairs_samples_with_the_ct_they_came_from(slicer_scen
 def test_slicer_loading_failure_leaves_nothing_behind(slicer_scene, phantom, tiny_checkpoint, monkeypatch):
     """All or nothing: if loading fails after the volumes and the layout were created, all of them go again (the
     layout label map is never left at the scene root)."""
-    from LungDDPMLogic import mrml_bridge as mb
+    from LungDDPMLogic import scene_outputs as so
     from LungDDPMLogic.synthesis_run import RunSettings, SynthesisRun
 
     ct, seg = _scene_inputs(slicer_scene, phantom, other_grid=False)
@@ -327,7 +334,7 @@ def test_slicer_loading_failure_leaves_nothing_behind(slicer_scene, phantom, tin
         assert any(n.GetName() == "Chest layout" for n in nodes)  # the last step, after every node was created
         raise RuntimeError("transform failed")
 
-    monkeypatch.setattr(mb, "follow_parent_transform", broken)
+    monkeypatch.setattr(so, "follow_parent_transform", broken)
     scene = slicer_scene.mrmlScene
     scene.GetSubjectHierarchyNode()  # the scene's singleton (always present in Slicer), not an output
     ids = {scene.GetNthNode(n).GetID() for n in range(scene.GetNumberOfNodes())}

@@ -92,13 +92,14 @@ def test_slicer_failed_run_restores_the_button_and_a_new_run_can_start(slicer_sc
 def test_slicer_failed_fid_mmd_restores_the_button_with_a_one_line_message(slicer_scene, phantom_files, tmp_path):
     """FID/MMD in a worker that lacks scikit-image: a one-line error naming the package, and the slot idle."""
     from LungDDPMLogic import mrml_bridge as mb
+    from LungDDPMLogic import scene_outputs as so
     from LungDDPMLogic.phantom_scene import load_phantom
     from LungDDPMLogic.run_control import State, TaskSlot
     from LungDDPMLogic.set_metrics_run import SetMetricsRun
     from LungDDPMLogic.synthesis_run import WorkerError
 
     ct, seg = load_phantom(*phantom_files)
-    sample = mb.add_volume_like(ct, mb.volume_array(ct) + 10, "Phantom CT synthetic 0")
+    sample = so.add_volume_like(ct, mb.volume_array(ct) + 10, "Phantom CT synthetic 0")
     python = conftest_slicer.python_lacking(tmp_path, "skimage")
 
     def make():

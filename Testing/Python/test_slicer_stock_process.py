@@ -178,7 +178,7 @@ def test_slicer_metrics_failure_in_the_worker_keeps_the_volumes(tmp_path, tiny_c
     """A worker without scikit-image still synthesises; the metrics event reports the failure and the outputs stay,
     with the layout in the run folder (not at the scene root)."""
     slicer = slicer_scene
-    from LungDDPMLogic import mrml_bridge as mb
+    from LungDDPMLogic import scene_outputs as so
     from LungDDPMLogic.phantom_scene import load_phantom, write_phantom
     from LungDDPMLogic.synthesis_run import RunSettings, SynthesisRun
 
@@ -191,6 +191,6 @@ def test_slicer_metrics_failure_in_the_worker_keeps_the_volumes(tmp_path, tiny_c
     assert "skimage" in outputs.metrics_error and outputs.metrics_table is None
     assert [v.GetName() for v in outputs.volumes] == ["Phantom CT synthetic 0"]
     sh = slicer.mrmlScene.GetSubjectHierarchyNode()
-    assert sh.GetItemParent(mb.sh_item(outputs.layout)) == outputs.folder
-    assert sh.GetItemParent(mb.sh_item(outputs.volumes[0])) == outputs.folder
+    assert sh.GetItemParent(so.sh_item(outputs.layout)) == outputs.folder
+    assert sh.GetItemParent(so.sh_item(outputs.volumes[0])) == outputs.folder
     assert slicer.mrmlScene.GetNodesByClass("vtkMRMLTableNode").GetNumberOfItems() == 0

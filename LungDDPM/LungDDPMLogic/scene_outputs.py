@@ -1,0 +1,134 @@
+"""Outputs into the scene: volumes on the CT's grid, the run's subject-hierarchy folder, provenance attributes.
+
+Every function here adds or removes nodes; :func:`remove_folder` undoes a run's folder with everything in it, so a
+failed load leaves the scene as it was. Arrays are ``(K, J, I)``; geometry from SimpleITK (LPS) is converted to
+Slicer's RAS.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Dict, Optional, Sequence
+
+import numpy as np
+import slicer
+import vtk
+
+from .mrml_bridge import ATTRIBUTE_PREFIX, FLIP_LPS_RAS, LayoutError, shape_kji
+
+
+def add_volume_like(reference: Any, array: np.ndarray, name: str, labelmap: bool = False) -> Any:
+    """A new scalar (or label map) volume node with exactly ``reference``'s geometry holding ``array``."""
+    if tuple(array.shape) != shape_kji(reference):
+        raise LayoutError(f"array of shape {array.shape} does not fit '{reference.GetName()}' {shape_kji(reference)}")
+    cls = "vtkMRMLLabelMapVolumeNode" if labelmap else "vtkMRMLScalarVolumeNode"
+    node = slicer.mrmlScene.AddNewNodeByClass(cls, name)
+    node.CopyOrientation(reference)
+    slicer.util.updateVolumeFromArray(node, np.ascontiguousarray(array))
+    node.CreateDefaultDisplayNodes()
+    if not labelmap and reference.GetDisplayNode() is not None and node.GetDisplayNode() is not None:
+        node.GetDisplayNode().CopyContent(reference.GetDisplayNode())
+    return node
+
+
+# --- subject hierarchy and provenance -----------------------------------------------------------------------
+
+
+def sh_item(node: Any) -> int:
+    """The node's subject-hierarchy item, created under the scene when missing (headless scenes add none)."""
+    sh = slicer.mrmlScene.GetSubjectHierarchyNode()
+    item = sh.GetItemByDataNode(node)
+    if not item:
+        item = sh.CreateItem(sh.GetSceneItemID(), node)
+    return item
+
+
+def create_run_folder(input_node: Any, name: str) -> int:
+    """A folder item for one run, next to ``input_node`` (same parent) in the subject hierarchy."""
+    sh = slicer.mrmlScene.GetSubjectHierarchyNode()
+    parent = sh.GetItemParent(sh_item(input_node)) or sh.GetSceneItemID()
+    return sh.CreateFolderItem(parent, name)
+
+
+def place_in_folder(nodes: Sequence[Any], folder: int) -> None:
+    sh = slicer.mrmlScene.GetSubjectHierarchyNode()
+    for node in nodes:
+        sh.SetItemParent(sh_item(node), folder)
+
+
+def follow_parent_transform(nodes: Sequence[Any], reference: Any) -> None:
+    """Put ``nodes`` under ``reference``'s parent transform: they copy its voxel grid in local coordinates, so
+    without the same transform they would not overlay a CT that the user has registered or moved."""
+    transform_id = reference.GetTransformNodeID()
+    for node in nodes:
+        node.SetAndObserveTransformNodeID(transform_id)
+
+
+def remove_folder(folder: int) -> None:
+    """Remove a run folder with every node in it and their display and storage nodes (undoes a failed load).
+
+    The display and storage nodes are removed explicitly: removing a data node does not always take them along
+    (it does not in a scene without Slicer's application logic), and orphans would stay in the scene.
+    """
+    if not folder:
+        return
+    scene = slicer.mrmlScene
+    sh = scene.GetSubjectHierarchyNode()
+    children = vtk.vtkIdList()
+    sh.GetItemChildren(folder, children, True)
+    for n in range(children.GetNumberOfIds()):
+        node = sh.GetItemDataNode(children.GetId(n))
+        if node is None:
+            continue
+        helpers = [node.GetNthDisplayNode(i) for i in range(node.GetNumberOfDisplayNodes())] if hasattr(
+            node, "GetNumberOfDisplayNodes") else []  # fmt: skip
+        if hasattr(node, "GetStorageNode"):
+            helpers.append(node.GetStorageNode())
+        for helper in helpers:
+            if helper is not None:
+                scene.RemoveNode(helper)
+    sh.RemoveItem(folder, True, True)
+
+
+def set_provenance(node: Any, provenance: Dict[str, Any], seed: Optional[int] = None) -> None:
+    """Record provenance as node attributes: the headline values, and the full record as JSON."""
+    model = provenance.get("model") or {}
+    aas = provenance.get("aas") or {}
+    types = provenance.get("nodule_types") or {}
+    values = {
+        "model": model.get("path", ""),
+        "model.sha256": model.get("sha256", ""),
+        "model.preset": model.get("preset", ""),
+        "sampler": provenance.get("sampler", ""),
+        "steps": provenance.get("steps", ""),
+        "seed": seed if seed is not None else (provenance.get("seeds") or [""])[0],
+        "aas": aas.get("enabled", ""),
+        "aas.blend_from": aas.get("blend_from", ""),
+        "precision": provenance.get("precision", ""),
+        "time_s": (provenance.get("timing_s") or {}).get("case", ""),
+        "nodule_types.used": types.get("used", ""),  # whether the model drew the layout's nodule classes
+        "nodule_types.note": types.get("note", ""),
+        "provenance": json.dumps(provenance, default=str),
+    }
+    for key, value in values.items():
+        node.SetAttribute(ATTRIBUTE_PREFIX + key, "" if value is None else str(value))
+
+
+def add_volume_from_sitk(image: Any, name: str, labelmap: bool = False) -> Any:
+    """A volume node from a SimpleITK image (LPS geometry converted to Slicer's RAS), e.g. a phantom."""
+    import SimpleITK as sitk
+
+    array = sitk.GetArrayFromImage(image)
+    spacing = np.asarray(image.GetSpacing(), dtype=float)
+    direction_ras = FLIP_LPS_RAS @ np.asarray(image.GetDirection(), dtype=float).reshape(3, 3)
+    matrix = vtk.vtkMatrix4x4()
+    for r in range(3):
+        for c in range(3):
+            matrix.SetElement(r, c, direction_ras[r, c] * spacing[c])
+        matrix.SetElement(r, 3, float((FLIP_LPS_RAS @ np.asarray(image.GetOrigin(), dtype=float))[r]))
+    cls = "vtkMRMLLabelMapVolumeNode" if labelmap else "vtkMRMLScalarVolumeNode"
+    node = slicer.mrmlScene.AddNewNodeByClass(cls, name)
+    node.SetIJKToRASMatrix(matrix)
+    slicer.util.updateVolumeFromArray(node, np.ascontiguousarray(array))
+    node.CreateDefaultDisplayNodes()
+    return node
