@@ -17,6 +17,9 @@ ROOT = Path(__file__).resolve().parents[2]
 MODULE = ROOT / "LungDDPM"
 UI_FILE = MODULE / "Resources" / "UI" / "LungDDPM.ui"
 CMAKE = MODULE / "CMakeLists.txt"
+#: The module's Qt side: the module file Slicer loads and the package that holds its widget, tasks and logic class.
+GUI_FILES = [MODULE / "LungDDPM.py", *sorted((MODULE / "LungDDPMGui").glob("*.py"))]
+PARAMETERS = MODULE / "LungDDPMGui" / "parameters.py"
 
 #: Widget classes whose parameterNodeWrapper connector binds each field type (exact class, as the connectors test).
 CONNECTOR_CLASSES = {
@@ -44,13 +47,17 @@ def _ui_widgets():
     return tree, widgets
 
 
-def _module_ast():
-    return ast.parse((MODULE / "LungDDPM.py").read_text())
+def _gui_source() -> str:
+    return "\n".join(path.read_text() for path in GUI_FILES)
+
+
+def _gui_asts():
+    return [ast.parse(path.read_text()) for path in GUI_FILES]
 
 
 def _parameter_fields():
     """Field name -> type key of CONNECTOR_CLASSES, read from the @parameterNodeWrapper class."""
-    for node in ast.walk(_module_ast()):
+    for node in ast.walk(ast.parse(PARAMETERS.read_text())):
         if isinstance(node, ast.ClassDef) and any(
             isinstance(d, ast.Name) and d.id == "parameterNodeWrapper" for d in node.decorator_list
         ):
@@ -66,10 +73,10 @@ def _parameter_fields():
                         key = text
                     fields[stmt.target.id] = key
             return fields
-    raise AssertionError("no @parameterNodeWrapper class in LungDDPM.py")
+    raise AssertionError(f"no @parameterNodeWrapper class in {PARAMETERS}")
 
 
-#: Every widget LungDDPM.py names (``self.ui.<name>``) and the class it must have in the .ui: the code calls
+#: Every widget the Qt side names (``self.ui.<name>``) and the class it must have in the .ui: the code calls
 #: methods of that class (``setSelectedSegmentIDs``, ``checkedNodes``, ``appendPlainText``, ``setCurrentNode``...).
 CODE_WIDGETS = {
     "applyButton": "QPushButton",
@@ -105,10 +112,10 @@ def test_slicer_ui_parses_and_names_every_widget_the_code_uses():
     assert tree.getroot().tag == "ui"
     top = tree.getroot().find("widget")
     assert top.get("class") == "qMRMLWidget"  # setMRMLScene on the loaded widget
-    used = set(re.findall(r"self\.ui\.([A-Za-z_]\w*)", (MODULE / "LungDDPM.py").read_text()))
+    used = set(re.findall(r"self\.ui\.([A-Za-z_]\w*)", _gui_source()))
     assert used == set(CODE_WIDGETS), f"declare the class of every widget the code names: {used ^ set(CODE_WIDGETS)}"
     missing = sorted(used - set(widgets))
-    assert not missing, f"widgets named in LungDDPM.py but absent from the .ui: {missing}"
+    assert not missing, f"widgets named in the code but absent from the .ui: {missing}"
     wrong = {name: (widgets[name][0], cls) for name, cls in CODE_WIDGETS.items() if widgets[name][0] != cls}
     assert not wrong, f"widget classes in the .ui differ from what the code expects (ui, code): {wrong}"
     custom = {c.find("class").text for c in tree.getroot().iter("customwidget")}
@@ -129,12 +136,12 @@ def test_slicer_every_parameter_has_a_bound_widget_of_the_right_class():
     fields = _parameter_fields()
     assert len(fields) >= 15
     bound = {param: (name, cls) for name, (cls, param) in widgets.items() if param}
-    source = (MODULE / "LungDDPM.py").read_text()
+    source = _gui_source()
     for field, key in fields.items():
         if field in MANUALLY_SYNCED:
             assert field not in bound, f"{field!r} is synced in code; it must not also be bound in the .ui"
             assert key == "str", f"{field!r} must be a str (got {key})"
-            assert re.search(rf"\.{field}\s*=", source), f"nothing in LungDDPM.py writes {field!r}"
+            assert re.search(rf"\.{field}\s*=", source), f"nothing in the Qt side writes {field!r}"
             continue
         assert field in bound, f"parameter {field!r} has no widget with SlicerParameterName={field!r}"
         name, cls = bound[field]
@@ -151,10 +158,9 @@ def test_slicer_every_parameter_has_a_bound_widget_of_the_right_class():
 
 
 def _method(name: str) -> ast.FunctionDef:
-    for node in ast.walk(_module_ast()):
-        if isinstance(node, ast.FunctionDef) and node.name == name:
-            return node
-    raise AssertionError(f"no method {name} in LungDDPM.py")
+    found = [n for tree in _gui_asts() for n in ast.walk(tree) if isinstance(n, ast.FunctionDef) and n.name == name]
+    assert len(found) == 1, f"{len(found)} methods {name} in the Qt side (one expected)"
+    return found[0]
 
 
 def test_slicer_device_handler_is_connected_after_the_box_is_filled():
@@ -168,6 +174,31 @@ def test_slicer_device_handler_is_connected_after_the_box_is_filled():
     connect = [line for line, text in calls if "connect" in text and "currentIndexChanged" in text]
     assert connect and min(connect) > fill, calls
     assert not any("addItem" in text for _, text in calls), "setup must fill the box through _fillDevices"
+
+
+def test_slicer_module_file_holds_what_slicer_looks_up_and_the_house_is_small():
+    """Slicer finds <Name>Widget and <Name>Test by name in the module file; the parts live in packages (Slicer
+    would take any other top-level .py file for a module of its own), none imports the module file (no circle),
+    a developer Reload drops every one of them, and no file of the module is over 400 lines."""
+    import sys
+
+    tree = ast.parse((MODULE / "LungDDPM.py").read_text())
+    defined = {n.name for n in tree.body if isinstance(n, ast.ClassDef)}
+    imported = {a.asname or a.name for n in tree.body if isinstance(n, ast.ImportFrom) for a in n.names}
+    assert {"LungDDPM", "LungDDPMTest"} <= defined and {"LungDDPMWidget", "LungDDPMLogic"} <= imported
+    assert [p.name for p in MODULE.glob("*.py")] == ["LungDDPM.py"]
+    for path in GUI_FILES[1:]:
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.level == 0:
+                assert node.module != "LungDDPM", f"{path.name} imports the module file"
+    packages = {p.parent.name for p in MODULE.glob("*/__init__.py")}
+    if str(MODULE) not in sys.path:
+        sys.path.insert(0, str(MODULE))
+    from LungDDPMLogic import RELOADED_PACKAGES
+
+    assert packages == {"LungDDPMGui", "LungDDPMLogic"} and packages <= set(RELOADED_PACKAGES)
+    long = {str(p.relative_to(MODULE)): n for p in MODULE.rglob("*.py") if (n := len(p.read_text().splitlines())) > 400}
+    assert not long, long
 
 
 def test_slicer_reload_also_reloads_the_logic_package():
@@ -210,15 +241,17 @@ def test_slicer_cmake_lists_every_python_file_and_existing_resources():
 
 
 def test_slicer_module_imports_no_engine_or_torch_at_import_time():
-    tree = _module_ast()
-    for node in tree.body:  # only module-level statements run at import
-        names = []
-        if isinstance(node, ast.Import):
-            names = [a.name for a in node.names]
-        elif isinstance(node, ast.ImportFrom):
-            names = [node.module or ""]
-        for name in names:
-            assert not name.startswith(("torch", "LungDDPMLib", "LungDDPMLogic")), f"module-level import of {name}"
+    """Slicer loads the module file, and with it LungDDPMGui, at every start: neither may pull in the engine."""
+    for path in GUI_FILES:
+        for node in ast.parse(path.read_text()).body:  # only module-level statements run at import
+            names = []
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                names = [node.module or ""]
+            for name in names:
+                bad = name.startswith(("torch", "LungDDPMLib", "LungDDPMLogic"))
+                assert not bad, f"module-level import of {name} in {path.name}"
     # the qt-free logic package: no qt anywhere, no torch at module level
     for path in (MODULE / "LungDDPMLogic").glob("*.py"):
         src = ast.parse(path.read_text(encoding="utf-8"))
@@ -246,8 +279,8 @@ def test_slicer_extension_index_entry():
 
 
 def _choices(field: str) -> tuple:
-    m = re.search(rf"{field}: Annotated\[str, Choice\((\[.*?\])\)\]", (MODULE / "LungDDPM.py").read_text())
-    assert m, f"no Choice parameter {field!r} in LungDDPM.py"
+    m = re.search(rf"{field}: Annotated\[str, Choice\((\[.*?\])\)\]", PARAMETERS.read_text())
+    assert m, f"no Choice parameter {field!r} in {PARAMETERS.name}"
     return tuple(ast.literal_eval(m.group(1)))
 
 
@@ -268,7 +301,7 @@ def test_slicer_nodule_placement_offers_shapes_and_types():
     assert 'SHAPES = ("round", "lobulated", "spiculated")' in placement
     assert _choices("noduleShape") == ("round", "lobulated", "spiculated")
     assert _choices("noduleType") == ("solid", "part-solid", "ground-glass")
-    assert re.search(r'noduleType: Annotated\[str, Choice\(\[.*?\]\)\] = "solid"', (MODULE / "LungDDPM.py").read_text())
+    assert re.search(r'noduleType: Annotated\[str, Choice\(\[.*?\]\)\] = "solid"', PARAMETERS.read_text())
     tree, widgets = _ui_widgets()
     assert widgets["noduleShapeComboBox"] == ("QComboBox", "noduleShape")
     assert widgets["noduleTypeComboBox"] == ("QComboBox", "noduleType")
@@ -345,10 +378,10 @@ ENGINE_IN_SLICER = ("LungDDPMLib.errors", "LungDDPMLib.config", "LungDDPMLib.dat
 
 
 def test_slicer_process_never_imports_torch_skimage_or_the_heavy_engine():
-    """Every import in LungDDPM.py and LungDDPMLogic/, module-level or lazy: no torch, no scikit-image, and of the
+    """Every import in the Qt side and LungDDPMLogic/, module-level or lazy: no torch, no scikit-image, and of the
     engine only its light parts (the widget cannot run here, so this is its check; the logic also runs in
     test_slicer_stock_process.py under an import blocker)."""
-    files = [MODULE / "LungDDPM.py", *sorted((MODULE / "LungDDPMLogic").glob("*.py"))]
+    files = [*GUI_FILES, *sorted((MODULE / "LungDDPMLogic").glob("*.py"))]
     for path in files:
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
             if isinstance(node, ast.Import):
