@@ -102,11 +102,25 @@ def is_nodule_label(array: np.ndarray) -> np.ndarray:
     return np.isin(array, NODULE_LABELS)
 
 
+def terminology_entry(segment: Any) -> str:
+    """The segment's terminology entry (Slicer's '~'-separated string), or '' when it has none.
+
+    Why two paths: ``vtkSegment.GetTerminology`` exists from Slicer 5.10 on; in 5.6 and 5.8 the entry is only the
+    segment's ``TerminologyEntry`` tag (the same storage), read with ``GetTag(name, value)`` into a VTK string
+    reference. Without the fallback, codes written on 5.6/5.8 were never read back there.
+    """
+    getter = getattr(segment, "GetTerminology", None)
+    if getter is not None:
+        return str(getter() or "")
+    value = (getattr(vtk, "reference", None) or vtk.mutable)("")
+    return str(value) if segment.GetTag(segment.GetTerminologyEntryTagName(), value) else ""
+
+
 def terminology_role(segment: Any) -> Optional[str]:
     """'lung' or 'nodule' when the segment's terminology entry carries the SNOMED CT code for lung or nodule."""
-    entry = segment.GetTerminology() if hasattr(segment, "GetTerminology") else ""
+    entry = terminology_entry(segment)
     for role, code in (("lung", SCT_LUNG), ("nodule", SCT_NODULE)):
-        if f"^{code}^" in (entry or ""):
+        if f"^{code}^" in entry:
             return role
     return None
 

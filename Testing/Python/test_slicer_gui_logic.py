@@ -127,6 +127,47 @@ def test_slicer_segments_are_chosen_by_id_and_survive_renames(slicer_scene):
     assert mb.guess_segments(seg) == ([other], [nodule])
 
 
+class SegmentOfSlicer58:
+    """A real ``vtkSegment`` seen with the API of Slicer 5.6 and 5.8: their vtkSegment.h has no Get/Set/Has-
+    Terminology (added in 5.10); the terminology entry is the ``TerminologyEntry`` tag there."""
+
+    ABSENT = ("GetTerminology", "SetTerminology", "HasTerminology")
+
+    def __init__(self, segment) -> None:
+        self._segment = segment
+
+    def __getattr__(self, name: str):
+        if name in self.ABSENT:
+            raise AttributeError(name)
+        return getattr(self._segment, name)
+
+
+@pytest.mark.skipif(not conftest_slicer.slicer_core_available(), reason="slicer-core is not installed")
+def test_slicer_terminology_is_read_back_on_slicer_5_6_and_5_8_too(slicer_scene):
+    """Codes written on 5.6/5.8 (the tag) are read there (they were written but never read back), and the two
+    paths share one storage: a scene coded on 5.10 reads on 5.8 and the other way round."""
+    from LungDDPMLogic import mrml_bridge as mb
+    from LungDDPMLogic import segment_choice as sc
+
+    segmentation = slicer_scene.mrmlScene.AddNewNodeByClass("vtkMRMLSegmentationNode", "Layout").GetSegmentation()
+    old_lung, new_nodule, plain = (
+        segmentation.GetSegment(segmentation.AddEmptySegment("", name, [1, 0, 0]))
+        for name in ("structure 1", "structure 2", "structure 3")
+    )
+    assert not hasattr(SegmentOfSlicer58(old_lung), "GetTerminology")
+    sc.set_terminology(SegmentOfSlicer58(old_lung), "lung")  # written as the tag, as 5.8 must
+    assert mb.terminology_role(SegmentOfSlicer58(old_lung)) == "lung"  # read back as 5.8 must
+    assert mb.terminology_entry(SegmentOfSlicer58(old_lung)) == sc.TERMINOLOGY["lung"] == old_lung.GetTerminology()
+    sc.set_terminology(new_nodule, "nodule")  # 5.10's SetTerminology...
+    assert mb.terminology_role(SegmentOfSlicer58(new_nodule)) == "nodule"  # ...read on 5.8
+    assert mb.terminology_role(new_nodule) == "nodule" and mb.terminology_role(old_lung) == "lung"
+    # a segment with Slicer's default entry ("Tissue") reads the same on both paths and has no role
+    assert "^85756007^Tissue" in mb.terminology_entry(SegmentOfSlicer58(plain)) == plain.GetTerminology()
+    assert mb.terminology_role(SegmentOfSlicer58(plain)) is None and mb.terminology_role(plain) is None
+    plain.RemoveTag(plain.GetTerminologyEntryTagName())
+    assert mb.terminology_entry(SegmentOfSlicer58(plain)) == "" == mb.terminology_entry(plain)
+
+
 @pytest.mark.skipif(not conftest_slicer.slicer_core_available(), reason="slicer-core is not installed")
 def test_slicer_outputs_follow_the_ct_parent_transform(slicer_scene):
     """Outputs copy the CT's voxel grid in local coordinates, so they must sit under the CT's parent transform."""
