@@ -8,7 +8,7 @@ Slicer's RAS.
 from __future__ import annotations
 
 import json
-from typing import Any, Dict, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import slicer
@@ -29,6 +29,60 @@ def add_volume_like(reference: Any, array: np.ndarray, name: str, labelmap: bool
     if not labelmap and reference.GetDisplayNode() is not None and node.GetDisplayNode() is not None:
         node.GetDisplayNode().CopyContent(reference.GetDisplayNode())
     return node
+
+
+# --- the layout's colours -----------------------------------------------------------------------------------
+
+#: Value of the ``LungDDPM.role`` attribute of the scene's colour table for layouts (one, shared by every run).
+LAYOUT_COLORS_ROLE = "layout colors"
+LAYOUT_COLORS_NAME = "LungDDPM layout"
+
+
+def layout_colors() -> List[Tuple[int, str, Tuple[float, float, float, float]]]:
+    """(label, name, RGBA) of each layout label: 0 background (transparent), 1 lung, 2 nodule, 3-5 nodule classes.
+
+    The names and colours are those of the segments the engine writes (``LungDDPMLib.data.segmentation``), so a
+    layout turned into a segmentation in Slicer gets segment names that the module reads back as the same classes.
+    """
+    from LungDDPMLib.data.segmentation import LAYOUT_SEGMENTS, TYPED_SEGMENTS
+
+    entries = [(0, "background", (0.0, 0.0, 0.0, 0.0))]
+    for label, (name, rgb) in sorted({**LAYOUT_SEGMENTS, **TYPED_SEGMENTS}.items()):
+        entries.append((int(label), name, (*(float(c) for c in rgb), 1.0)))
+    return entries
+
+
+def layout_color_table() -> Tuple[Any, bool]:
+    """The scene's colour table for layout label maps, and whether it was created now (found by its attribute).
+
+    Why: a label map gets Slicer's generic colour table, whose names for 1-5 mean other anatomy; the layout's
+    lung and nodule classes then show unnamed in arbitrary colours. Visible to editors because Slicer does not
+    save a hidden node that has a storage node.
+    """
+    scene = slicer.mrmlScene
+    tables = scene.GetNodesByClass("vtkMRMLColorTableNode")
+    for n in range(tables.GetNumberOfItems()):
+        table = tables.GetItemAsObject(n)
+        if table.GetAttribute(ATTRIBUTE_PREFIX + "role") == LAYOUT_COLORS_ROLE:
+            return table, False
+    entries = layout_colors()
+    table = scene.AddNewNodeByClass("vtkMRMLColorTableNode", LAYOUT_COLORS_NAME)
+    table.SetTypeToUser()
+    table.SetHideFromEditors(False)
+    table.SetNumberOfColors(max(label for label, _, _ in entries) + 1)
+    table.SetNamesInitialised(True)  # no generated names for unused entries
+    for label, name, rgba in entries:
+        table.SetColor(label, name, *rgba)
+    table.SetAttribute(ATTRIBUTE_PREFIX + "role", LAYOUT_COLORS_ROLE)
+    return table, True
+
+
+def show_with_layout_colors(labelmap: Any) -> Optional[Any]:
+    """Colour and name a layout label map's labels by class; returns the colour table if it was created now."""
+    table, created = layout_color_table()
+    labelmap.CreateDefaultDisplayNodes()
+    labelmap.GetDisplayNode().SetAndObserveColorNodeID(table.GetID())
+    return table if created else None
 
 
 # --- subject hierarchy and provenance -----------------------------------------------------------------------

@@ -235,7 +235,7 @@ class SynthesisRun:
         seeds = provenance.get("seeds") or list(range(self.settings.num_samples))
         arrays = [self._read_output(p) for p in result["paths"]]  # read and checked before any node is created
         name = self.volume.GetName()
-        folder = 0
+        folder, created = 0, None
         try:
             folder = so.create_run_folder(self.volume, f"{name} LungDDPM {time.strftime('%Y-%m-%d %H:%M:%S')}")
             volumes = []
@@ -248,9 +248,12 @@ class SynthesisRun:
             layout_node = so.add_volume_like(self.volume, self.layout.array, f"{name} layout", labelmap=True)
             so.place_in_folder([layout_node], folder)
             layout_node.SetAttribute(mb.ATTRIBUTE_PREFIX + "role", "layout")
+            created = so.show_with_layout_colors(layout_node)
             so.follow_parent_transform([*volumes, layout_node], self.volume)
         except BaseException:
             so.remove_folder(folder)
+            if created is not None:  # the scene's layout colours, made for this run
+                slicer.mrmlScene.RemoveNode(created)
             raise
         note = (provenance.get("nodule_types") or {}).get("note")
         return RunOutputs(folder, volumes, layout_node, notes=[str(note)] if note else [])

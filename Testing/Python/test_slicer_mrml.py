@@ -113,6 +113,9 @@ def test_slicer_synthesis_outputs_geometry_provenance_hierarchy(slicer_scene, ph
     for node in [*out.volumes, out.layout]:
         assert node.GetTransformNodeID() == registered.GetID()
     assert np.array_equal(slicer.util.arrayFromVolume(out.layout), run.layout.array)
+    colors = out.layout.GetDisplayNode().GetColorNode()  # the layout's own colours, not the generic table
+    assert colors.GetAttribute("LungDDPM.role") == "layout colors"
+    assert [colors.GetColorName(v) for v in (1, 2)] == ["lung", "nodule"]
     # metrics table: a row per (sample, region); kept anatomy has zero error
     table = out.metrics_table.GetTable()
     assert table.GetNumberOfRows() == 2 * 4

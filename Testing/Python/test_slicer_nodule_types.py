@@ -255,3 +255,43 @@ def test_slicer_synthesis_reports_what_the_model_did_with_the_nodule_types(slice
     assert "not conditioned on nodule type" in node.GetAttribute("LungDDPM.nodule_types.note")
     assert outputs.notes == [node.GetAttribute("LungDDPM.nodule_types.note")]
     assert mb.volume_array(outputs.layout)[ggo > 0].tolist() == [5] * int(ggo.sum())
+
+
+def test_slicer_layout_label_map_names_and_colours_each_class(slicer_scene):
+    """A layout label map shows lung and each nodule class in its own colour and name (the generic table's names
+    for 1-5 are other anatomy); the names read back as the same classes; one table per scene, shared by runs."""
+    from LungDDPMLogic import scene_outputs as so
+    from LungDDPMLogic.nodule_placement import NODULE_COLORS
+
+    from LungDDPMLib.data.nodule_types import type_from_name
+
+    scene = slicer_scene.mrmlScene
+    ct = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "CT")
+    slicer_scene.util.updateVolumeFromArray(ct, np.full((4, 5, 6), -1000, np.int16))
+    layouts = [
+        so.add_volume_like(ct, np.arange(120, dtype=np.uint8).reshape(4, 5, 6) % 6, f"L{n}", True) for n in (0, 1)
+    ]
+    created = [so.show_with_layout_colors(node) for node in layouts]
+    table = layouts[0].GetDisplayNode().GetColorNode()
+    assert created == [table, None] and layouts[1].GetDisplayNode().GetColorNode() is table
+    tables = scene.GetNodesByClass("vtkMRMLColorTableNode")
+    ours = [tables.GetItemAsObject(n) for n in range(tables.GetNumberOfItems())]
+    assert [t.GetAttribute("LungDDPM.role") for t in ours].count("layout colors") == 1
+    assert table.GetNumberOfColors() == 6 and not table.GetHideFromEditors()  # hidden nodes are not saved
+    names = [table.GetColorName(v) for v in range(6)]
+    assert names[:3] == ["background", "lung", "nodule"]
+    assert {v: type_from_name(names[v]) for v in (2, 3, 4, 5)} == {
+        config.LABEL_NODULE: None,
+        **{v: k for k, v in config.LABEL_OF_TYPE.items()},
+    }
+    rgba = [0.0] * 4
+    table.GetColor(0, rgba)
+    assert rgba[3] == 0.0  # background transparent
+    for kind, value in config.LABEL_OF_TYPE.items():
+        table.GetColor(value, rgba)
+        assert np.allclose(rgba, (*NODULE_COLORS[kind], 1.0), atol=1 / 255), kind  # as placed nodule segments
+    colours = set()
+    for value in range(1, 6):
+        table.GetColor(value, rgba)
+        colours.add(tuple(np.round(rgba, 3)))
+    assert len(colours) == 5  # every class its own colour
