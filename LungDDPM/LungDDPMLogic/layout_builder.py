@@ -23,6 +23,7 @@ from .mrml_bridge import (
     NODULE_PAINT_ORDER,
     LayoutError,
     guess_segments,
+    ijk_to_ras,
     is_nodule_label,
     nodule_label,
     segment_names,
@@ -34,8 +35,81 @@ from .mrml_bridge import (
 def _segment_on_grid(segmentation_node: Any, segment_id: str, volume: Any) -> np.ndarray:
     """Binary mask of one segment on the volume's grid (segments drawn on another grid are resampled).
 
-    Like ``slicer.util.arrayFromSegmentBinaryLabelmap``, through a temporary label map node; here that node is
-    removed with its display, storage and color nodes, so reading a layout leaves the scene exactly as it was.
+    Read straight from the segment's own label map when that lies on the volume's grid (a segmentation drawn on
+    this CT, the usual case; :func:`_segment_on_same_grid`), else exported like
+    ``slicer.util.arrayFromSegmentBinaryLabelmap`` (:func:`_segment_exported`). Both give the same mask; the
+    export costs about 0.7 s per segment of a 512 x 512 x 300 CT on Slicer's main thread.
+    """
+    mask = _segment_on_same_grid(segmentation_node, segment_id, volume)
+    return _segment_exported(segmentation_node, segment_id, volume) if mask is None else mask
+
+
+def _internal_labelmap(segmentation_node: Any, segment_id: str) -> Optional[Any]:
+    """The segment's binary label map (``vtkOrientedImageData``) when it is the source representation, else None."""
+    segmentation = segmentation_node.GetSegmentation()
+    source = getattr(segmentation, "GetSourceRepresentationName", None) or segmentation.GetMasterRepresentationName
+    if source() != slicer.vtkSegmentationConverter.GetSegmentationBinaryLabelmapRepresentationName():
+        return None
+    image = segmentation_node.GetBinaryLabelmapInternalRepresentation(segment_id)
+    if image is None or image.GetPointData() is None or image.GetPointData().GetScalars() is None:
+        return None
+    return image
+
+
+def _internal_mask(segmentation_node: Any, segment_id: str) -> Optional[np.ndarray]:
+    """The segment's voxels in its own label map's extent (a shared layer holds other segments under other values)."""
+    image = _internal_labelmap(segmentation_node, segment_id)
+    if image is None:
+        return None
+    label = segmentation_node.GetSegmentation().GetSegment(segment_id).GetLabelValue()
+    return slicer.util.arrayFromSegmentInternalBinaryLabelmap(segmentation_node, segment_id) == label
+
+
+def _segment_on_same_grid(segmentation_node: Any, segment_id: str, volume: Any) -> Optional[np.ndarray]:
+    """The mask copied from the segment's label map when its voxels are voxels of the volume, else None.
+
+    Same grid: the same parent transform, the same axes and spacing, and an origin a whole number of voxels away
+    (a label map's extent covers only the painted part of the reference grid).
+    """
+    if segmentation_node.GetTransformNodeID() != volume.GetTransformNodeID():
+        return None
+    image = _internal_labelmap(segmentation_node, segment_id)
+    if image is None:
+        return None
+    matrix = vtk.vtkMatrix4x4()
+    image.GetImageToWorldMatrix(matrix)
+    seg_to_ras = np.array([[matrix.GetElement(r, c) for c in range(4)] for r in range(4)])
+    vol_to_ras = ijk_to_ras(volume)
+    if not np.allclose(seg_to_ras[:3, :3], vol_to_ras[:3, :3], atol=1e-6 * np.abs(vol_to_ras[:3, :3]).max()):
+        return None
+    offset = np.linalg.solve(vol_to_ras, seg_to_ras[:, 3])[:3]  # the label map's index 0 in the volume's IJK
+    if not np.allclose(offset, np.round(offset), atol=1e-3):
+        return None
+    shape = shape_kji(volume)
+    extent = image.GetExtent()
+    if any(extent[2 * a + 1] < extent[2 * a] for a in range(3)):
+        return np.zeros(shape, dtype=bool)  # nothing painted
+    inside = _internal_mask(segmentation_node, segment_id)
+    src, dst = [], []
+    for axis in (2, 1, 0):  # K, J, I
+        first = extent[2 * axis] + round(offset[axis])  # volume index of the label map's first voxel
+        lo, hi = max(first, 0), min(first + inside.shape[2 - axis], shape[2 - axis])
+        if hi <= lo:
+            return np.zeros(shape, dtype=bool)  # entirely outside the volume
+        src.append(slice(lo - first, hi - first))
+        dst.append(slice(lo, hi))
+    if inside.shape == shape and all(s.start == d.start == 0 for s, d in zip(src, dst)):
+        return inside  # the label map covers exactly the volume's grid (a new array already)
+    out = np.zeros(shape, dtype=bool)
+    out[tuple(dst)] = inside[tuple(src)]
+    return out
+
+
+def _segment_exported(segmentation_node: Any, segment_id: str, volume: Any) -> np.ndarray:
+    """The mask exported onto the volume's grid through a temporary label map node (any grid, any transform).
+
+    That node is removed with its display, storage and color nodes, so reading a layout leaves the scene exactly as
+    it was.
     """
     scene = slicer.mrmlScene
     ids = vtk.vtkStringArray()
@@ -46,7 +120,7 @@ def _segment_on_grid(segmentation_node: Any, segment_id: str, volume: Any) -> np
         ok = slicer.vtkSlicerSegmentationsModuleLogic.ExportSegmentsToLabelmapNode(segmentation_node, ids, temp, volume)
         if not ok:
             raise LayoutError(f"cannot export segment '{segment_id}' onto the grid of '{volume.GetName()}'")
-        mask = np.array(slicer.util.arrayFromVolume(temp), copy=True) > 0
+        mask = slicer.util.arrayFromVolume(temp) > 0  # a new array: the view into the node is not kept
     finally:
         added = [scene.GetNthNode(n) for n in range(scene.GetNumberOfNodes())]
         for node in added:
@@ -57,8 +131,12 @@ def _segment_on_grid(segmentation_node: Any, segment_id: str, volume: Any) -> np
 
 
 def _segment_has_voxels(segmentation_node: Any, segment_id: str) -> bool:
+    """Whether the segment has any voxel at all (in its own label map; other segments of a shared layer aside)."""
     try:
-        return bool(np.asarray(slicer.util.arrayFromSegmentInternalBinaryLabelmap(segmentation_node, segment_id)).any())
+        inside = _internal_mask(segmentation_node, segment_id)
+        if inside is None:  # another source representation: any voxel of its label map
+            inside = np.asarray(slicer.util.arrayFromSegmentInternalBinaryLabelmap(segmentation_node, segment_id))
+        return bool(inside.any())
     except Exception:
         return False
 

@@ -98,8 +98,13 @@ def nodule_label(name: str) -> int:
 
 
 def is_nodule_label(array: np.ndarray) -> np.ndarray:
-    """Boolean mask of the nodule voxels (any class) of a layout array."""
-    return np.isin(array, NODULE_LABELS)
+    """Boolean mask of the nodule voxels (any class) of a layout array.
+
+    A range test: the nodule labels are 2..5 without a gap, and ``np.isin`` takes about 0.8 s on a 512 x 512 x 300
+    layout where two comparisons take a fraction of that.
+    """
+    array = np.asarray(array)
+    return (array >= NODULE_LABELS[0]) & (array <= NODULE_LABELS[-1])
 
 
 def terminology_entry(segment: Any) -> str:

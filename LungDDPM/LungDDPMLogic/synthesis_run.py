@@ -21,7 +21,8 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional, Sequence
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import slicer
@@ -146,12 +147,10 @@ class SynthesisRun:
 
     def prepare(self) -> None:
         """Check the inputs, write them to NRRD and start the worker (returns at once)."""
-        layout = self.check_inputs()
+        self.check_inputs()
         self.worker = WorkerProcess(python=self.python)
         try:
-            geometry = mb.sitk_geometry(self.volume)
-            ct_path = write_volume_nrrd(mb.volume_array(self.volume), geometry, self.worker.workdir / "ct.nrrd")
-            layout_path = write_volume_nrrd(layout.array, geometry, self.worker.workdir / "layout.nrrd")
+            ct_path, layout_path = self.write_inputs(self.worker.workdir)
             case = {"name": "case", "ct": str(ct_path), "layout": str(layout_path), "out_prefix": str(self.out_prefix)}
             self.started = time.monotonic()
             job = {"cases": [case], **self.settings.job_fields(), "auto_lung": "never"}
@@ -159,6 +158,14 @@ class SynthesisRun:
         except BaseException:
             self.worker.cleanup()
             raise
+
+    def write_inputs(self, folder: Any) -> Tuple[Any, Any]:
+        """Write the CT and the checked layout to ``folder`` as the worker's NRRD inputs; returns their paths."""
+        assert self.layout is not None, "check_inputs() first"
+        geometry = mb.sitk_geometry(self.volume)
+        voxels = slicer.util.arrayFromVolume(self.volume)  # a view: writing copies it once, not twice
+        ct_path = write_volume_nrrd(voxels, geometry, Path(folder) / "ct.nrrd")
+        return ct_path, write_volume_nrrd(self.layout.array, geometry, Path(folder) / "layout.nrrd")
 
     @property
     def out_prefix(self) -> Any:
@@ -228,19 +235,22 @@ class SynthesisRun:
             self.discard()
 
     def _load_volumes(self) -> RunOutputs:
+        import SimpleITK as sitk
+
         assert self.layout is not None
         self._raise_if_failed()
         result = self.results[-1]
         provenance = result.get("provenance") or {}
         seeds = provenance.get("seeds") or list(range(self.settings.num_samples))
-        arrays = [self._read_output(p) for p in result["paths"]]  # read and checked before any node is created
+        images = [self._read_output(p) for p in result["paths"]]  # read and checked before any node is created
         name = self.volume.GetName()
         folder, created = 0, None
         try:
             folder = so.create_run_folder(self.volume, f"{name} LungDDPM {time.strftime('%Y-%m-%d %H:%M:%S')}")
             volumes = []
-            for k, array in enumerate(arrays):
-                node = so.add_volume_like(self.volume, array, f"{name} synthetic {k}")
+            for k, image in enumerate(images):
+                voxels = sitk.GetArrayViewFromImage(image)  # a view (the node copies it); ``images`` keeps it valid
+                node = so.add_volume_like(self.volume, voxels, f"{name} synthetic {k}")
                 so.place_in_folder([node], folder)
                 so.set_provenance(node, provenance, seed=seeds[k] if k < len(seeds) else None)
                 node.SetAttribute(mb.ATTRIBUTE_PREFIX + "referenceVolumeID", self.volume.GetID())
@@ -282,20 +292,21 @@ class SynthesisRun:
             return f"the metrics could not be shown: {type(exc).__name__}: {exc}"
         return ""
 
-    def _read_output(self, path: str) -> np.ndarray:
+    def _read_output(self, path: str) -> Any:
+        """The worker's output as a SimpleITK image, checked to lie on the input's grid."""
         import SimpleITK as sitk
 
         image = read_volume_nrrd(path)
-        array = sitk.GetArrayFromImage(image)
+        shape = tuple(sitk.GetArrayViewFromImage(image).shape)  # a view: no copy of the voxels
         expected = mb.shape_kji(self.volume)
-        if tuple(array.shape) != expected:
-            raise WorkerError(f"the worker wrote {path} with shape {array.shape}, expected {expected}")
+        if shape != expected:
+            raise WorkerError(f"the worker wrote {path} with shape {shape}, expected {expected}")
         geometry = mb.sitk_geometry(self.volume)
         if not np.allclose(image.GetOrigin(), geometry["origin"], atol=1e-3) or not np.allclose(
             image.GetDirection(), geometry["direction"], atol=1e-5
         ):
             raise WorkerError(f"the worker wrote {path} on another grid than the input; this is a bug, please report")
-        return array
+        return image
 
     def cancel(self) -> None:
         """Ask the worker's process tree to stop; returns at once. Poll until :attr:`finished`, then

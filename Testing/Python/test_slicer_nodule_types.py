@@ -71,6 +71,8 @@ def test_slicer_label_values_agree_with_the_engine():
     assert set(mb.NODULE_LABELS) == set(config.NODULE_LABELS)
     assert npl.NODULE_TYPES == config.NODULE_TYPES and npl.NODULE_TYPES[0] == "solid"
     assert sorted(mb.NODULE_PAINT_ORDER) == sorted(config.NODULE_LABELS)
+    values = np.arange(256, dtype=np.uint8)  # is_nodule_label tests a range: exactly the nodule labels are in it
+    assert values[mb.is_nodule_label(values)].tolist() == sorted(config.NODULE_LABELS)
 
 
 def test_slicer_typed_segment_names_give_typed_labels(slicer_scene):
