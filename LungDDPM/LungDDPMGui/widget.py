@@ -36,10 +36,11 @@ class LungDDPMWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         ScriptedLoadableModuleWidget.__init__(self, parent)
         VTKObservationMixin.__init__(self)
         from LungDDPMLogic.device_choice import DeviceChoice
+        from LungDDPMLogic.gui_link import ParameterGuiLink
 
         self.logic: Optional[LungDDPMLogic] = None
         self._parameterNode: Optional[LungDDPMParameterNode] = None
-        self._parameterNodeGuiTag = None
+        self._guiLink = ParameterGuiLink()  # the one widget <-> parameter node connection (not connectGui's)
         self._devices = DeviceChoice(QSettingsMapping())
         self.tasks = BackgroundTasks(self)
 
@@ -80,6 +81,7 @@ class LungDDPMWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def cleanup(self) -> None:
         self.tasks.close()
+        self._guiLink.disconnect()
         self.removeObservers()
 
     def onApplicationQuit(self) -> None:
@@ -88,16 +90,14 @@ class LungDDPMWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
         self.tasks.synthesis.abort()
         self.tasks.setMetrics.abort()
+        self.tasks.install.abort()
         kill_all_workers()
 
     def enter(self) -> None:
         self.initializeParameterNode()
 
     def exit(self) -> None:
-        if self._parameterNode:
-            self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
-            self._parameterNodeGuiTag = None
-            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._updateGui)
+        self._disconnectParameterNode()
 
     def onSceneStartClose(self, caller, event) -> None:
         # The nodes a run reads are about to go: stop it (its files are removed when its process tree is gone).
@@ -119,14 +119,27 @@ class LungDDPMWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self._parameterNode.checkpoint = qt.QSettings().value(SETTINGS_CHECKPOINT, "") or ""
 
     def setParameterNode(self, inputParameterNode: Optional[LungDDPMParameterNode]) -> None:
-        if self._parameterNode:
-            self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
-            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._updateGui)
+        self._disconnectParameterNode()
         self._parameterNode = inputParameterNode
         if self._parameterNode:
-            self._parameterNodeGuiTag = self._parameterNode.connectGui(self.ui)
+            self._guiLink.connect(self._parameterNode, self._boundConnectors())
             self.addObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._updateGui)
         self._updateGui()
+
+    def _disconnectParameterNode(self) -> None:
+        """End the widget <-> parameter node connection (exit, scene close, another node); safe to repeat."""
+        self._guiLink.disconnect()
+        if self._parameterNode:
+            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._updateGui)
+
+    def _boundConnectors(self) -> dict:
+        """Slicer's connector for each widget whose ``SlicerParameterName`` names a parameter (as connectGui finds
+        them), for the module's own :class:`LungDDPMLogic.gui_link.ParameterGuiLink`."""
+        from slicer.parameterNodeWrapper import createGuiConnector
+
+        p = self._parameterNode
+        widgets = {w.property("SlicerParameterName"): w for w in vars(self.ui).values() if hasattr(w, "property")}
+        return {name: createGuiConnector(w, p.dataType(name)) for name, w in widgets.items() if name}
 
     def _updateGui(self, caller=None, event=None) -> None:
         """Mirror the parameter node and the task states; cheap (no hashing, no imports of the engine)."""
@@ -135,14 +148,21 @@ class LungDDPMWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         p = self._parameterNode
         synthesis, setMetrics = self.tasks.synthesis, self.tasks.setMetrics
         ready = bool(p and p.inputVolume and p.inputSegmentation)
+        installing = self.tasks.install.busy  # Apply and FID/MMD wait for the worker's packages
         self.ui.applyButton.text = synthesis.button_text
-        self.ui.applyButton.enabled = synthesis.button_enabled and (synthesis.busy or ready)
-        self.ui.applyButton.toolTip = _("Stop the synthesis") if synthesis.busy else _("Synthesise CT from the layout")
+        self.ui.applyButton.enabled = synthesis.button_enabled and (synthesis.busy or ready) and not installing
+        self.ui.applyButton.toolTip = (
+            _("Stop the synthesis")
+            if synthesis.busy
+            else _("Installing the worker's packages; see the log")
+            if installing
+            else _("Synthesise CT from the layout")
+        )
         self.ui.inputsCollapsibleButton.enabled = not synthesis.busy
         self.ui.modelCollapsibleButton.enabled = not synthesis.busy
         self.ui.blendFromSpinBox.enabled = bool(p and p.aas)
         self.ui.computeSetMetricsButton.text = setMetrics.button_text
-        self.ui.computeSetMetricsButton.enabled = setMetrics.button_enabled
+        self.ui.computeSetMetricsButton.enabled = setMetrics.button_enabled and not installing
         self._syncSegmentPickers()
         checkpoint = p.checkpoint if p else ""
         checkpoint = "" if checkpoint == "." else checkpoint
@@ -209,13 +229,17 @@ class LungDDPMWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def onNoduleMarkupsChanged(self, node) -> None:
         self.ui.noduleMarkupsPlaceWidget.setCurrentNode(node)
 
-    def _checkDependencies(self) -> None:
-        """Make sure the worker's Python has its packages (asks before installing; raises a clear error)."""
+    def _installingDependencies(self) -> bool:
+        """True when the worker's Python lacks packages and their installation has started (in the background,
+        after the user's yes); raises a clear error when the user says no. The action waits for the next press."""
         from LungDDPMLogic.dependencies import ensure_dependencies
 
-        installed = ensure_dependencies(self.logic.confirm)
-        if installed:
-            self.appendLog(_("Installed: {packages}").format(packages=", ".join(installed)))
+        run = ensure_dependencies(self.logic.confirm)
+        if run is None:
+            return False
+        self.tasks.startInstall(run)
+        self.appendLog(_("Installing in the background: {steps}").format(steps="; ".join(s.title for s in run.steps)))
+        return True
 
     def onComputeSetMetrics(self) -> None:
         slot = self.tasks.setMetrics
@@ -225,7 +249,8 @@ class LungDDPMWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 return
             p = self._parameterNode
             with slicer.util.tryWithErrorDisplay(_("Cannot compute FID / MMD."), waitCursor=True):
-                self._checkDependencies()
+                if self._installingDependencies():
+                    return
                 slot.start(
                     lambda: self.logic.startSetMetrics(
                         list(self.ui.realVolumesComboBox.checkedNodes()),
@@ -284,7 +309,8 @@ class LungDDPMWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 return
             p = self._parameterNode
             with slicer.util.tryWithErrorDisplay(_("Cannot start the synthesis."), waitCursor=True):
-                self._checkDependencies()
+                if self._installingDependencies():
+                    return
                 if p.checkpoint not in ("", "."):
                     qt.QSettings().setValue(SETTINGS_CHECKPOINT, p.checkpoint)
                 device = self.ui.deviceComboBox.currentData or "auto"
@@ -294,5 +320,5 @@ class LungDDPMWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 self.ui.progressBar.value = 0
                 self.ui.statusLabel.text = _("Starting the worker...")
         finally:
-            self.ui.progressBar.setVisible(slot.busy)
+            self.ui.progressBar.setVisible(slot.busy or self.tasks.install.busy)
             self._updateGui()

@@ -84,6 +84,99 @@ def test_slicer_device_choice_is_remembered_across_sessions_and_refreshes():
     assert combo.itemData(combo.index) == "cuda:0"
 
 
+class DocumentedCheckBox:
+    """What matters of a QCheckBox here (Qt documentation): setting ``checked`` to another value emits stateChanged
+    to every connected slot, once per connection."""
+
+    def __init__(self) -> None:
+        self._checked, self.slots = False, []
+
+    @property
+    def checked(self) -> bool:
+        return self._checked
+
+    @checked.setter
+    def checked(self, value: bool) -> None:
+        if bool(value) != self._checked:
+            self._checked = bool(value)
+            for slot in list(self.slots):
+                slot()
+
+
+class CheckBoxConnector:
+    """Slicer's QCheckBoxToBoolConnector (parameterNodeWrapper/guiConnectors.py, the same in 5.6, 5.8 and 5.10) on
+    the check box above: ``onChanged(callback)`` connects stateChanged, ``onChanged(None)`` disconnects it."""
+
+    def __init__(self, widget: DocumentedCheckBox) -> None:
+        self._widget, self._callback, self.writes = widget, None, 0
+
+    def onChanged(self, callback) -> None:
+        self._callback = callback
+        if callback is None:
+            self._widget.slots.remove(self.changed)
+        else:
+            self._widget.slots.append(self.changed)
+
+    def changed(self) -> None:
+        if self._callback:
+            self._callback()
+
+    def read(self) -> bool:
+        return self._widget.checked
+
+    def write(self, value: bool) -> None:
+        self.writes += 1
+        self._widget.checked = value
+
+
+class WrapperSurface:
+    """The three members of a parameterNodeWrapper object that ParameterGuiLink uses, over a real
+    vtkMRMLScriptedModuleNode (a bool stored as "True"/"False", as the wrapper's serializer does)."""
+
+    def __init__(self, node) -> None:
+        self.parameterNode, self.sets = node, 0
+
+    def getValue(self, name: str) -> bool:
+        return self.parameterNode.GetParameter(name) == "True"
+
+    def setValue(self, name: str, value: bool) -> None:
+        self.sets += 1
+        self.parameterNode.SetParameter(name, str(bool(value)))
+
+
+@pytest.mark.skipif(not conftest_slicer.slicer_core_available(), reason="slicer-core is not installed")
+def test_slicer_enter_exit_enter_leaves_exactly_one_gui_connection(slicer_scene):
+    """connectGui returns None on Slicer 5.6 and 5.8, so each enter() used to add a connection that exit() could not
+    remove. The module's own link: each enter (a new wrapper of the same node, as initializeParameterNode makes)
+    replaces the connection, exit removes it with its node observer."""
+    import vtk
+    from LungDDPMLogic.gui_link import ParameterGuiLink
+
+    node = slicer_scene.mrmlScene.AddNewNodeByClass("vtkMRMLScriptedModuleNode", "LungDDPM")
+    node.SetParameter("aas", "True")
+    box, link = DocumentedCheckBox(), ParameterGuiLink()
+    for _ in range(3):  # enter, exit, enter, exit, enter
+        parameters, connector = WrapperSurface(node), CheckBoxConnector(box)
+        link.connect(parameters, {"aas": connector})
+        assert box.checked and len(box.slots) == 1 and node.HasObserver(vtk.vtkCommand.ModifiedEvent)
+        link.disconnect()
+        assert box.slots == [] and not node.HasObserver(vtk.vtkCommand.ModifiedEvent) and not link.connected
+        link.disconnect()  # exit twice (scene close, then exit): harmless
+    parameters, connector = WrapperSurface(node), CheckBoxConnector(box)
+    link.connect(parameters, {"aas": connector})
+    link.connect(parameters, {"aas": connector})  # another parameter node: the previous connection goes first
+    assert len(box.slots) == 1 and connector.writes == 2
+    box.checked = False  # the user unticks AAS: written to the node once (and the node's change shown back once)
+    assert (parameters.sets, node.GetParameter("aas"), connector.writes) == (1, "False", 3)
+    node.SetParameter("aas", "True")  # changed elsewhere (a script, undo): shown once, nothing written back
+    assert box.checked and connector.writes == 4 and parameters.sets == 1
+    link.disconnect()
+    node.SetParameter("aas", "False")
+    box.checked = False
+    box.checked = True
+    assert connector.writes == 4 and parameters.sets == 1 and node.GetParameter("aas") == "False"
+
+
 @pytest.mark.parametrize(
     ("table", "plot", "with_plot", "expected"),
     [

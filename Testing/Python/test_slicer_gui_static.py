@@ -215,6 +215,68 @@ def test_slicer_failures_restore_the_gui_in_finally():
         assert any("_updateGui" in ast.unparse(t.finalbody) for t in tries), f"{name} restores no state in finally"
 
 
+def _calls(node: ast.AST, name: str) -> list:
+    """Calls of ``<anything>.name(...)`` or ``name(...)`` in ``node``."""
+    return [
+        n
+        for n in ast.walk(node)
+        if isinstance(n, ast.Call) and (getattr(n.func, "attr", None) == name or getattr(n.func, "id", None) == name)
+    ]
+
+
+def test_slicer_error_display_with_a_wait_cursor_only_around_user_actions():
+    """tryWithErrorDisplay(waitCursor=True) is for a click; the 200 ms poll reports through tick_safely instead
+    (LungDDPMLogic.run_control, tested in test_slicer_run_control.py) and shows no wait cursor."""
+    for tree in _gui_asts():
+        for function in (n for n in ast.walk(tree) if isinstance(n, ast.FunctionDef)):
+            for call in _calls(function, "tryWithErrorDisplay"):
+                assert function.name.startswith("on") and function.name != "onTimer", function.name
+                assert "waitCursor=True" in ast.unparse(call), function.name
+    ticks = [n for tree in _gui_asts() for n in ast.walk(tree) if isinstance(n, ast.FunctionDef)]
+    ticks = [n for n in ticks if n.name.startswith("_tick") or n.name == "onTimer"]
+    assert {t.name for t in ticks} >= {"onTimer", "_tick", "_tickSynthesis", "_tickSetMetrics", "_tickInstall"}
+    for tick in ticks:
+        assert not _calls(tick, "tryWithErrorDisplay") and not _calls(tick, "setOverrideCursor"), tick.name
+    assert _calls(_method("_tick"), "tick_safely")
+    for name in ("_tickSynthesis", "_tickSetMetrics", "_tickInstall"):
+        assert any(ast.unparse(c.func) == "self._tick" for c in _calls(_method(name), "_tick")), name
+    assert _calls(_method("_failed"), "singleShot")  # the message box opens after the tick
+
+
+def test_slicer_widget_keeps_its_own_parameter_connection():
+    """connectGui returns None on Slicer 5.6/5.8 (nothing to disconnect): the widget connects Slicer's connectors
+    through its own ParameterGuiLink (tested in test_slicer_gui_logic.py) and ends it on exit and cleanup."""
+    source = _gui_source()
+    assert "connectGui(" not in source and "disconnectGui(" not in source
+    assert _calls(_method("setParameterNode"), "connect") and _calls(_method("_boundConnectors"), "createGuiConnector")
+    for name in ("exit", "setParameterNode"):
+        assert _calls(_method(name), "_disconnectParameterNode"), name
+    assert _calls(_method("_disconnectParameterNode"), "disconnect") and _calls(_method("cleanup"), "disconnect")
+
+
+def test_slicer_self_test_without_the_packages_logs_and_returns():
+    """Reload and Test calls runTest directly: a missing package is a logged line and a return, not SkipTest."""
+    run_test = _method("runTest")
+    assert (
+        _calls(run_test, "self_test_skip_reason") and _calls(run_test, "warning") and not _calls(run_test, "skipTest")
+    )
+    guard = next(n for n in run_test.body if isinstance(n, ast.If))
+    assert any(isinstance(n, ast.Return) for n in guard.body)
+    assert run_test.body.index(guard) < next(
+        i for i, n in enumerate(run_test.body) if "test_LungDDPM_phantom_synthesis" in ast.unparse(n)
+    )
+
+
+def test_slicer_package_installation_runs_in_the_worker_python():
+    """No PyTorchUtils.installTorch (it imports torch in Slicer's process) and no slicer.util.pip_install (it blocks
+    the main thread): the installation is an InstallRun in a worker process, polled on the timer."""
+    trees = [*_gui_asts(), *(ast.parse(p.read_text()) for p in (MODULE / "LungDDPMLogic").glob("*.py"))]
+    for tree in trees:
+        assert not _calls(tree, "installTorch") and not _calls(tree, "pip_install")
+    assert _calls(_method("_installingDependencies"), "startInstall")
+    assert _calls(_method("startInstall"), "start")
+
+
 def _cmake_list(text, variable):
     m = re.search(rf"set\({variable}\s+(.*?)\)", text, re.S)
     assert m, f"{variable} is not set in {CMAKE}"
