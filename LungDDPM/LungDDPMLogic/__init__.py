@@ -15,8 +15,9 @@ from .engine_path import ensure_engine_importable
 
 ensure_engine_importable()
 
-#: Packages whose modules a developer reload must drop (the module file alone is what Slicer re-executes).
-RELOADED_PACKAGES = ("LungDDPMLogic", "LungDDPMLib")
+#: Packages whose modules a developer reload must drop (the module file alone is what Slicer re-executes): this one,
+#: the engine, and the module's Qt side (``LungDDPMGui``, which the module file imports again when re-executed).
+RELOADED_PACKAGES = ("LungDDPMLogic", "LungDDPMLib", "LungDDPMGui")
 
 
 def unload() -> List[str]:

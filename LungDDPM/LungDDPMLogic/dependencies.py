@@ -1,24 +1,23 @@
-"""Python packages the worker needs: found in the worker's own Python, installed after asking, or explained.
+"""Python packages the worker needs: found in the worker's own Python, installed there after asking, or explained.
 
 Why ask the worker's Python: Slicer's process never imports torch or scikit-image (a stock Slicer has neither,
 and a CUDA context there would hold GPU memory all session), so whether they are installed is asked of the Python
 that runs the worker (PythonSlicer inside Slicer, which shares Slicer's site-packages), in a subprocess that only
-looks packages up and imports nothing heavy. Nothing is installed at import time or without a yes from the user.
-Torch comes through the PyTorch extension's ``PyTorchUtils`` (it picks the CUDA build that fits the driver); other
-packages through pip. Slicer's own numpy, SimpleITK and scipy are never replaced. ``confirm`` is a callable that
-shows the question and returns True for yes (``slicer.util.confirmOkCancelDisplay`` in the GUI, a fixed answer in
-tests and testing mode).
+looks packages up and imports nothing heavy. Nothing is installed at import time or without a yes from the user,
+and the installation itself runs in that Python too, in the background (:mod:`.installer`): torch with
+light-the-torch, which picks the CUDA build that fits the driver (what the PyTorch extension's ``PyTorchUtils``
+uses, without its ``import torch`` in Slicer's process), other packages with pip. Slicer's own numpy, SimpleITK
+and scipy are never replaced. ``confirm`` is a callable that shows the question and returns True for yes
+(``slicer.util.confirmOkCancelDisplay`` in the GUI, a fixed answer in tests and testing mode).
 """
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import subprocess
-from typing import Any, Callable, List, Optional, Set
+from typing import Callable, List, Optional, Sequence, Set
 
-from LungDDPMLib.errors import LungDDPMError
-
+from .installer import DependencyError, InstallRun, InstallStep, check_step
 from .process_tree import popen_group_kwargs
 from .worker_launcher import python_executable
 
@@ -26,6 +25,8 @@ Confirm = Callable[[str], bool]
 #: Import name -> pip requirement of what the worker needs besides torch (Slicer ships numpy, scipy, SimpleITK).
 PIP_PACKAGES = {"numpy": "numpy", "SimpleITK": "SimpleITK", "scipy": "scipy", "skimage": "scikit-image"}
 TORCH_REQUIREMENT = ">=2.1"
+#: What PyTorchUtils installs to choose the torch build (``light_the_torch``).
+LTT_REQUIREMENT = "light-the-torch>=0.5"
 #: Runs in the worker's Python: prints the import names it cannot find (looks up, imports nothing).
 _FIND_CODE = (
     "import importlib.util, json, sys\n"
@@ -40,15 +41,6 @@ _FIND_CODE = (
 
 #: Pythons found to have every package in this session (asking again on each Apply would start a process each time).
 _COMPLETE: Set[str] = set()
-
-
-class DependencyError(LungDDPMError):
-    """A package is missing and was not installed; the message says how to install it."""
-
-
-def is_installed(name: str) -> bool:
-    """In this (Slicer's) process: only for Slicer modules such as PyTorchUtils, never for the worker's packages."""
-    return importlib.util.find_spec(name) is not None
 
 
 def missing_packages(python: Optional[str] = None, timeout_s: float = 60.0) -> List[str]:
@@ -73,55 +65,51 @@ def missing_packages(python: Optional[str] = None, timeout_s: float = 60.0) -> L
     return [n for n in names if n in missing]
 
 
-def ensure_torch(confirm: Confirm) -> None:
-    """Install torch through PyTorchUtils after asking; raise :class:`DependencyError` when that is not possible."""
-    if not is_installed("PyTorchUtils"):
-        raise DependencyError(
-            "PyTorch is not installed and the PyTorch extension is missing: install 'PyTorch' from the "
-            "Extensions Manager, restart Slicer, then press Apply again"
-        )
-    if not confirm(
-        "LungDDPM needs PyTorch, which is not installed yet. Install it now? The download can take several "
-        "minutes and a few GB; the PyTorch Utils module chooses the build that fits your GPU driver."
-    ):
-        raise DependencyError("PyTorch is required; install it from the PyTorch Utils module or accept the offer")
-    import PyTorchUtils  # the PyTorch extension's module, present inside Slicer only
+def install_steps(missing: Sequence[str]) -> List[InstallStep]:
+    """The steps that install the import names ``missing`` (torch first), ending with the import check."""
+    steps: List[InstallStep] = []
+    if "torch" in missing:
+        steps.append(InstallStep("light-the-torch, which picks the build", ["-m", "pip", "install", LTT_REQUIREMENT]))
+        steps.append(InstallStep("PyTorch", ["-m", "light_the_torch", "install", "torch" + TORCH_REQUIREMENT]))
+    others = [PIP_PACKAGES[n] for n in missing if n != "torch"]
+    if others:
+        steps.append(InstallStep(" ".join(others), ["-m", "pip", "install", *others]))
+    return [*steps, check_step(list(missing))]
 
-    torch = PyTorchUtils.PyTorchUtilsLogic().installTorch(
-        askConfirmation=False, torchVersionRequirement=TORCH_REQUIREMENT
+
+def install_question(missing: Sequence[str]) -> str:
+    """The one question asked before anything is installed: what, how big, where, and that Slicer stays usable."""
+    names = ", ".join("PyTorch" if n == "torch" else PIP_PACKAGES[n] for n in missing)
+    torch = (
+        " PyTorch is a download of a few GB; light-the-torch picks the build that fits your GPU driver, as the "
+        "PyTorch extension does."
+        if "torch" in missing
+        else ""
     )
-    if torch is None:
-        raise DependencyError("PyTorch could not be installed; see the Python console, or use the PyTorch Utils module")
+    return (
+        f"LungDDPM's worker needs {names}, which the worker's Python lacks. Install now?{torch} The installation "
+        "runs in a background process and can take several minutes; Slicer stays usable, the module's log shows "
+        "its progress, and Apply is available again when it is done."
+    )
 
 
-def ensure_dependencies(
-    confirm: Confirm, python: Optional[str] = None, pip_install: Optional[Callable[[str], Any]] = None
-) -> List[str]:
-    """Make sure the worker's Python has every package, installing missing ones only after a yes.
+def ensure_dependencies(confirm: Confirm, python: Optional[str] = None) -> Optional[InstallRun]:
+    """None when the worker's Python has every package; else, after a yes, the started :class:`InstallRun`.
 
-    Returns what was installed (empty when nothing was missing). ``pip_install`` defaults to
-    ``slicer.util.pip_install`` (which installs into Slicer's Python, the one PythonSlicer runs).
+    Raises :class:`DependencyError` when the user declines. Poll the run (the GUI's timer) and call its
+    ``result()`` when it has finished.
     """
     python = python or python_executable()
     if python in _COMPLETE:
-        return []
+        return None
     missing = missing_packages(python)
     if not missing:
         _COMPLETE.add(python)
-        return []
-    installed: List[str] = []
-    if "torch" in missing:
-        ensure_torch(confirm)
-        installed.append("torch")
-    others = [PIP_PACKAGES[n] for n in missing if n != "torch"]
-    if not others:
-        return installed
-    requirements = " ".join(others)
-    if not confirm(f"LungDDPM's worker needs the Python package(s) {requirements}. Install them with pip now?"):
-        raise DependencyError(f"missing Python package(s): {requirements}; install them with pip and try again")
-    if pip_install is None:
-        import slicer
-
-        pip_install = slicer.util.pip_install
-    pip_install(requirements)
-    return installed + others
+        return None
+    if not confirm(install_question(missing)):
+        names = " ".join("torch" if n == "torch" else PIP_PACKAGES[n] for n in missing)
+        raise DependencyError(
+            f"missing Python package(s) {names}; accept the offer to install them, or install them yourself "
+            "(PyTorch: the PyTorch Utils module; others: slicer.util.pip_install) and try again"
+        )
+    return InstallRun(install_steps(missing), python)

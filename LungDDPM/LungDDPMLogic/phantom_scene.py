@@ -17,6 +17,8 @@ import numpy as np
 import slicer
 
 from . import mrml_bridge as mb
+from . import scene_outputs as so
+from .dependencies import missing_packages
 from .nodule_placement import NODULE_COLORS
 from .segment_choice import set_terminology
 from .set_metrics_run import SetMetricsRun
@@ -59,7 +61,7 @@ def load_phantom(ct_path: Path, layout_path: Path, name: str = "Phantom CT") -> 
     (:func:`phantom_segments`)."""
     import SimpleITK as sitk
 
-    ct = mb.add_volume_from_sitk(sitk.ReadImage(str(ct_path)), name)
+    ct = so.add_volume_from_sitk(sitk.ReadImage(str(ct_path)), name)
     labels = sitk.GetArrayFromImage(sitk.ReadImage(str(layout_path)))
     seg = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSegmentationNode", f"{name} layout")
     seg.SetReferenceImageGeometryParameterFromVolumeNode(ct)
@@ -84,6 +86,17 @@ def run_to_end(task: Any, timeout_s: float = 300.0, idle: Optional[Any] = None) 
             idle()
         time.sleep(0.05)
     task.poll()
+
+
+def self_test_skip_reason(python: Optional[str] = None) -> Optional[str]:
+    """Why the self-test cannot run (the worker's Python lacks packages), or None when it can."""
+    missing = missing_packages(python)
+    if not missing:
+        return None
+    return (
+        f"the worker's Python lacks {', '.join(missing)}; press Apply in the LungDDPM module to install "
+        "(it asks first), then run the self-test again"
+    )
 
 
 def self_test(

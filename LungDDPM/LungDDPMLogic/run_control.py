@@ -8,10 +8,13 @@ MRML scene with real worker processes, no Qt needed.
 
 States: ``idle`` -> :meth:`TaskSlot.start` -> ``running`` -> (finished) -> ``idle``;
 ``running`` -> :meth:`TaskSlot.cancel` -> ``stopping`` (button disabled until the process tree is gone) -> ``idle``.
+The GUI's timer polls through :func:`tick_safely`, which reports a failure instead of letting it escape.
 """
 
 from __future__ import annotations
 
+import logging
+import traceback
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any, Callable, Dict, List, Optional, Protocol
@@ -118,3 +121,21 @@ class TaskSlot:
         finally:
             self.task, self.state = None, State.IDLE
             task.discard()
+
+
+def tick_safely(tick: Callable[[], Any], report: Callable[[str, str], None], what: str) -> Any:
+    """One poll of a background task (``tick``, e.g. ``lambda: slot.tick(load)``); returns what it returns.
+
+    A failure is logged (``what``, the error and its traceback) and handed to ``report(message, details)``, the
+    error's one line and the traceback (the GUI shows them after the tick); the poll returns None, and the slot is
+    idle again (:meth:`TaskSlot.tick`). Why not ``slicer.util.tryWithErrorDisplay(waitCursor=True)``: that is for a
+    user's action; around a poll that runs every 200 ms it set and reset the wait cursor on every tick, and it
+    re-raised into Qt's timer slot.
+    """
+    try:
+        return tick()
+    except Exception as exc:  # a poll must never raise into the timer
+        details = traceback.format_exc()
+        logging.error("LungDDPM: %s %s\n%s", what, exc, details)
+        report(str(exc), details)
+        return None

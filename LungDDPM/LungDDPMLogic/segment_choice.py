@@ -72,7 +72,7 @@ def set_terminology(segment: Any, role: str) -> None:
     """Code a segment as lung or nodule (Slicer's terminology entry tag)."""
     if role not in TERMINOLOGY:
         raise ValueError(f"unknown role {role!r}; use one of {sorted(TERMINOLOGY)}")
-    if hasattr(segment, "SetTerminology"):  # Slicer >= 5.8
+    if hasattr(segment, "SetTerminology"):  # Slicer >= 5.10; before, the entry is the tag (read: mb.terminology_entry)
         segment.SetTerminology(TERMINOLOGY[role])
     else:
         segment.SetTag(segment.GetTerminologyEntryTagName(), TERMINOLOGY[role])

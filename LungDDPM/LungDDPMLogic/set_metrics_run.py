@@ -20,6 +20,7 @@ import numpy as np
 import slicer
 import vtk
 
+from . import layout_builder as lb
 from . import mrml_bridge as mb
 from .synthesis_run import WorkerError
 from .worker_launcher import WorkerProcess, write_volume_nrrd
@@ -104,7 +105,7 @@ class SetMetricsRun:
                 geometry = mb.sitk_geometry(node)
                 write_volume_nrrd(mb.volume_array(node), geometry, work / "real" / f"r{i}_ct.nrrd")
                 if self.segmentation is not None:
-                    lay = mb.layout_from_segmentation(self.segmentation, node, self.lung_ids, self.nodule_ids)
+                    lay = lb.layout_from_segmentation(self.segmentation, node, self.lung_ids, self.nodule_ids)
                     write_volume_nrrd(lay.array, geometry, work / "real" / f"r{i}_layout.nrrd")
                     layouts = True
             for k, node in enumerate(self.synthetic):

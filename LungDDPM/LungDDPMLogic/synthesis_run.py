@@ -21,7 +21,8 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional, Sequence
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import slicer
@@ -29,7 +30,9 @@ import slicer
 from LungDDPMLib.errors import LungDDPMError
 
 from . import evaluation_nodes as ev
+from . import layout_builder as lb
 from . import mrml_bridge as mb
+from . import scene_outputs as so
 from .worker_launcher import WorkerProcess, read_volume_nrrd, write_volume_nrrd
 
 
@@ -121,7 +124,7 @@ class SynthesisRun:
         self.nodule_ids = None if nodule_ids is None else list(nodule_ids)
         self.python = python
         self.worker: Optional[WorkerProcess] = None
-        self.layout: Optional[mb.Layout] = None
+        self.layout: Optional[lb.Layout] = None
         self.progress = Progress()
         self.results: List[Dict[str, Any]] = []
         self.errors: List[Dict[str, Any]] = []
@@ -131,12 +134,12 @@ class SynthesisRun:
 
     # --- before ---------------------------------------------------------------------------------------------
 
-    def check_inputs(self) -> mb.Layout:
+    def check_inputs(self) -> lb.Layout:
         """Check the scene inputs and build the layout; raises ``LayoutError`` and creates nothing."""
         mb.check_ct_volume(self.volume)
         if self.settings.num_samples < 1:
             raise mb.LayoutError(f"the number of samples must be at least 1, got {self.settings.num_samples}")
-        self.layout = mb.layout_from_segmentation(
+        self.layout = lb.layout_from_segmentation(
             self.segmentation, self.volume, self.lung_ids, self.nodule_ids, self.settings.auto_lung
         )
         self.log.extend(self.layout.warnings)
@@ -144,12 +147,10 @@ class SynthesisRun:
 
     def prepare(self) -> None:
         """Check the inputs, write them to NRRD and start the worker (returns at once)."""
-        layout = self.check_inputs()
+        self.check_inputs()
         self.worker = WorkerProcess(python=self.python)
         try:
-            geometry = mb.sitk_geometry(self.volume)
-            ct_path = write_volume_nrrd(mb.volume_array(self.volume), geometry, self.worker.workdir / "ct.nrrd")
-            layout_path = write_volume_nrrd(layout.array, geometry, self.worker.workdir / "layout.nrrd")
+            ct_path, layout_path = self.write_inputs(self.worker.workdir)
             case = {"name": "case", "ct": str(ct_path), "layout": str(layout_path), "out_prefix": str(self.out_prefix)}
             self.started = time.monotonic()
             job = {"cases": [case], **self.settings.job_fields(), "auto_lung": "never"}
@@ -157,6 +158,14 @@ class SynthesisRun:
         except BaseException:
             self.worker.cleanup()
             raise
+
+    def write_inputs(self, folder: Any) -> Tuple[Any, Any]:
+        """Write the CT and the checked layout to ``folder`` as the worker's NRRD inputs; returns their paths."""
+        assert self.layout is not None, "check_inputs() first"
+        geometry = mb.sitk_geometry(self.volume)
+        voxels = slicer.util.arrayFromVolume(self.volume)  # a view: writing copies it once, not twice
+        ct_path = write_volume_nrrd(voxels, geometry, Path(folder) / "ct.nrrd")
+        return ct_path, write_volume_nrrd(self.layout.array, geometry, Path(folder) / "layout.nrrd")
 
     @property
     def out_prefix(self) -> Any:
@@ -226,29 +235,35 @@ class SynthesisRun:
             self.discard()
 
     def _load_volumes(self) -> RunOutputs:
+        import SimpleITK as sitk
+
         assert self.layout is not None
         self._raise_if_failed()
         result = self.results[-1]
         provenance = result.get("provenance") or {}
         seeds = provenance.get("seeds") or list(range(self.settings.num_samples))
-        arrays = [self._read_output(p) for p in result["paths"]]  # read and checked before any node is created
+        images = [self._read_output(p) for p in result["paths"]]  # read and checked before any node is created
         name = self.volume.GetName()
-        folder = 0
+        folder, created = 0, None
         try:
-            folder = mb.create_run_folder(self.volume, f"{name} LungDDPM {time.strftime('%Y-%m-%d %H:%M:%S')}")
+            folder = so.create_run_folder(self.volume, f"{name} LungDDPM {time.strftime('%Y-%m-%d %H:%M:%S')}")
             volumes = []
-            for k, array in enumerate(arrays):
-                node = mb.add_volume_like(self.volume, array, f"{name} synthetic {k}")
-                mb.place_in_folder([node], folder)
-                mb.set_provenance(node, provenance, seed=seeds[k] if k < len(seeds) else None)
+            for k, image in enumerate(images):
+                voxels = sitk.GetArrayViewFromImage(image)  # a view (the node copies it); ``images`` keeps it valid
+                node = so.add_volume_like(self.volume, voxels, f"{name} synthetic {k}")
+                so.place_in_folder([node], folder)
+                so.set_provenance(node, provenance, seed=seeds[k] if k < len(seeds) else None)
                 node.SetAttribute(mb.ATTRIBUTE_PREFIX + "referenceVolumeID", self.volume.GetID())
                 volumes.append(node)
-            layout_node = mb.add_volume_like(self.volume, self.layout.array, f"{name} layout", labelmap=True)
-            mb.place_in_folder([layout_node], folder)
+            layout_node = so.add_volume_like(self.volume, self.layout.array, f"{name} layout", labelmap=True)
+            so.place_in_folder([layout_node], folder)
             layout_node.SetAttribute(mb.ATTRIBUTE_PREFIX + "role", "layout")
-            mb.follow_parent_transform([*volumes, layout_node], self.volume)
+            created = so.show_with_layout_colors(layout_node)
+            so.follow_parent_transform([*volumes, layout_node], self.volume)
         except BaseException:
-            mb.remove_folder(folder)
+            so.remove_folder(folder)
+            if created is not None:  # the scene's layout colours, made for this run
+                slicer.mrmlScene.RemoveNode(created)
             raise
         note = (provenance.get("nodule_types") or {}).get("note")
         return RunOutputs(folder, volumes, layout_node, notes=[str(note)] if note else [])
@@ -268,7 +283,7 @@ class SynthesisRun:
             plot_nodes = ev.add_histogram_plot(f"{name} HU histograms", event["histograms"])
             added.extend(plot_nodes)
             outputs.histogram_chart, outputs.other_nodes = plot_nodes[1], [plot_nodes[0], *plot_nodes[2:]]
-            mb.place_in_folder(added, outputs.folder)
+            so.place_in_folder(added, outputs.folder)
         except Exception as exc:  # a malformed event must not cost the finished volumes
             for node in added:
                 slicer.mrmlScene.RemoveNode(node)
@@ -277,20 +292,21 @@ class SynthesisRun:
             return f"the metrics could not be shown: {type(exc).__name__}: {exc}"
         return ""
 
-    def _read_output(self, path: str) -> np.ndarray:
+    def _read_output(self, path: str) -> Any:
+        """The worker's output as a SimpleITK image, checked to lie on the input's grid."""
         import SimpleITK as sitk
 
         image = read_volume_nrrd(path)
-        array = sitk.GetArrayFromImage(image)
+        shape = tuple(sitk.GetArrayViewFromImage(image).shape)  # a view: no copy of the voxels
         expected = mb.shape_kji(self.volume)
-        if tuple(array.shape) != expected:
-            raise WorkerError(f"the worker wrote {path} with shape {array.shape}, expected {expected}")
+        if shape != expected:
+            raise WorkerError(f"the worker wrote {path} with shape {shape}, expected {expected}")
         geometry = mb.sitk_geometry(self.volume)
         if not np.allclose(image.GetOrigin(), geometry["origin"], atol=1e-3) or not np.allclose(
             image.GetDirection(), geometry["direction"], atol=1e-5
         ):
             raise WorkerError(f"the worker wrote {path} on another grid than the input; this is a bug, please report")
-        return array
+        return image
 
     def cancel(self) -> None:
         """Ask the worker's process tree to stop; returns at once. Poll until :attr:`finished`, then

@@ -97,6 +97,10 @@ class WorkerProcess:
 
     def start_command(self, args: List[str]) -> None:
         """Start ``python -m LungDDPMLib <args>`` (any ``lungddpm`` subcommand) with the engine on the path."""
+        self.start_python(["-m", "LungDDPMLib", *args])
+
+    def start_python(self, args: List[str], extra_env: Optional[Dict[str, str]] = None) -> None:
+        """Start ``python -u <args>`` (a module such as pip, or ``-c`` code) with the engine on the path."""
         if self.process is not None:
             raise RuntimeError("this worker was already started; create a new WorkerProcess per run")
         env = dict(os.environ)
@@ -104,8 +108,9 @@ class WorkerProcess:
         if root is not None:
             env["PYTHONPATH"] = os.pathsep.join([str(root)] + [p for p in [env.get("PYTHONPATH")] if p])
         env["PYTHONUNBUFFERED"] = "1"
+        env.update(extra_env or {})
         self.process = subprocess.Popen(
-            [self.python, "-u", "-m", "LungDDPMLib", *args],
+            [self.python, "-u", *args],
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,

@@ -84,6 +84,99 @@ def test_slicer_device_choice_is_remembered_across_sessions_and_refreshes():
     assert combo.itemData(combo.index) == "cuda:0"
 
 
+class DocumentedCheckBox:
+    """What matters of a QCheckBox here (Qt documentation): setting ``checked`` to another value emits stateChanged
+    to every connected slot, once per connection."""
+
+    def __init__(self) -> None:
+        self._checked, self.slots = False, []
+
+    @property
+    def checked(self) -> bool:
+        return self._checked
+
+    @checked.setter
+    def checked(self, value: bool) -> None:
+        if bool(value) != self._checked:
+            self._checked = bool(value)
+            for slot in list(self.slots):
+                slot()
+
+
+class CheckBoxConnector:
+    """Slicer's QCheckBoxToBoolConnector (parameterNodeWrapper/guiConnectors.py, the same in 5.6, 5.8 and 5.10) on
+    the check box above: ``onChanged(callback)`` connects stateChanged, ``onChanged(None)`` disconnects it."""
+
+    def __init__(self, widget: DocumentedCheckBox) -> None:
+        self._widget, self._callback, self.writes = widget, None, 0
+
+    def onChanged(self, callback) -> None:
+        self._callback = callback
+        if callback is None:
+            self._widget.slots.remove(self.changed)
+        else:
+            self._widget.slots.append(self.changed)
+
+    def changed(self) -> None:
+        if self._callback:
+            self._callback()
+
+    def read(self) -> bool:
+        return self._widget.checked
+
+    def write(self, value: bool) -> None:
+        self.writes += 1
+        self._widget.checked = value
+
+
+class WrapperSurface:
+    """The three members of a parameterNodeWrapper object that ParameterGuiLink uses, over a real
+    vtkMRMLScriptedModuleNode (a bool stored as "True"/"False", as the wrapper's serializer does)."""
+
+    def __init__(self, node) -> None:
+        self.parameterNode, self.sets = node, 0
+
+    def getValue(self, name: str) -> bool:
+        return self.parameterNode.GetParameter(name) == "True"
+
+    def setValue(self, name: str, value: bool) -> None:
+        self.sets += 1
+        self.parameterNode.SetParameter(name, str(bool(value)))
+
+
+@pytest.mark.skipif(not conftest_slicer.slicer_core_available(), reason="slicer-core is not installed")
+def test_slicer_enter_exit_enter_leaves_exactly_one_gui_connection(slicer_scene):
+    """connectGui returns None on Slicer 5.6 and 5.8, so each enter() used to add a connection that exit() could not
+    remove. The module's own link: each enter (a new wrapper of the same node, as initializeParameterNode makes)
+    replaces the connection, exit removes it with its node observer."""
+    import vtk
+    from LungDDPMLogic.gui_link import ParameterGuiLink
+
+    node = slicer_scene.mrmlScene.AddNewNodeByClass("vtkMRMLScriptedModuleNode", "LungDDPM")
+    node.SetParameter("aas", "True")
+    box, link = DocumentedCheckBox(), ParameterGuiLink()
+    for _ in range(3):  # enter, exit, enter, exit, enter
+        parameters, connector = WrapperSurface(node), CheckBoxConnector(box)
+        link.connect(parameters, {"aas": connector})
+        assert box.checked and len(box.slots) == 1 and node.HasObserver(vtk.vtkCommand.ModifiedEvent)
+        link.disconnect()
+        assert box.slots == [] and not node.HasObserver(vtk.vtkCommand.ModifiedEvent) and not link.connected
+        link.disconnect()  # exit twice (scene close, then exit): harmless
+    parameters, connector = WrapperSurface(node), CheckBoxConnector(box)
+    link.connect(parameters, {"aas": connector})
+    link.connect(parameters, {"aas": connector})  # another parameter node: the previous connection goes first
+    assert len(box.slots) == 1 and connector.writes == 2
+    box.checked = False  # the user unticks AAS: written to the node once (and the node's change shown back once)
+    assert (parameters.sets, node.GetParameter("aas"), connector.writes) == (1, "False", 3)
+    node.SetParameter("aas", "True")  # changed elsewhere (a script, undo): shown once, nothing written back
+    assert box.checked and connector.writes == 4 and parameters.sets == 1
+    link.disconnect()
+    node.SetParameter("aas", "False")
+    box.checked = False
+    box.checked = True
+    assert connector.writes == 4 and parameters.sets == 1 and node.GetParameter("aas") == "False"
+
+
 @pytest.mark.parametrize(
     ("table", "plot", "with_plot", "expected"),
     [
@@ -127,19 +220,60 @@ def test_slicer_segments_are_chosen_by_id_and_survive_renames(slicer_scene):
     assert mb.guess_segments(seg) == ([other], [nodule])
 
 
+class SegmentOfSlicer58:
+    """A real ``vtkSegment`` seen with the API of Slicer 5.6 and 5.8: their vtkSegment.h has no Get/Set/Has-
+    Terminology (added in 5.10); the terminology entry is the ``TerminologyEntry`` tag there."""
+
+    ABSENT = ("GetTerminology", "SetTerminology", "HasTerminology")
+
+    def __init__(self, segment) -> None:
+        self._segment = segment
+
+    def __getattr__(self, name: str):
+        if name in self.ABSENT:
+            raise AttributeError(name)
+        return getattr(self._segment, name)
+
+
+@pytest.mark.skipif(not conftest_slicer.slicer_core_available(), reason="slicer-core is not installed")
+def test_slicer_terminology_is_read_back_on_slicer_5_6_and_5_8_too(slicer_scene):
+    """Codes written on 5.6/5.8 (the tag) are read there (they were written but never read back), and the two
+    paths share one storage: a scene coded on 5.10 reads on 5.8 and the other way round."""
+    from LungDDPMLogic import mrml_bridge as mb
+    from LungDDPMLogic import segment_choice as sc
+
+    segmentation = slicer_scene.mrmlScene.AddNewNodeByClass("vtkMRMLSegmentationNode", "Layout").GetSegmentation()
+    old_lung, new_nodule, plain = (
+        segmentation.GetSegment(segmentation.AddEmptySegment("", name, [1, 0, 0]))
+        for name in ("structure 1", "structure 2", "structure 3")
+    )
+    assert not hasattr(SegmentOfSlicer58(old_lung), "GetTerminology")
+    sc.set_terminology(SegmentOfSlicer58(old_lung), "lung")  # written as the tag, as 5.8 must
+    assert mb.terminology_role(SegmentOfSlicer58(old_lung)) == "lung"  # read back as 5.8 must
+    assert mb.terminology_entry(SegmentOfSlicer58(old_lung)) == sc.TERMINOLOGY["lung"] == old_lung.GetTerminology()
+    sc.set_terminology(new_nodule, "nodule")  # 5.10's SetTerminology...
+    assert mb.terminology_role(SegmentOfSlicer58(new_nodule)) == "nodule"  # ...read on 5.8
+    assert mb.terminology_role(new_nodule) == "nodule" and mb.terminology_role(old_lung) == "lung"
+    # a segment with Slicer's default entry ("Tissue") reads the same on both paths and has no role
+    assert "^85756007^Tissue" in mb.terminology_entry(SegmentOfSlicer58(plain)) == plain.GetTerminology()
+    assert mb.terminology_role(SegmentOfSlicer58(plain)) is None and mb.terminology_role(plain) is None
+    plain.RemoveTag(plain.GetTerminologyEntryTagName())
+    assert mb.terminology_entry(SegmentOfSlicer58(plain)) == "" == mb.terminology_entry(plain)
+
+
 @pytest.mark.skipif(not conftest_slicer.slicer_core_available(), reason="slicer-core is not installed")
 def test_slicer_outputs_follow_the_ct_parent_transform(slicer_scene):
     """Outputs copy the CT's voxel grid in local coordinates, so they must sit under the CT's parent transform."""
-    from LungDDPMLogic import mrml_bridge as mb
+    from LungDDPMLogic import scene_outputs as so
 
     slicer = slicer_scene
     ct = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "CT")
     slicer.util.updateVolumeFromArray(ct, np.zeros((4, 5, 6), np.int16))
     moved = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLLinearTransformNode", "registration")
     ct.SetAndObserveTransformNodeID(moved.GetID())
-    out = mb.add_volume_like(ct, np.ones((4, 5, 6), np.int16), "CT synthetic 0")
+    out = so.add_volume_like(ct, np.ones((4, 5, 6), np.int16), "CT synthetic 0")
     assert out.GetTransformNodeID() is None
-    mb.follow_parent_transform([out], ct)
+    so.follow_parent_transform([out], ct)
     assert out.GetTransformNodeID() == moved.GetID()
 
 

@@ -17,6 +17,9 @@ ROOT = Path(__file__).resolve().parents[2]
 MODULE = ROOT / "LungDDPM"
 UI_FILE = MODULE / "Resources" / "UI" / "LungDDPM.ui"
 CMAKE = MODULE / "CMakeLists.txt"
+#: The module's Qt side: the module file Slicer loads and the package that holds its widget, tasks and logic class.
+GUI_FILES = [MODULE / "LungDDPM.py", *sorted((MODULE / "LungDDPMGui").glob("*.py"))]
+PARAMETERS = MODULE / "LungDDPMGui" / "parameters.py"
 
 #: Widget classes whose parameterNodeWrapper connector binds each field type (exact class, as the connectors test).
 CONNECTOR_CLASSES = {
@@ -44,13 +47,17 @@ def _ui_widgets():
     return tree, widgets
 
 
-def _module_ast():
-    return ast.parse((MODULE / "LungDDPM.py").read_text())
+def _gui_source() -> str:
+    return "\n".join(path.read_text() for path in GUI_FILES)
+
+
+def _gui_asts():
+    return [ast.parse(path.read_text()) for path in GUI_FILES]
 
 
 def _parameter_fields():
     """Field name -> type key of CONNECTOR_CLASSES, read from the @parameterNodeWrapper class."""
-    for node in ast.walk(_module_ast()):
+    for node in ast.walk(ast.parse(PARAMETERS.read_text())):
         if isinstance(node, ast.ClassDef) and any(
             isinstance(d, ast.Name) and d.id == "parameterNodeWrapper" for d in node.decorator_list
         ):
@@ -66,10 +73,10 @@ def _parameter_fields():
                         key = text
                     fields[stmt.target.id] = key
             return fields
-    raise AssertionError("no @parameterNodeWrapper class in LungDDPM.py")
+    raise AssertionError(f"no @parameterNodeWrapper class in {PARAMETERS}")
 
 
-#: Every widget LungDDPM.py names (``self.ui.<name>``) and the class it must have in the .ui: the code calls
+#: Every widget the Qt side names (``self.ui.<name>``) and the class it must have in the .ui: the code calls
 #: methods of that class (``setSelectedSegmentIDs``, ``checkedNodes``, ``appendPlainText``, ``setCurrentNode``...).
 CODE_WIDGETS = {
     "applyButton": "QPushButton",
@@ -105,10 +112,10 @@ def test_slicer_ui_parses_and_names_every_widget_the_code_uses():
     assert tree.getroot().tag == "ui"
     top = tree.getroot().find("widget")
     assert top.get("class") == "qMRMLWidget"  # setMRMLScene on the loaded widget
-    used = set(re.findall(r"self\.ui\.([A-Za-z_]\w*)", (MODULE / "LungDDPM.py").read_text()))
+    used = set(re.findall(r"self\.ui\.([A-Za-z_]\w*)", _gui_source()))
     assert used == set(CODE_WIDGETS), f"declare the class of every widget the code names: {used ^ set(CODE_WIDGETS)}"
     missing = sorted(used - set(widgets))
-    assert not missing, f"widgets named in LungDDPM.py but absent from the .ui: {missing}"
+    assert not missing, f"widgets named in the code but absent from the .ui: {missing}"
     wrong = {name: (widgets[name][0], cls) for name, cls in CODE_WIDGETS.items() if widgets[name][0] != cls}
     assert not wrong, f"widget classes in the .ui differ from what the code expects (ui, code): {wrong}"
     custom = {c.find("class").text for c in tree.getroot().iter("customwidget")}
@@ -129,12 +136,12 @@ def test_slicer_every_parameter_has_a_bound_widget_of_the_right_class():
     fields = _parameter_fields()
     assert len(fields) >= 15
     bound = {param: (name, cls) for name, (cls, param) in widgets.items() if param}
-    source = (MODULE / "LungDDPM.py").read_text()
+    source = _gui_source()
     for field, key in fields.items():
         if field in MANUALLY_SYNCED:
             assert field not in bound, f"{field!r} is synced in code; it must not also be bound in the .ui"
             assert key == "str", f"{field!r} must be a str (got {key})"
-            assert re.search(rf"\.{field}\s*=", source), f"nothing in LungDDPM.py writes {field!r}"
+            assert re.search(rf"\.{field}\s*=", source), f"nothing in the Qt side writes {field!r}"
             continue
         assert field in bound, f"parameter {field!r} has no widget with SlicerParameterName={field!r}"
         name, cls = bound[field]
@@ -151,10 +158,9 @@ def test_slicer_every_parameter_has_a_bound_widget_of_the_right_class():
 
 
 def _method(name: str) -> ast.FunctionDef:
-    for node in ast.walk(_module_ast()):
-        if isinstance(node, ast.FunctionDef) and node.name == name:
-            return node
-    raise AssertionError(f"no method {name} in LungDDPM.py")
+    found = [n for tree in _gui_asts() for n in ast.walk(tree) if isinstance(n, ast.FunctionDef) and n.name == name]
+    assert len(found) == 1, f"{len(found)} methods {name} in the Qt side (one expected)"
+    return found[0]
 
 
 def test_slicer_device_handler_is_connected_after_the_box_is_filled():
@@ -170,6 +176,31 @@ def test_slicer_device_handler_is_connected_after_the_box_is_filled():
     assert not any("addItem" in text for _, text in calls), "setup must fill the box through _fillDevices"
 
 
+def test_slicer_module_file_holds_what_slicer_looks_up_and_the_house_is_small():
+    """Slicer finds <Name>Widget and <Name>Test by name in the module file; the parts live in packages (Slicer
+    would take any other top-level .py file for a module of its own), none imports the module file (no circle),
+    a developer Reload drops every one of them, and no file of the module is over 400 lines."""
+    import sys
+
+    tree = ast.parse((MODULE / "LungDDPM.py").read_text())
+    defined = {n.name for n in tree.body if isinstance(n, ast.ClassDef)}
+    imported = {a.asname or a.name for n in tree.body if isinstance(n, ast.ImportFrom) for a in n.names}
+    assert {"LungDDPM", "LungDDPMTest"} <= defined and {"LungDDPMWidget", "LungDDPMLogic"} <= imported
+    assert [p.name for p in MODULE.glob("*.py")] == ["LungDDPM.py"]
+    for path in GUI_FILES[1:]:
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.level == 0:
+                assert node.module != "LungDDPM", f"{path.name} imports the module file"
+    packages = {p.parent.name for p in MODULE.glob("*/__init__.py")}
+    if str(MODULE) not in sys.path:
+        sys.path.insert(0, str(MODULE))
+    from LungDDPMLogic import RELOADED_PACKAGES
+
+    assert packages == {"LungDDPMGui", "LungDDPMLogic"} and packages <= set(RELOADED_PACKAGES)
+    long = {str(p.relative_to(MODULE)): n for p in MODULE.rglob("*.py") if (n := len(p.read_text().splitlines())) > 400}
+    assert not long, long
+
+
 def test_slicer_reload_also_reloads_the_logic_package():
     text = ast.unparse(_method("onReload"))
     assert "LungDDPMLogic.unload()" in text and "ScriptedLoadableModuleWidget.onReload(self)" in text
@@ -182,6 +213,68 @@ def test_slicer_failures_restore_the_gui_in_finally():
         method = _method(name)
         tries = [n for n in ast.walk(method) if isinstance(n, ast.Try) and n.finalbody]
         assert any("_updateGui" in ast.unparse(t.finalbody) for t in tries), f"{name} restores no state in finally"
+
+
+def _calls(node: ast.AST, name: str) -> list:
+    """Calls of ``<anything>.name(...)`` or ``name(...)`` in ``node``."""
+    return [
+        n
+        for n in ast.walk(node)
+        if isinstance(n, ast.Call) and (getattr(n.func, "attr", None) == name or getattr(n.func, "id", None) == name)
+    ]
+
+
+def test_slicer_error_display_with_a_wait_cursor_only_around_user_actions():
+    """tryWithErrorDisplay(waitCursor=True) is for a click; the 200 ms poll reports through tick_safely instead
+    (LungDDPMLogic.run_control, tested in test_slicer_run_control.py) and shows no wait cursor."""
+    for tree in _gui_asts():
+        for function in (n for n in ast.walk(tree) if isinstance(n, ast.FunctionDef)):
+            for call in _calls(function, "tryWithErrorDisplay"):
+                assert function.name.startswith("on") and function.name != "onTimer", function.name
+                assert "waitCursor=True" in ast.unparse(call), function.name
+    ticks = [n for tree in _gui_asts() for n in ast.walk(tree) if isinstance(n, ast.FunctionDef)]
+    ticks = [n for n in ticks if n.name.startswith("_tick") or n.name == "onTimer"]
+    assert {t.name for t in ticks} >= {"onTimer", "_tick", "_tickSynthesis", "_tickSetMetrics", "_tickInstall"}
+    for tick in ticks:
+        assert not _calls(tick, "tryWithErrorDisplay") and not _calls(tick, "setOverrideCursor"), tick.name
+    assert _calls(_method("_tick"), "tick_safely")
+    for name in ("_tickSynthesis", "_tickSetMetrics", "_tickInstall"):
+        assert any(ast.unparse(c.func) == "self._tick" for c in _calls(_method(name), "_tick")), name
+    assert _calls(_method("_failed"), "singleShot")  # the message box opens after the tick
+
+
+def test_slicer_widget_keeps_its_own_parameter_connection():
+    """connectGui returns None on Slicer 5.6/5.8 (nothing to disconnect): the widget connects Slicer's connectors
+    through its own ParameterGuiLink (tested in test_slicer_gui_logic.py) and ends it on exit and cleanup."""
+    source = _gui_source()
+    assert "connectGui(" not in source and "disconnectGui(" not in source
+    assert _calls(_method("setParameterNode"), "connect") and _calls(_method("_boundConnectors"), "createGuiConnector")
+    for name in ("exit", "setParameterNode"):
+        assert _calls(_method(name), "_disconnectParameterNode"), name
+    assert _calls(_method("_disconnectParameterNode"), "disconnect") and _calls(_method("cleanup"), "disconnect")
+
+
+def test_slicer_self_test_without_the_packages_logs_and_returns():
+    """Reload and Test calls runTest directly: a missing package is a logged line and a return, not SkipTest."""
+    run_test = _method("runTest")
+    assert (
+        _calls(run_test, "self_test_skip_reason") and _calls(run_test, "warning") and not _calls(run_test, "skipTest")
+    )
+    guard = next(n for n in run_test.body if isinstance(n, ast.If))
+    assert any(isinstance(n, ast.Return) for n in guard.body)
+    assert run_test.body.index(guard) < next(
+        i for i, n in enumerate(run_test.body) if "test_LungDDPM_phantom_synthesis" in ast.unparse(n)
+    )
+
+
+def test_slicer_package_installation_runs_in_the_worker_python():
+    """No PyTorchUtils.installTorch (it imports torch in Slicer's process) and no slicer.util.pip_install (it blocks
+    the main thread): the installation is an InstallRun in a worker process, polled on the timer."""
+    trees = [*_gui_asts(), *(ast.parse(p.read_text()) for p in (MODULE / "LungDDPMLogic").glob("*.py"))]
+    for tree in trees:
+        assert not _calls(tree, "installTorch") and not _calls(tree, "pip_install")
+    assert _calls(_method("_installingDependencies"), "startInstall")
+    assert _calls(_method("startInstall"), "start")
 
 
 def _cmake_list(text, variable):
@@ -210,15 +303,17 @@ def test_slicer_cmake_lists_every_python_file_and_existing_resources():
 
 
 def test_slicer_module_imports_no_engine_or_torch_at_import_time():
-    tree = _module_ast()
-    for node in tree.body:  # only module-level statements run at import
-        names = []
-        if isinstance(node, ast.Import):
-            names = [a.name for a in node.names]
-        elif isinstance(node, ast.ImportFrom):
-            names = [node.module or ""]
-        for name in names:
-            assert not name.startswith(("torch", "LungDDPMLib", "LungDDPMLogic")), f"module-level import of {name}"
+    """Slicer loads the module file, and with it LungDDPMGui, at every start: neither may pull in the engine."""
+    for path in GUI_FILES:
+        for node in ast.parse(path.read_text()).body:  # only module-level statements run at import
+            names = []
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                names = [node.module or ""]
+            for name in names:
+                bad = name.startswith(("torch", "LungDDPMLib", "LungDDPMLogic"))
+                assert not bad, f"module-level import of {name} in {path.name}"
     # the qt-free logic package: no qt anywhere, no torch at module level
     for path in (MODULE / "LungDDPMLogic").glob("*.py"):
         src = ast.parse(path.read_text(encoding="utf-8"))
@@ -246,8 +341,8 @@ def test_slicer_extension_index_entry():
 
 
 def _choices(field: str) -> tuple:
-    m = re.search(rf"{field}: Annotated\[str, Choice\((\[.*?\])\)\]", (MODULE / "LungDDPM.py").read_text())
-    assert m, f"no Choice parameter {field!r} in LungDDPM.py"
+    m = re.search(rf"{field}: Annotated\[str, Choice\((\[.*?\])\)\]", PARAMETERS.read_text())
+    assert m, f"no Choice parameter {field!r} in {PARAMETERS.name}"
     return tuple(ast.literal_eval(m.group(1)))
 
 
@@ -268,7 +363,7 @@ def test_slicer_nodule_placement_offers_shapes_and_types():
     assert 'SHAPES = ("round", "lobulated", "spiculated")' in placement
     assert _choices("noduleShape") == ("round", "lobulated", "spiculated")
     assert _choices("noduleType") == ("solid", "part-solid", "ground-glass")
-    assert re.search(r'noduleType: Annotated\[str, Choice\(\[.*?\]\)\] = "solid"', (MODULE / "LungDDPM.py").read_text())
+    assert re.search(r'noduleType: Annotated\[str, Choice\(\[.*?\]\)\] = "solid"', PARAMETERS.read_text())
     tree, widgets = _ui_widgets()
     assert widgets["noduleShapeComboBox"] == ("QComboBox", "noduleShape")
     assert widgets["noduleTypeComboBox"] == ("QComboBox", "noduleType")
@@ -345,10 +440,10 @@ ENGINE_IN_SLICER = ("LungDDPMLib.errors", "LungDDPMLib.config", "LungDDPMLib.dat
 
 
 def test_slicer_process_never_imports_torch_skimage_or_the_heavy_engine():
-    """Every import in LungDDPM.py and LungDDPMLogic/, module-level or lazy: no torch, no scikit-image, and of the
+    """Every import in the Qt side and LungDDPMLogic/, module-level or lazy: no torch, no scikit-image, and of the
     engine only its light parts (the widget cannot run here, so this is its check; the logic also runs in
     test_slicer_stock_process.py under an import blocker)."""
-    files = [MODULE / "LungDDPM.py", *sorted((MODULE / "LungDDPMLogic").glob("*.py"))]
+    files = [*GUI_FILES, *sorted((MODULE / "LungDDPMLogic").glob("*.py"))]
     for path in files:
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
             if isinstance(node, ast.Import):

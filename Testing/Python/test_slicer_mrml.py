@@ -32,11 +32,11 @@ def _other_grid(image: sitk.Image) -> sitk.Image:
 
 def _scene_inputs(slicer, phantom, names=("Left Lung", "NODULE 1"), other_grid=True):
     """CT volume node + segmentation node (lung and nodule segments, drawn on another grid by default)."""
-    from LungDDPMLogic import mrml_bridge as mb
+    from LungDDPMLogic import scene_outputs as so
 
-    ct = mb.add_volume_from_sitk(phantom.ct, "Chest")
+    ct = so.add_volume_from_sitk(phantom.ct, "Chest")
     layout = _other_grid(phantom.layout) if other_grid else phantom.layout
-    drawing = mb.add_volume_from_sitk(layout, "drawing grid", labelmap=True)
+    drawing = so.add_volume_from_sitk(layout, "drawing grid", labelmap=True)
     seg = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSegmentationNode", "Layout")
     seg.SetReferenceImageGeometryParameterFromVolumeNode(drawing)
     labels = sitk.GetArrayFromImage(layout)
@@ -49,12 +49,13 @@ def _scene_inputs(slicer, phantom, names=("Left Lung", "NODULE 1"), other_grid=T
 
 
 def test_slicer_layout_from_segments_on_another_grid(slicer_scene, phantom):
+    from LungDDPMLogic import layout_builder as lb
     from LungDDPMLogic import mrml_bridge as mb
 
     ct, seg = _scene_inputs(slicer_scene, phantom)
     lung_ids, nodule_ids = mb.guess_segments(seg)
     assert len(lung_ids) == 1 and len(nodule_ids) == 1  # "Left Lung" and "NODULE 1", case-insensitive
-    layout = mb.layout_from_segmentation(seg, ct)
+    layout = lb.layout_from_segmentation(seg, ct)
     truth = sitk.GetArrayFromImage(phantom.layout)
     assert layout.array.shape == truth.shape and layout.array.dtype == np.uint8
     assert set(np.unique(layout.array)) == {0, 1, 2}
@@ -67,15 +68,115 @@ def test_slicer_layout_from_segments_on_another_grid(slicer_scene, phantom):
         mb.segment_ids_from_names(seg, ["liver"])
 
 
+def _cropped_segment(slicer, seg, name, grid, box):
+    """A segment whose label map covers only ``box`` ((k0, k1), (j0, j1), (i0, i1), in voxels of ``grid``, which may
+    reach outside it), filled with the segment's label value, as the Segment Editor leaves an edited segment."""
+    import vtk
+
+    sid = seg.GetSegmentation().AddEmptySegment("", name, [0.5, 0.5, 0.5])
+    segment = seg.GetSegmentation().GetSegment(sid)
+    (k0, k1), (j0, j1), (i0, i1) = box
+    image = slicer.vtkOrientedImageData()
+    image.SetExtent(i0, i1 - 1, j0, j1 - 1, k0, k1 - 1)
+    image.AllocateScalars(vtk.VTK_UNSIGNED_CHAR, 1)
+    image.GetPointData().GetScalars().Fill(segment.GetLabelValue())
+    matrix = vtk.vtkMatrix4x4()
+    grid.GetIJKToRASMatrix(matrix)
+    image.SetImageToWorldMatrix(matrix)
+    segment.AddRepresentation(slicer.vtkSegmentationConverter.GetSegmentationBinaryLabelmapRepresentationName(), image)
+    return sid
+
+
+def test_slicer_segments_on_the_ct_grid_are_copied_and_equal_the_export(slicer_scene, phantom):
+    """The fast path (a segment whose voxels are CT voxels is copied, not exported: about 0.7 s per segment of a
+    512 x 512 x 300 CT) gives exactly the export's mask: the CT's grid, a grid shifted by whole voxels, a cropped
+    label map reaching outside the CT, shared layers; another grid or another transform is exported."""
+    import vtk
+    from LungDDPMLogic import layout_builder as lb
+    from LungDDPMLogic import scene_outputs as so
+
+    slicer = slicer_scene
+    scene = slicer.mrmlScene
+    ct = so.add_volume_from_sitk(phantom.ct, "Chest")
+    labels = sitk.GetArrayFromImage(phantom.layout)
+    on_ct = scene.AddNewNodeByClass("vtkMRMLSegmentationNode", "on the CT")
+    on_ct.SetReferenceImageGeometryParameterFromVolumeNode(ct)
+    for name, mask in (("Lung", labels == 1), ("Nodule", labels >= 2)):
+        sid = on_ct.GetSegmentation().AddEmptySegment("", name, [0.5, 0.5, 0.5])
+        slicer.util.updateSegmentBinaryLabelmapFromArray(mask.astype(np.uint8), on_ct, sid, ct)
+    on_ct.GetSegmentation().CollapseBinaryLabelmaps(False)  # lung and nodule share a layer (label values 1, 2)
+    assert on_ct.GetSegmentation().GetNumberOfLayers() == 1
+    _cropped_segment(slicer, on_ct, "edge", ct, ((-3, 6), (10, 20), (50, 70)))  # past k = 0 and i = 63
+    shifted = scene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode", "shifted grid")
+    matrix = vtk.vtkMatrix4x4()
+    ct.GetIJKToRASMatrix(matrix)
+    origin = lb.ijk_to_ras(ct) @ np.array([3.0, -2.0, 1.0, 1.0])  # the CT's voxel (3, -2, 1)
+    for r in range(3):
+        matrix.SetElement(r, 3, origin[r])
+    shifted.SetIJKToRASMatrix(matrix)
+    slicer.util.updateVolumeFromArray(shifted, np.zeros((30, 50, 50), np.uint8))
+    on_shifted = scene.AddNewNodeByClass("vtkMRMLSegmentationNode", "on a shifted grid")
+    on_shifted.SetReferenceImageGeometryParameterFromVolumeNode(shifted)
+    box = np.zeros((30, 50, 50), np.uint8)
+    box[2:9, 40:50, 5:20] = 1
+    sid = on_shifted.GetSegmentation().AddEmptySegment("", "box", [0.5, 0.5, 0.5])
+    slicer.util.updateSegmentBinaryLabelmapFromArray(box, on_shifted, sid, shifted)
+    _cropped_segment(slicer, on_shifted, "box 2", shifted, ((20, 25), (-1, 4), (45, 55)))
+    for seg in (on_ct, on_shifted):
+        for sid in lb.segment_names(seg):
+            fast = lb._segment_on_same_grid(seg, sid, ct)
+            exported = lb._segment_exported(seg, sid, ct)
+            assert fast is not None and fast.dtype == bool and exported.any(), (seg.GetName(), sid)
+            assert np.array_equal(fast, exported), (seg.GetName(), sid)
+    drawn_elsewhere = _scene_inputs(slicer, phantom)[1]  # a coarser grid: exported
+    assert all(lb._segment_on_same_grid(drawn_elsewhere, sid, ct) is None for sid in lb.segment_names(drawn_elsewhere))
+    moved = scene.AddNewNodeByClass("vtkMRMLLinearTransformNode", "moved")
+    on_ct.SetAndObserveTransformNodeID(moved.GetID())  # the CT is not under it: the export applies it
+    assert all(lb._segment_on_same_grid(on_ct, sid, ct) is None for sid in lb.segment_names(on_ct))
+    ct.SetAndObserveTransformNodeID(moved.GetID())  # both under one transform: copied again
+    lung = lb._segment_on_same_grid(on_ct, next(iter(lb.segment_names(on_ct))), ct)
+    assert lung is not None and np.array_equal(lung, labels == 1)
+
+
+def test_slicer_synthetic_volume_shows_at_the_ct_window_with_automatic_window_level_off(slicer_scene, phantom):
+    """A synthetic volume copies its CT's look (window/level, colours, interpolation) with automatic window/level
+    off: Slicer's automatic window/level computes a histogram of every voxel on each display change (about a second
+    per 512 x 512 x 300 volume on the main thread); a label map gets a label map display."""
+    from LungDDPMLogic import mrml_bridge as mb
+    from LungDDPMLogic import scene_outputs as so
+
+    ct = so.add_volume_from_sitk(phantom.ct, "Chest")
+    look = ct.GetDisplayNode()
+    assert look.GetAutoWindowLevel() and look.GetWindow() > 100  # computed from the CT's voxels
+    computed = (look.GetWindow(), look.GetLevel())
+    auto = so.add_volume_like(ct, mb.volume_array(ct), "Chest synthetic 0").GetDisplayNode()
+    look.SetAutoWindowLevel(0)
+    look.SetWindowLevel(1500.0, -600.0)  # the user's lung window
+    look.SetInterpolate(0)
+    lung = so.add_volume_like(ct, mb.volume_array(ct), "Chest synthetic 1").GetDisplayNode()
+    assert (auto.GetWindow(), auto.GetLevel()) != (lung.GetWindow(), lung.GetLevel())
+    for display, expected in ((auto, computed), (lung, (1500.0, -600.0))):
+        assert display is not look and display.GetClassName() == look.GetClassName()
+        assert display.GetColorNodeID() == look.GetColorNodeID() and not display.GetAutoWindowLevel()
+        window_level = (display.GetWindow(), display.GetLevel())
+        display.Modified()  # no automatic recomputation on a display change
+        assert (display.GetWindow(), display.GetLevel()) == window_level
+        assert window_level == expected
+    assert auto.GetInterpolate() and not lung.GetInterpolate()
+    labels = so.add_volume_like(ct, np.zeros(mb.shape_kji(ct), np.uint8), "layout", labelmap=True)
+    assert labels.GetDisplayNode().IsA("vtkMRMLLabelMapVolumeDisplayNode")
+
+
 def test_slicer_synthesis_outputs_geometry_provenance_hierarchy(slicer_scene, phantom, tiny_checkpoint):
     from LungDDPMLogic import mrml_bridge as mb
+    from LungDDPMLogic import scene_outputs as so
     from LungDDPMLogic.synthesis_run import RunSettings, SynthesisRun
 
     slicer = slicer_scene
     ct, seg = _scene_inputs(slicer, phantom)
     sh = slicer.mrmlScene.GetSubjectHierarchyNode()
     patient = sh.CreateFolderItem(sh.GetSceneItemID(), "Patient 1")
-    sh.SetItemParent(mb.sh_item(ct), patient)
+    sh.SetItemParent(so.sh_item(ct), patient)
     registered = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLLinearTransformNode", "registration")
     for node in (ct, seg):  # the user moved the CT and its layout together: outputs must follow
         node.SetAndObserveTransformNodeID(registered.GetID())
@@ -111,6 +212,9 @@ def test_slicer_synthesis_outputs_geometry_provenance_hierarchy(slicer_scene, ph
     for node in [*out.volumes, out.layout]:
         assert node.GetTransformNodeID() == registered.GetID()
     assert np.array_equal(slicer.util.arrayFromVolume(out.layout), run.layout.array)
+    colors = out.layout.GetDisplayNode().GetColorNode()  # the layout's own colours, not the generic table
+    assert colors.GetAttribute("LungDDPM.role") == "layout colors"
+    assert [colors.GetColorName(v) for v in (1, 2)] == ["lung", "nodule"]
     # metrics table: a row per (sample, region); kept anatomy has zero error
     table = out.metrics_table.GetTable()
     assert table.GetNumberOfRows() == 2 * 4
@@ -166,6 +270,7 @@ def test_slicer_cancel_leaves_scene_unchanged(slicer_scene, phantom, tiny_checkp
 
 def test_slicer_bad_inputs_give_clear_errors_and_add_no_nodes(slicer_scene, phantom):
     from LungDDPMLogic import mrml_bridge as mb
+    from LungDDPMLogic import scene_outputs as so
     from LungDDPMLogic.synthesis_run import RunSettings, SynthesisRun
 
     slicer = slicer_scene
@@ -197,7 +302,7 @@ def test_slicer_bad_inputs_give_clear_errors_and_add_no_nodes(slicer_scene, phan
     # a segmentation drawn somewhere else (does not overlap the CT)
     far = sitk.Image(phantom.layout)
     far.SetOrigin([o + 5000.0 for o in far.GetOrigin()])
-    away = mb.add_volume_from_sitk(far, "far away", labelmap=True)
+    away = so.add_volume_from_sitk(far, "far away", labelmap=True)
     seg_far = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSegmentationNode", "Far")
     seg_far.SetReferenceImageGeometryParameterFromVolumeNode(away)
     sid = seg_far.GetSegmentation().AddEmptySegment("", "lung", [1, 0, 0])
@@ -206,19 +311,20 @@ def test_slicer_bad_inputs_give_clear_errors_and_add_no_nodes(slicer_scene, phan
     )
     check(SynthesisRun(ct, seg_far), "does not overlap")
     # a volume that is not a CT in Hounsfield units (an MR-like 0..1000 volume)
-    mr = mb.add_volume_like(ct, np.random.default_rng(0).uniform(0, 1000, shape).astype(np.float32), "MR")
+    mr = so.add_volume_like(ct, np.random.default_rng(0).uniform(0, 1000, shape).astype(np.float32), "MR")
     check(SynthesisRun(mr, seg), "Hounsfield")
     # the same segment as lung and nodule
     check(SynthesisRun(ct, seg, lung_ids=[lung_id], nodule_ids=[lung_id]), "both as lung and as nodule")
 
 
 def test_slicer_nodule_placement_adds_a_sized_nodule_segment(slicer_scene, phantom):
+    from LungDDPMLogic import layout_builder as lb
     from LungDDPMLogic import mrml_bridge as mb
     from LungDDPMLogic import nodule_placement as npl
 
     slicer = slicer_scene
     ct, seg = _scene_inputs(slicer, phantom, other_grid=False)
-    lung = mb.layout_from_segmentation(seg, ct).array == 1
+    lung = lb.layout_from_segmentation(seg, ct).array == 1
     k, j, i = np.argwhere(lung)[len(np.argwhere(lung)) // 2]
     centre = (mb.ijk_to_ras(ct) @ np.array([i, j, k, 1.0]))[:3]
     markups = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLMarkupsFiducialNode", "Nodule points")
@@ -234,7 +340,7 @@ def test_slicer_nodule_placement_adds_a_sized_nodule_segment(slicer_scene, phant
     assert mb.terminology_role(segment) == "nodule" and "^27925004^Nodule" in segment.GetTerminology()
     segment.SetName("renamed blob")  # the terminology code still says what it is
     assert sid in mb.guess_segments(seg)[1]
-    layout = mb.layout_from_segmentation(seg, ct).array
+    layout = lb.layout_from_segmentation(seg, ct).array
     assert (layout[mask] == 2).all()  # the name states the class: renamed without one, it is a plain nodule
     for shape in ("lobulated", "spiculated"):
         m = npl.nodule_mask(ct, centre, 12.0, shape, seed=1)
@@ -248,6 +354,7 @@ def test_slicer_nodule_placement_adds_a_sized_nodule_segment(slicer_scene, phant
 def test_slicer_set_metrics_over_scene_volumes(slicer_scene, phantom):
     """FID/MMD and diversity of two 'samples' against the real CT, through `lungddpm evaluate` in a worker."""
     from LungDDPMLogic import mrml_bridge as mb
+    from LungDDPMLogic import scene_outputs as so
     from LungDDPMLogic.set_metrics_run import SetMetricsRun
 
     slicer = slicer_scene
@@ -258,7 +365,7 @@ def test_slicer_set_metrics_over_scene_volumes(slicer_scene, phantom):
     for k, shift in enumerate((30, 40)):
         arr = real.copy()
         arr[lung] += shift  # each "sample" brighter in the lung by a known amount: diversity 10 HU
-        samples.append(mb.add_volume_like(ct, arr, f"Chest synthetic {k}"))
+        samples.append(so.add_volume_like(ct, arr, f"Chest synthetic {k}"))
     before = slicer.mrmlScene.GetNumberOfNodes()
     run = SetMetricsRun([ct], samples, seg)
     run.prepare()
@@ -278,10 +385,11 @@ def test_slicer_set_metrics_over_scene_volumes(slicer_scene, phantom):
 
 def test_slicer_set_metrics_bad_selections_are_clear(slicer_scene, phantom):
     from LungDDPMLogic import mrml_bridge as mb
+    from LungDDPMLogic import scene_outputs as so
     from LungDDPMLogic.set_metrics_run import SetMetricsRun
 
     ct, _seg = _scene_inputs(slicer_scene, phantom, other_grid=False)
-    other = mb.add_volume_like(ct, mb.volume_array(ct), "copy")
+    other = so.add_volume_like(ct, mb.volume_array(ct), "copy")
     before = slicer_scene.mrmlScene.GetNumberOfNodes()
     with pytest.raises(mb.LayoutError, match="at least one real and one synthetic"):
         SetMetricsRun([ct], []).prepare()
@@ -295,11 +403,12 @@ def test_slicer_set_metrics_bad_selections_are_clear(slicer_scene, phantom):
 def test_slicer_set_metrics_pairs_samples_with_the_ct_they_came_from(slicer_scene, phantom):
     """Two real CTs on one grid: a sample goes to the CT recorded at synthesis; off-grid samples are refused."""
     from LungDDPMLogic import mrml_bridge as mb
+    from LungDDPMLogic import scene_outputs as so
     from LungDDPMLogic.set_metrics_run import SetMetricsRun
 
     ct, _seg = _scene_inputs(slicer_scene, phantom, other_grid=False)
-    twin = mb.add_volume_like(ct, mb.volume_array(ct), "Twin")
-    sample = mb.add_volume_like(ct, mb.volume_array(ct), "Twin synthetic 0")
+    twin = so.add_volume_like(ct, mb.volume_array(ct), "Twin")
+    sample = so.add_volume_like(ct, mb.volume_array(ct), "Twin synthetic 0")
     sample.SetAttribute("LungDDPM.referenceVolumeID", twin.GetID())
     run = SetMetricsRun([ct, twin], [sample])
     assert run.owner(sample) == 1
@@ -307,7 +416,7 @@ def test_slicer_set_metrics_pairs_samples_with_the_ct_they_came_from(slicer_scen
     assert run.owner(sample) == 0  # no record: the first real CT on its grid
     grid = _other_grid(phantom.ct)  # a coarser grid (its uint8 values are not used)
     moved = sitk.Resample(phantom.ct, grid, sitk.Transform(), sitk.sitkLinear, -1000, sitk.sitkInt16)
-    off = mb.add_volume_from_sitk(moved, "Resampled")
+    off = so.add_volume_from_sitk(moved, "Resampled")
     with pytest.raises(mb.LayoutError, match="not on the grid of any checked real volume"):
         SetMetricsRun([ct], [off]).check_inputs()
 
@@ -315,7 +424,7 @@ def test_slicer_set_metrics_pairs_samples_with_the_ct_they_came_from(slicer_scen
 def test_slicer_loading_failure_leaves_nothing_behind(slicer_scene, phantom, tiny_checkpoint, monkeypatch):
     """All or nothing: if loading fails after the volumes and the layout were created, all of them go again (the
     layout label map is never left at the scene root)."""
-    from LungDDPMLogic import mrml_bridge as mb
+    from LungDDPMLogic import scene_outputs as so
     from LungDDPMLogic.synthesis_run import RunSettings, SynthesisRun
 
     ct, seg = _scene_inputs(slicer_scene, phantom, other_grid=False)
@@ -327,7 +436,7 @@ def test_slicer_loading_failure_leaves_nothing_behind(slicer_scene, phantom, tin
         assert any(n.GetName() == "Chest layout" for n in nodes)  # the last step, after every node was created
         raise RuntimeError("transform failed")
 
-    monkeypatch.setattr(mb, "follow_parent_transform", broken)
+    monkeypatch.setattr(so, "follow_parent_transform", broken)
     scene = slicer_scene.mrmlScene
     scene.GetSubjectHierarchyNode()  # the scene's singleton (always present in Slicer), not an output
     ids = {scene.GetNthNode(n).GetID() for n in range(scene.GetNumberOfNodes())}

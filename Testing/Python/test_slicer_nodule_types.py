@@ -21,14 +21,14 @@ SIZE, SPACING = (40, 36, 24), (2.0, 2.0, 3.0)  # x, y, z
 
 def _ct(slicer):
     """A small CT volume node (HU: soft tissue, lung, air at the edges, some noise) on a 2x2x3 mm grid."""
-    from LungDDPMLogic import mrml_bridge as mb
+    from LungDDPMLogic import scene_outputs as so
 
     array = np.where(LUNG > 0, -850, 40) + np.random.default_rng(0).normal(0, 20, LUNG.shape)
     array[:, :2] = -1000
     image = sitk.GetImageFromArray(array.astype(np.int16))
     image.SetSpacing(SPACING)
     image.SetOrigin((-40.0, -36.0, -36.0))
-    return mb.add_volume_from_sitk(image, "Chest")
+    return so.add_volume_from_sitk(image, "Chest")
 
 
 def _box(k, j, i):
@@ -71,9 +71,12 @@ def test_slicer_label_values_agree_with_the_engine():
     assert set(mb.NODULE_LABELS) == set(config.NODULE_LABELS)
     assert npl.NODULE_TYPES == config.NODULE_TYPES and npl.NODULE_TYPES[0] == "solid"
     assert sorted(mb.NODULE_PAINT_ORDER) == sorted(config.NODULE_LABELS)
+    values = np.arange(256, dtype=np.uint8)  # is_nodule_label tests a range: exactly the nodule labels are in it
+    assert values[mb.is_nodule_label(values)].tolist() == sorted(config.NODULE_LABELS)
 
 
 def test_slicer_typed_segment_names_give_typed_labels(slicer_scene):
+    from LungDDPMLogic import layout_builder as lb
     from LungDDPMLogic import mrml_bridge as mb
 
     ct = _ct(slicer_scene)
@@ -81,7 +84,7 @@ def test_slicer_typed_segment_names_give_typed_labels(slicer_scene):
     lungs, nodules = mb.guess_segments(seg)
     assert lungs == [ids["Lung"]]
     assert nodules == [ids[n] for n, _, _ in NAMED_NODULES]  # "GGO" alone counts as a nodule
-    layout = mb.layout_from_segmentation(seg, ct)
+    layout = lb.layout_from_segmentation(seg, ct)
     for name, mask, label in NAMED_NODULES:
         assert (layout.array[mask > 0] == label).all(), name
         assert layout.nodule_labels[ids[name]] == label, name
@@ -100,7 +103,7 @@ def test_slicer_typed_segment_names_give_typed_labels(slicer_scene):
 def test_slicer_overlapping_nodules_of_different_classes_denser_wins_in_any_order(slicer_scene):
     """Where nodule segments of different classes overlap, a stated class beats none and a denser class a lighter
     one (solid > part-solid > ground-glass > unstated), whatever the order of the segments; a warning says so."""
-    from LungDDPMLogic import mrml_bridge as mb
+    from LungDDPMLogic import layout_builder as lb
 
     ct = _ct(slicer_scene)
     ggo = _box(slice(6, 14), slice(8, 20), slice(8, 20))
@@ -111,11 +114,11 @@ def test_slicer_overlapping_nodules_of_different_classes_denser_wins_in_any_orde
     arrays = []
     for n, order in enumerate((segments, segments[:1] + segments[1:][::-1])):
         seg, ids = _segmentation(slicer_scene, ct, order, name=f"Layout {n}")
-        layout = mb.layout_from_segmentation(seg, ct)
+        layout = lb.layout_from_segmentation(seg, ct)
         arrays.append(layout.array)
         # the explicit choice in another order gives the same layout too
         reversed_ids = [ids[name] for name, _ in segments[1:]][::-1]
-        assert np.array_equal(mb.layout_from_segmentation(seg, ct, [ids["Lung"]], reversed_ids).array, layout.array)
+        assert np.array_equal(lb.layout_from_segmentation(seg, ct, [ids["Lung"]], reversed_ids).array, layout.array)
         overlaps = [w for w in layout.warnings if "overlap" in w]
         assert overlaps and all("a denser class over a lighter one" in w for w in overlaps), layout.warnings
     assert np.array_equal(arrays[0], arrays[1])
@@ -143,6 +146,7 @@ def _tag(segment, key):
 
 @pytest.mark.parametrize("nodule_type, label", [("solid", 3), ("part-solid", 4), ("ground-glass", 5)])
 def test_slicer_placed_nodule_states_its_type_in_name_and_tag(slicer_scene, nodule_type, label):
+    from LungDDPMLogic import layout_builder as lb
     from LungDDPMLogic import mrml_bridge as mb
     from LungDDPMLogic import nodule_placement as npl
 
@@ -159,7 +163,7 @@ def test_slicer_placed_nodule_states_its_type_in_name_and_tag(slicer_scene, nodu
     assert segment.GetColor() == pytest.approx(npl.NODULE_COLORS[nodule_type])
     assert sid in mb.guess_segments(seg)[1]
     mask = slicer.util.arrayFromSegmentBinaryLabelmap(seg, sid, ct) > 0
-    layout = mb.layout_from_segmentation(seg, ct)
+    layout = lb.layout_from_segmentation(seg, ct)
     assert mask.any() and (layout.array[mask] == label).all()
     assert layout.nodule_labels[sid] == label
     # the next placed nodule is number 3, whatever the class of number 2
@@ -189,6 +193,7 @@ def test_slicer_placement_type_errors_add_nothing(slicer_scene):
 def test_slicer_phantom_scene_has_typed_nodule_segments(slicer_scene, tmp_path):
     """The phantom's layout carries each nodule's class (3/4/5); the scene gets one coded segment per class, named
     so that the layout read back from the scene is the phantom's own, label for label."""
+    from LungDDPMLogic import layout_builder as lb
     from LungDDPMLogic import mrml_bridge as mb
     from LungDDPMLogic.phantom_scene import load_phantom, phantom_segments
 
@@ -208,7 +213,7 @@ def test_slicer_phantom_scene_has_typed_nodule_segments(slicer_scene, tmp_path):
     segmentation = seg.GetSegmentation()
     roles = [mb.terminology_role(segmentation.GetNthSegment(n)) for n in range(segmentation.GetNumberOfSegments())]
     assert roles == ["lung", "nodule", "nodule", "nodule"]
-    layout = mb.layout_from_segmentation(seg, ct)
+    layout = lb.layout_from_segmentation(seg, ct)
     assert np.array_equal(layout.array, labels)
     # untyped nodules (label 2) and a healthy phantom keep a plain "Nodule" segment
     assert [n for n, _, _ in phantom_segments(np.array([0, 1, 2, 5]))] == ["Lung", "Nodule", "Nodule ground-glass"]
@@ -252,3 +257,43 @@ def test_slicer_synthesis_reports_what_the_model_did_with_the_nodule_types(slice
     assert "not conditioned on nodule type" in node.GetAttribute("LungDDPM.nodule_types.note")
     assert outputs.notes == [node.GetAttribute("LungDDPM.nodule_types.note")]
     assert mb.volume_array(outputs.layout)[ggo > 0].tolist() == [5] * int(ggo.sum())
+
+
+def test_slicer_layout_label_map_names_and_colours_each_class(slicer_scene):
+    """A layout label map shows lung and each nodule class in its own colour and name (the generic table's names
+    for 1-5 are other anatomy); the names read back as the same classes; one table per scene, shared by runs."""
+    from LungDDPMLogic import scene_outputs as so
+    from LungDDPMLogic.nodule_placement import NODULE_COLORS
+
+    from LungDDPMLib.data.nodule_types import type_from_name
+
+    scene = slicer_scene.mrmlScene
+    ct = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "CT")
+    slicer_scene.util.updateVolumeFromArray(ct, np.full((4, 5, 6), -1000, np.int16))
+    layouts = [
+        so.add_volume_like(ct, np.arange(120, dtype=np.uint8).reshape(4, 5, 6) % 6, f"L{n}", True) for n in (0, 1)
+    ]
+    created = [so.show_with_layout_colors(node) for node in layouts]
+    table = layouts[0].GetDisplayNode().GetColorNode()
+    assert created == [table, None] and layouts[1].GetDisplayNode().GetColorNode() is table
+    tables = scene.GetNodesByClass("vtkMRMLColorTableNode")
+    ours = [tables.GetItemAsObject(n) for n in range(tables.GetNumberOfItems())]
+    assert [t.GetAttribute("LungDDPM.role") for t in ours].count("layout colors") == 1
+    assert table.GetNumberOfColors() == 6 and not table.GetHideFromEditors()  # hidden nodes are not saved
+    names = [table.GetColorName(v) for v in range(6)]
+    assert names[:3] == ["background", "lung", "nodule"]
+    assert {v: type_from_name(names[v]) for v in (2, 3, 4, 5)} == {
+        config.LABEL_NODULE: None,
+        **{v: k for k, v in config.LABEL_OF_TYPE.items()},
+    }
+    rgba = [0.0] * 4
+    table.GetColor(0, rgba)
+    assert rgba[3] == 0.0  # background transparent
+    for kind, value in config.LABEL_OF_TYPE.items():
+        table.GetColor(value, rgba)
+        assert np.allclose(rgba, (*NODULE_COLORS[kind], 1.0), atol=1 / 255), kind  # as placed nodule segments
+    colours = set()
+    for value in range(1, 6):
+        table.GetColor(value, rgba)
+        colours.add(tuple(np.round(rgba, 3)))
+    assert len(colours) == 5  # every class its own colour

@@ -7,6 +7,7 @@ widget's timer does and checks the state after a failure at each stage.
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 
@@ -88,17 +89,43 @@ def test_slicer_failed_run_restores_the_button_and_a_new_run_can_start(slicer_sc
     assert not run.worker.workdir.exists()  # the files go once the process tree is gone
 
 
+def test_slicer_timer_tick_reports_a_failure_instead_of_raising(slicer_scene, phantom_files, tmp_path, caplog):
+    """The GUI's 200 ms poll goes through tick_safely (no tryWithErrorDisplay, no wait cursor per tick): a failed run
+    is reported once, with its one-line message and the traceback for the details, logged, and the slot is idle."""
+    from LungDDPMLogic.phantom_scene import load_phantom
+    from LungDDPMLogic.run_control import State, TaskSlot, tick_safely
+
+    ct, seg = load_phantom(*phantom_files)
+    slot = TaskSlot("Apply")
+    slot.start(_synthesis(ct, seg, checkpoint=str(tmp_path / "missing.pt"), steps=2))
+    reports, ticks, deadline = [], 0, time.monotonic() + 120
+    with caplog.at_level(logging.ERROR):
+        while slot.busy and time.monotonic() < deadline:
+            report = lambda message, details: reports.append((message, details))  # noqa: E731
+            outcome = tick_safely(lambda: slot.tick(lambda run: run.finish()), report, "Synthesis failed.")
+            ticks += 1
+            time.sleep(0.05)
+    assert ticks > 1 and outcome is None and (slot.state, slot.button_text) == (State.IDLE, "Apply")
+    assert len(reports) == 1
+    message, details = reports[0]
+    assert "missing.pt" in message and "\n" not in message and "Traceback" not in message
+    assert "Traceback" in details and "WorkerError" in details
+    assert [r.levelno for r in caplog.records if "missing.pt" in r.getMessage()] == [logging.ERROR]
+    assert tick_safely(lambda: "outcome", report, "unused") == "outcome" and len(reports) == 1
+
+
 @pytest.mark.skipif(os.name != "posix", reason="the worker wrapper is a POSIX shell script")
 def test_slicer_failed_fid_mmd_restores_the_button_with_a_one_line_message(slicer_scene, phantom_files, tmp_path):
     """FID/MMD in a worker that lacks scikit-image: a one-line error naming the package, and the slot idle."""
     from LungDDPMLogic import mrml_bridge as mb
+    from LungDDPMLogic import scene_outputs as so
     from LungDDPMLogic.phantom_scene import load_phantom
     from LungDDPMLogic.run_control import State, TaskSlot
     from LungDDPMLogic.set_metrics_run import SetMetricsRun
     from LungDDPMLogic.synthesis_run import WorkerError
 
     ct, seg = load_phantom(*phantom_files)
-    sample = mb.add_volume_like(ct, mb.volume_array(ct) + 10, "Phantom CT synthetic 0")
+    sample = so.add_volume_like(ct, mb.volume_array(ct) + 10, "Phantom CT synthetic 0")
     python = conftest_slicer.python_lacking(tmp_path, "skimage")
 
     def make():

@@ -10,6 +10,7 @@ metrics through the GUI's task slot, FID/MMD, device listing and model descripti
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
 import os
 import subprocess
@@ -44,6 +45,7 @@ SCRIPT = textwrap.dedent(
     slicer = conftest_slicer.setup_headless()
     from LungDDPMLogic.dependencies import ensure_dependencies
     from LungDDPMLogic.engine_probe import Probe
+    from LungDDPMLogic.installer import InstallRun, check_step
     from LungDDPMLogic.model_info import CHECKING, ModelDescriber
     from LungDDPMLogic.phantom_scene import load_phantom, run_to_end, write_phantom
     from LungDDPMLogic.run_control import TaskSlot
@@ -51,7 +53,7 @@ SCRIPT = textwrap.dedent(
     from LungDDPMLogic.synthesis_run import RunSettings, SynthesisRun
 
     questions = []
-    installed = ensure_dependencies(lambda q: questions.append(q) or False)
+    install = ensure_dependencies(lambda q: questions.append(q) or False)
     ct, seg = load_phantom(*write_phantom(Path({work!r})))
 
     def drive(slot, make):
@@ -92,12 +94,15 @@ SCRIPT = textwrap.dedent(
     while text is None and time.monotonic() < deadline:
         text = describer.poll()
         time.sleep(0.05)
+    check = InstallRun([check_step(["torch", "skimage"])])  # the import check runs in the worker's Python
+    check.wait(120)
     print(json.dumps({{
         "refused": refused,
         "segments": [seg.GetSegmentation().GetNthSegment(n).GetName()
                      for n in range(seg.GetSegmentation().GetNumberOfSegments())],
         "questions": questions,
-        "installed": installed,
+        "install": install is not None,
+        "checked": check.result(),
         "button": slot.button_text,
         "volumes": [v.GetName() for v in outputs.volumes],
         "metrics_error": outputs.metrics_error,
@@ -142,7 +147,10 @@ def test_slicer_whole_flow_in_a_process_without_torch_or_skimage(tmp_path, tiny_
     allowed = ("LungDDPMLib", "LungDDPMLib.errors", "LungDDPMLib.config")
     assert all(m in allowed or m.startswith("LungDDPMLib.data") for m in out["engine_modules"]), out
     # the worker's Python has everything: nothing asked, nothing installed
-    assert out["questions"] == [] and out["installed"] == []
+    assert out["questions"] == [] and out["install"] is False
+    # the import check of an installation ran in the worker: torch imported there, not here (refused here)
+    assert out["checked"]["torch"].startswith(importlib.metadata.version("torch").split("+")[0])
+    assert out["checked"]["skimage"] == importlib.metadata.version("scikit-image")
     # the phantom's one nodule arrives as a segment named by its class (read back as a typed layout label)
     assert out["segments"][0] == "Lung" and len(out["segments"]) == 2, out["segments"]
     assert out["segments"][1] in ("Nodule solid", "Nodule part-solid", "Nodule ground-glass"), out["segments"]
@@ -159,18 +167,91 @@ def test_slicer_whole_flow_in_a_process_without_torch_or_skimage(tmp_path, tiny_
 
 
 @pytest.mark.skipif(os.name != "posix", reason="the wrapper is a POSIX shell script")
-def test_slicer_missing_worker_packages_are_installed_only_after_asking(tmp_path, slicer_scene):
+def test_slicer_missing_worker_packages_are_installed_in_the_worker_only_after_asking(tmp_path, slicer_scene):
+    """One question, then pip runs in the worker's Python in the background; its output reaches the log, and the
+    final import check there finds that the packages still do not import (this Python refuses them), so the run
+    fails with that one line instead of reporting success."""
     from LungDDPMLogic.dependencies import DependencyError, ensure_dependencies, missing_packages
+    from LungDDPMLogic.installer import CHECK_CODE
 
     python = conftest_slicer.python_lacking(tmp_path, "skimage,scipy")
     assert missing_packages(python) == ["scipy", "skimage"]
     assert missing_packages(sys.executable) == []
-    questions, pip_calls = [], []
-    with pytest.raises(DependencyError, match="scipy scikit-image"):
-        ensure_dependencies(lambda q: questions.append(q) or False, python, pip_calls.append)
-    assert len(questions) == 1 and "scipy scikit-image" in questions[0] and pip_calls == []  # asked, not installed
-    assert ensure_dependencies(lambda q: True, python, pip_calls.append) == ["scipy", "scikit-image"]
-    assert pip_calls == ["scipy scikit-image"]
+    questions = []
+    with pytest.raises(DependencyError, match="scipy scikit-image; accept the offer"):
+        ensure_dependencies(lambda q: questions.append(q) or False, python)
+    assert len(questions) == 1 and "scipy, scikit-image" in questions[0] and "background" in questions[0]
+    run = ensure_dependencies(lambda q: True, python)  # started, returns at once
+    assert [step.args for step in run.steps] == [
+        ["-m", "pip", "install", "scipy", "scikit-image"],
+        ["-c", CHECK_CODE, "scipy", "skimage"],
+    ]
+    run.wait(300)
+    assert run.finished and any("already satisfied" in line for line in run.log)  # pip ran, and said so
+    with pytest.raises(DependencyError, match="still not importable after installing: scipy") as failure:
+        run.result()
+    assert "\n" not in str(failure.value) and run.index == 1  # the check step was the one that failed
+
+
+def test_slicer_install_steps_run_one_after_another_without_blocking(tmp_path):
+    """Each step is a process of the worker's Python, polled like a run (no poll waits for it); a failed step ends
+    the run with the step's name and its last error line, and later steps never start."""
+    import importlib.metadata
+    import time
+
+    conftest_slicer.add_module_path()
+    from LungDDPMLogic.installer import DependencyError, InstallRun, InstallStep, check_step
+
+    run = InstallRun([InstallStep("pip", ["-m", "pip", "--version"]), check_step(["numpy", "SimpleITK"])])
+    statuses, slowest = set(), 0.0
+    while not run.finished:
+        started = time.perf_counter()
+        run.poll()
+        slowest = max(slowest, time.perf_counter() - started)
+        statuses.add(run.status)
+        time.sleep(0.02)
+    assert slowest < 0.5, slowest  # a poll drains a queue, it never waits for the process
+    assert {s.split(":")[0] for s in statuses if "step" in s} == {
+        "installing in the background, step 1 of 2",
+        "installing in the background, step 2 of 2",
+    }
+    assert any(line.startswith("pip ") for line in run.log) and run.fraction == 1.0
+    assert run.result() == {"numpy": importlib.metadata.version("numpy"), "SimpleITK": run.versions["SimpleITK"]}
+    offline = ["-m", "pip", "install", "--no-index", "--find-links", str(tmp_path), "lungddpm-no-such-package"]
+    failing = InstallRun([InstallStep("the missing package", offline), check_step(["numpy"])])
+    failing.wait(120)
+    with pytest.raises(DependencyError, match=r"the missing package failed \(exit code 1\): .*lungddpm-no-such"):
+        failing.result()
+    assert failing.index == 0 and failing.versions == {}  # the check never ran
+
+
+def test_slicer_torch_is_installed_by_light_the_torch_in_the_worker():
+    """The PyTorch plan: light-the-torch (what the PyTorch extension uses to pick the CUDA build) installed by pip
+    and run as a module of the worker's Python, then the import check there; the question says what happens."""
+    conftest_slicer.add_module_path()
+    from LungDDPMLogic.dependencies import install_question, install_steps
+    from LungDDPMLogic.installer import CHECK_CODE
+
+    steps = install_steps(["torch", "skimage"])
+    assert [step.args for step in steps] == [
+        ["-m", "pip", "install", "light-the-torch>=0.5"],
+        ["-m", "light_the_torch", "install", "torch>=2.1"],
+        ["-m", "pip", "install", "scikit-image"],
+        ["-c", CHECK_CODE, "torch", "skimage"],
+    ]
+    question = install_question(["torch", "skimage"])
+    assert "PyTorch, scikit-image" in question and "GPU driver" in question and "Slicer stays usable" in question
+
+
+@pytest.mark.skipif(os.name != "posix", reason="the wrapper is a POSIX shell script")
+def test_slicer_self_test_says_why_it_cannot_run(tmp_path):
+    """Without torch in the worker's Python the self-test logs this line and returns (no failure pop-up)."""
+    conftest_slicer.add_module_path()
+    from LungDDPMLogic.phantom_scene import self_test_skip_reason
+
+    reason = self_test_skip_reason(conftest_slicer.python_lacking(tmp_path, "torch"))
+    assert reason.startswith("the worker's Python lacks torch;") and "press Apply" in reason and "\n" not in reason
+    assert self_test_skip_reason(sys.executable) is None
 
 
 @pytest.mark.skipif(os.name != "posix", reason="the wrapper is a POSIX shell script")
@@ -178,7 +259,7 @@ def test_slicer_metrics_failure_in_the_worker_keeps_the_volumes(tmp_path, tiny_c
     """A worker without scikit-image still synthesises; the metrics event reports the failure and the outputs stay,
     with the layout in the run folder (not at the scene root)."""
     slicer = slicer_scene
-    from LungDDPMLogic import mrml_bridge as mb
+    from LungDDPMLogic import scene_outputs as so
     from LungDDPMLogic.phantom_scene import load_phantom, write_phantom
     from LungDDPMLogic.synthesis_run import RunSettings, SynthesisRun
 
@@ -191,6 +272,6 @@ def test_slicer_metrics_failure_in_the_worker_keeps_the_volumes(tmp_path, tiny_c
     assert "skimage" in outputs.metrics_error and outputs.metrics_table is None
     assert [v.GetName() for v in outputs.volumes] == ["Phantom CT synthetic 0"]
     sh = slicer.mrmlScene.GetSubjectHierarchyNode()
-    assert sh.GetItemParent(mb.sh_item(outputs.layout)) == outputs.folder
-    assert sh.GetItemParent(mb.sh_item(outputs.volumes[0])) == outputs.folder
+    assert sh.GetItemParent(so.sh_item(outputs.layout)) == outputs.folder
+    assert sh.GetItemParent(so.sh_item(outputs.volumes[0])) == outputs.folder
     assert slicer.mrmlScene.GetNodesByClass("vtkMRMLTableNode").GetNumberOfItems() == 0
