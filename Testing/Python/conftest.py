@@ -1,14 +1,24 @@
-"""Shared fixtures for the data and phantom tests: one small phantom per session and a DICOM writer."""
+"""Shared fixtures for the data and phantom tests: one small phantom per session and a DICOM writer.
+
+The suite runs torch on one CPU thread (and so do the worker and CLI processes it starts, through
+``OMP_NUM_THREADS``), unless ``OMP_NUM_THREADS`` is set. Why: the tests' tensors are small, and on a 2-core machine
+that others share, OpenMP threads spin waiting for each other - measured here under load, the bundled demo model's
+test took 69 s with two threads and 32 s with one, the tiny training run 572 s and 92 s, with the same results.
+"""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
 import pytest
 import SimpleITK as sitk
+import torch
 
 from LungDDPMLib.phantom import NoduleSpec, make_phantom
+
+torch.set_num_threads(int(os.environ.setdefault("OMP_NUM_THREADS", "1")))
 
 SMALL_SIZE = (96, 96, 64)
 SMALL_SPACING = (2.0, 2.0, 3.0)
