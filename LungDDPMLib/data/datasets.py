@@ -18,9 +18,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import SimpleITK as sitk
@@ -32,86 +31,13 @@ from ..config import condition_values, is_nodule
 from ..errors import InputError
 from .axes import native_grid, permutation, to_model_order
 from .context import ROI_MARGIN_MM, condition_channels, near_nodules, uses_ct
-from .io import READ_SUFFIXES, PathLike, file_suffix, read_ct, strip_suffix
+from .io import PathLike, read_ct
 from .layout import layout_labels, load_layout
 from .normalize import DEFAULT_HU_WINDOW
 from .normalize import forward as normalize_forward
+from .pairing import CT_TAGS, LAYOUT_TAGS, pair_files  # noqa: F401  (re-exported for callers)
 from .pipeline import model_options, preprocess
 from .spatial import PAD_HU, Box, extract
-from .validation import warn
-
-CT_TAGS = ("ct", "image", "img", "volume", "scan")
-LAYOUT_TAGS = ("layout", "label", "labels", "labelmap", "seg", "segmentation", "mask")
-_TAG = re.compile(r"^(.*?)[_\-.]([A-Za-z]+)$")
-
-
-def _key_and_tag(path: Path) -> Tuple[str, str]:
-    stem = strip_suffix(path)
-    m = _TAG.match(stem)
-    if m and m.group(2).lower() in CT_TAGS + LAYOUT_TAGS:
-        return m.group(1).lower(), m.group(2).lower()
-    return stem.lower(), ""
-
-
-def _images(folder: Path) -> List[Path]:
-    if not folder.is_dir():
-        raise InputError(f"folder not found: {folder}")
-    return sorted(p for p in folder.iterdir() if p.is_file() and file_suffix(p) in READ_SUFFIXES)
-
-
-def pair_files(ct_dir: PathLike, layout_dir: Optional[PathLike] = None) -> List[Tuple[str, Path, Path]]:
-    """Match CTs and layouts by name: ``case1.nii.gz`` with ``case1.nii.gz`` in another folder, or
-    ``case1_ct.nrrd`` with ``case1_layout.nrrd`` (also ``_label``, ``_seg``, ``_mask``) in one folder.
-    A plain label map is preferred over a ``.seg.nrrd`` with the same name."""
-    ct_dir = Path(ct_dir)
-    cts: Dict[str, Path] = {}
-    layouts: Dict[str, Path] = {}
-
-    def collision(key: str, first: Path, second: Path) -> InputError:
-        return InputError(
-            f"{first} and {second} both pair as case {key!r} (names are matched case-insensitively, without "
-            "extension and _ct/_layout tags); rename or move one of them"
-        )
-
-    def add_layout(key: str, path: Path) -> None:
-        if key in layouts:
-            seg = [file_suffix(p) == ".seg.nrrd" for p in (layouts[key], path)]
-            if seg[0] == seg[1]:
-                raise collision(key, layouts[key], path)
-            if seg[0]:  # a plain label map wins over a .seg.nrrd of the same name
-                layouts[key] = path
-            return
-        layouts[key] = path
-
-    for path in _images(ct_dir):
-        key, tag = _key_and_tag(path)
-        if layout_dir is None and (tag in LAYOUT_TAGS or file_suffix(path) == ".seg.nrrd"):
-            add_layout(key, path)
-        elif key in cts:
-            raise collision(key, cts[key], path)
-        else:
-            cts[key] = path
-    if layout_dir is not None:
-        for path in _images(Path(layout_dir)):
-            add_layout(_key_and_tag(path)[0], path)
-    names = sorted(set(cts) & set(layouts))
-    for name in names:
-        if cts[name].resolve() == layouts[name].resolve():
-            raise InputError(
-                f"{cts[name]} would be paired with itself as CT and layout (the same file); give the layouts their "
-                "own folder, or name them case_ct / case_layout"
-            )
-    unmatched = sorted(set(cts) ^ set(layouts))
-    if not names:
-        raise InputError(
-            f"no CT/layout pairs found in {ct_dir}"
-            + (f" and {layout_dir}" if layout_dir else "")
-            + "; name them alike (case1.nii.gz in both folders, or case1_ct.nrrd + case1_layout.nrrd)"
-        )
-    if unmatched:
-        warn(f"{len(unmatched)} file(s) without a partner are ignored: {unmatched[:10]}")
-    return [(n, cts[n], layouts[n]) for n in names]
-
 
 #: Part of every disk-cache key: bump it when preprocessing changes what it produces for the same options.
 CACHE_FORMAT = 4
