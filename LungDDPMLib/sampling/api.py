@@ -183,7 +183,8 @@ def sample(
         reference: (D, H, W) real CT normalised to [-1, 1], needed for AAS.
         sampler: sampler settings (default DPM-Solver++ 2M, 20 steps).
         aas: AAS settings; default: on when a reference is given, off otherwise.
-        seeds: one sample per seed; a sample depends only on its seed (not on the others in the batch).
+        seeds: one sample per seed; with the default ``batch_size`` a sample depends only on its seed, bit for bit
+            (not on the other seeds of the call).
         known_mask: (D, H, W) voxels to keep from the reference; default ``layout == 0``, or with ``condition``
             the voxels where every channel is exactly -1 (the published rule).
         condition: (C, D, H, W) layout channels in [-1, 1] to feed the network instead of the channels made from
@@ -191,7 +192,10 @@ def sample(
             :attr:`LungDDPMLib.data.pipeline.ModelInput.channels`).
         precision: ``fp32`` (default) or ``bf16`` (autocast for the network only); the same as
             ``runtime.precision``, kept for existing callers (giving both with different values is an error).
-        batch_size: samples per network call (default: all at once).
+        batch_size: samples per network call; default 1 (all seeds step together, the network sees one at a
+            time). More can be faster on a GPU, but then a sample equals the same seed sampled alone only up to
+            rounding: convolution, linear and group-norm kernels choose their algorithm, and with it the order of
+            their sums, by batch size (on a CPU: about 1e-5 of [-1, 1] in fp32, tens of HU in bf16 channels-last).
         callback: receives a :class:`StepInfo` after every network evaluation.
         should_stop: polled before every evaluation; returning True raises :class:`SamplingCancelled`.
         runtime: how the network runs (precision, channels-last, torch.compile, CUDA graphs); default fp32 eager.
@@ -228,7 +232,11 @@ def sample(
     runtime.check_device(device)
     if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1):
         raise InputError(f"batch_size must be a positive integer, got {batch_size!r}")
-    chunk = batch_size or len(seeds)
+    chunk = batch_size or len(seeds)  # samples that step together
+    # Samples per network call: one unless asked, so that no kernel sees how many seeds share the call (the
+    # solver's elementwise arithmetic is the same for a voxel whatever the batch; on 2 CPU cores one sample per
+    # call is no slower, docs/benchmarks.md).
+    per_call = batch_size or 1
 
     outputs = []
     total = len(timesteps) * math.ceil(len(seeds) / chunk)
@@ -250,7 +258,10 @@ def sample(
                 cond = given_cond.to(device)[None].expand(b, -1, -1, -1, -1)
 
             def eps_fn(x: torch.Tensor, t: torch.Tensor, cond: torch.Tensor = cond) -> torch.Tensor:
-                return eps(x, t, cond)
+                if x.shape[0] <= per_call:
+                    return eps(x, t, cond)
+                parts = range(0, x.shape[0], per_call)
+                return torch.cat([eps(x[j : j + per_call], t[j : j + per_call], cond[j : j + per_call]) for j in parts])
 
             blender = None
             if aas.enabled:
