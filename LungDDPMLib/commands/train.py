@@ -68,6 +68,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--nodule-weight-margin", type=int, help="voxels around each nodule that share its weight (default 2)"
     )
+    p.add_argument(
+        "--flip",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="flip half of the items left-right (x, NIfTI i) at random; default: off for the published presets "
+        "(lung-ddpm, lung-ddpm-plus: the published training never flips), on for ours (--no-flip turns it off)",
+    )
     p.add_argument("--ema-decay", type=float)
     p.add_argument("--ema-every", type=int)
     p.add_argument("--ema-start", type=int)
@@ -84,6 +91,25 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--quiet", action="store_true", help="no progress lines")
     p.set_defaults(func=run)
+
+
+#: Presets that train by the published recipe, which never flips an item; ours flip half of them along x.
+PUBLISHED_RECIPE_PRESETS = ("lung-ddpm", "lung-ddpm-plus")
+#: How often an item is flipped left-right (x, NIfTI i) when flipping is on.
+FLIP_PROB = 0.5
+
+
+def flip_prob(preset_name: str, flip: Optional[bool]) -> float:
+    """The chance that a training item is flipped left-right: ``--flip``/``--no-flip`` if given, else the
+    preset's recipe (never for the published presets, :data:`FLIP_PROB` for ours)."""
+    if flip is None:
+        flip = preset_name not in PUBLISHED_RECIPE_PRESETS
+    return FLIP_PROB if flip else 0.0
+
+
+def augmentation_options(args: argparse.Namespace) -> Dict[str, Any]:
+    """The dataset options the command adds to the model's data handling: the seed and the preset's flips."""
+    return {"seed": args.seed, "flip_prob": flip_prob(args.preset, args.flip)}
 
 
 _TRAIN_FIELDS = (
@@ -203,7 +229,7 @@ def _train(args: argparse.Namespace, should_stop: Callable[[], bool]) -> int:
     if args.steps is not None:
         fields["max_steps"] = args.steps
     config = TrainConfig(seed=args.seed, **fields)
-    data_kwargs = {**model_data_options(model_cfg), "seed": args.seed}
+    data_kwargs = {**model_data_options(model_cfg), **augmentation_options(args)}
     if args.phantom is not None:
         if args.phantom < 1:
             raise InputError(f"--phantom needs at least 1 phantom, got {args.phantom}")
@@ -257,7 +283,8 @@ def _train(args: argparse.Namespace, should_stop: Callable[[], bool]) -> int:
                 "model": model_cfg.to_dict(),
                 "data": {**source, "layout_dir": args.layout_dir, "cases": len(dataset)},
             }
-            session = {"train": config.to_dict(), "world_size": info.world_size}
+            flips = {"flip_axes": list(dataset.flip_axes), "flip_prob": dataset.flip_prob}  # axis 2: x, NIfTI i
+            session = {"train": config.to_dict(), "augmentation": flips, "world_size": info.world_size}
             if warm is not None:
                 session["init_from"] = warm
             record = RunRecord(out, run, session)

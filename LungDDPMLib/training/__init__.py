@@ -11,7 +11,16 @@ Example:
 """
 
 from .config import TrainConfig
-from .datasets import TOY_VALUES, InMemoryPairs, StreamSampler, check_item, derive_seed, make_toy_pairs, toy_layout
+from .datasets import (
+    TOY_VALUES,
+    InMemoryPairs,
+    StreamSampler,
+    check_item,
+    dataset_augmentation,
+    derive_seed,
+    make_toy_pairs,
+    toy_layout,
+)
 from .distributed import DistInfo, init_from_env, shutdown
 from .ema import EMA
 from .loss import LossModule, draw_noise, seeded_model
@@ -29,6 +38,7 @@ __all__ = [
     "Trainer",
     "TrainingDiverged",
     "check_item",
+    "dataset_augmentation",
     "derive_seed",
     "draw_noise",
     "init_from_env",

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import math
-from typing import Any, Dict, Iterator, List, Sequence, Tuple, Union
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -72,6 +72,15 @@ def check_dataset_preparation(dataset: Any, config: ModelConfig) -> None:
             f"the dataset was prepared with {got} but the model expects {wanted}; build it with "
             "data.datasets.model_data_options(model.config)"
         )
+
+
+def dataset_augmentation(dataset: Any) -> Optional[Dict[str, Any]]:
+    """The random flips a dataset applies (``flip_axes`` as SimpleITK array axes, 2 = x = NIfTI i, and
+    ``flip_prob``), for the checkpoint's record; None for a dataset that does not say (it may still augment)."""
+    axes, prob = getattr(dataset, "flip_axes", None), getattr(dataset, "flip_prob", None)
+    if axes is None or prob is None:
+        return None
+    return {"flip_axes": [int(a) for a in axes], "flip_prob": float(prob)}
 
 
 def _stack(name: str, values: Union[ArrayLike, Sequence[ArrayLike]]) -> List[torch.Tensor]:

@@ -31,7 +31,7 @@ from ..device import autocast_context
 from ..diffusion import DiffusionModel
 from ..errors import CheckpointError, InputError, LungDDPMError
 from .config import TrainConfig
-from .datasets import StreamSampler, check_dataset_preparation, check_item, derive_seed
+from .datasets import StreamSampler, check_dataset_preparation, check_item, dataset_augmentation, derive_seed
 from .distributed import DistInfo, any_across, barrier, device_for, mean_across
 from .ema import EMA
 from .loss import LossModule, draw_noise, owned_rng
@@ -39,6 +39,16 @@ from .loss import LossModule, draw_noise, owned_rng
 log = logging.getLogger("LungDDPMLib.training")
 ProgressCallback = Callable[[int, int, float, float], None]
 TRAINER_STATE_VERSION = 1
+
+
+def _saved_augmentation(data: Dict[str, Any]) -> Optional[Dict[str, Any]]:
+    """The flips a checkpoint's run applied (its provenance's ``augmentation``), None where it does not say."""
+    try:
+        provenance = json.loads(str(data.get("provenance", "{}")))
+    except ValueError:
+        return None
+    found = provenance.get("augmentation") if isinstance(provenance, dict) else None
+    return found if isinstance(found, dict) else None
 
 
 class TrainingDiverged(LungDDPMError, FloatingPointError):
@@ -367,6 +377,7 @@ class Trainer:
                 "train_config": self.config.to_dict(),
                 "world_size": self.dist.world_size,
                 "dataset_size": len(self.dataset),  # type: ignore[arg-type]
+                "augmentation": dataset_augmentation(self.dataset),
                 "device": self.device.type,
                 "lungddpm_version": __version__,
                 "torch_version": torch.__version__,
@@ -423,15 +434,19 @@ class Trainer:
         self._elapsed_before = float(state.get("elapsed_s", 0.0))
         self._saved_step = self.step
         self._last_finite = (path, self.step, None)
-        self._warn_changes(TrainConfig.from_json(str(state["train_config"])), int(state.get("world_size", 1)))
+        saved = TrainConfig.from_json(str(state["train_config"]))
+        self._warn_changes(saved, int(state.get("world_size", 1)), _saved_augmentation(data))
         if self.dist.is_main:
             self._truncate_log()
         log.info("resumed %s at step %d", path, self.step)
         return self.step
 
-    def _warn_changes(self, saved: TrainConfig, world_size: int) -> None:
+    def _warn_changes(self, saved: TrainConfig, world_size: int, augmentation: Optional[Dict[str, Any]]) -> None:
         harmless = {"max_steps", "checkpoint_every", "log_every", "num_workers"}
         changed = {k: v for k, v in saved.differences(self.config).items() if k not in harmless}
+        now = dataset_augmentation(self.dataset)
+        if augmentation is not None and augmentation != now:  # files written before it was recorded say nothing
+            changed["augmentation"] = (augmentation, now)
         if changed:
             warnings.warn(
                 f"resuming with changed training settings {changed} (saved, now)", RuntimeWarning, stacklevel=3
