@@ -5,127 +5,55 @@ result has to go back to them on exactly the same grid, so the :class:`Geometry`
 and compared, and everything that goes wrong while reading becomes an :class:`InputError` that names the
 file and says what to do, instead of an ITK traceback.
 
-Precision: NRRD and MetaImage store geometry as decimal text and round-trip to ~1e-15; NIfTI stores it in
-float32, so spacing/origin/direction round-trip to ~1e-7 relative.
+The geometry itself lives in :mod:`.geometry`, file suffixes in :mod:`.suffixes` and the all-or-nothing writing
+in :mod:`.writing`; their names are importable from here too, where they were first defined.
 """
 
 from __future__ import annotations
 
-import contextlib
-import errno
-import os
-import re
-import shutil
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple, Union
+from typing import Optional, Tuple
 
 import numpy as np
 import SimpleITK as sitk
 
-from ..errors import DiskFullError, InputError
+from ..errors import InputError
+from .geometry import Geometry, same_geometry
+from .suffixes import READ_SUFFIXES, WRITE_SUFFIXES, PathLike, file_suffix, strip_suffix
 from .validation import check_ct_intensities, check_dimension, check_memory, warn
+from .writing import (
+    TEMP_PATTERN,
+    clean_orphans,
+    disk_full_error,
+    fsync_file,
+    pid_alive,
+    temp_path,
+    write_image,
+    write_text_atomic,
+)
 
-PathLike = Union[str, Path]
-READ_SUFFIXES = (".seg.nrrd", ".nrrd", ".nhdr", ".nii.gz", ".nii", ".mha", ".mhd")
-WRITE_SUFFIXES = (".seg.nrrd", ".nrrd", ".nii.gz", ".nii", ".mha")
-
-
-def file_suffix(path: PathLike) -> str:
-    """The recognised (possibly double) suffix of ``path`` in lower case, or its last suffix."""
-    name = Path(path).name.lower()
-    for suffix in READ_SUFFIXES:
-        if name.endswith(suffix):
-            return suffix
-    return Path(name).suffix
-
-
-def strip_suffix(path: PathLike) -> str:
-    """File name without its image suffix (``a.nii.gz`` -> ``a``, ``b.seg.nrrd`` -> ``b``)."""
-    name = Path(path).name
-    suffix = file_suffix(name)
-    return name[: len(name) - len(suffix)] if suffix and name.lower().endswith(suffix) else name
-
-
-@dataclass(frozen=True)
-class Geometry:
-    """Where a volume's voxels are in patient space (SimpleITK conventions, LPS, (x, y, z) order)."""
-
-    size: Tuple[int, int, int]
-    spacing: Tuple[float, float, float]
-    origin: Tuple[float, float, float]
-    direction: Tuple[float, ...]
-
-    @classmethod
-    def of(cls, image: sitk.Image) -> Geometry:
-        return cls(
-            tuple(int(v) for v in image.GetSize()),
-            tuple(float(v) for v in image.GetSpacing()),
-            tuple(float(v) for v in image.GetOrigin()),
-            tuple(float(v) for v in image.GetDirection()),
-        )
-
-    def apply(self, image: sitk.Image) -> sitk.Image:
-        """Stamp this geometry on ``image`` (whose size must match) and return it."""
-        if tuple(image.GetSize()) != self.size:
-            raise InputError(f"array of size {image.GetSize()} cannot take the geometry of size {self.size}")
-        image.SetSpacing(self.spacing)
-        image.SetOrigin(self.origin)
-        image.SetDirection(self.direction)
-        return image
-
-    def image_from_array(self, array: np.ndarray) -> sitk.Image:
-        """A SimpleITK image from a ``(z, y, x)`` array with this geometry."""
-        return self.apply(sitk.GetImageFromArray(np.ascontiguousarray(array)))
-
-    def matches(self, other: Geometry, tol: float = 1e-4) -> bool:
-        """Same grid up to ``tol`` (relative for spacing, mm for origin, absolute for direction)."""
-        return (
-            self.size == other.size
-            and np.allclose(self.spacing, other.spacing, rtol=tol, atol=0)
-            and np.allclose(self.origin, other.origin, atol=tol * max(1.0, max(self.spacing)))
-            and np.allclose(self.direction, other.direction, atol=tol)
-        )
-
-    @property
-    def direction_matrix(self) -> np.ndarray:
-        return np.asarray(self.direction, dtype=np.float64).reshape(3, 3)
-
-    def index_to_physical(self, index: np.ndarray) -> np.ndarray:
-        """Physical points of continuous ``(x, y, z)`` indices, shape (..., 3)."""
-        index = np.asarray(index, dtype=np.float64)
-        return np.asarray(self.origin) + (index * np.asarray(self.spacing)) @ self.direction_matrix.T
-
-    def physical_bounds(self) -> Tuple[np.ndarray, np.ndarray]:
-        """Axis-aligned physical box around the voxel centres (for overlap checks and messages)."""
-        n = np.asarray(self.size) - 1
-        corners = np.array([[i, j, k] for i in (0, n[0]) for j in (0, n[1]) for k in (0, n[2])], dtype=float)
-        pts = self.index_to_physical(corners)
-        return pts.min(axis=0), pts.max(axis=0)
-
-    def to_dict(self) -> Dict[str, Any]:
-        return {
-            "size": list(self.size),
-            "spacing": list(self.spacing),
-            "origin": list(self.origin),
-            "direction": list(self.direction),
-        }
-
-    @classmethod
-    def from_dict(cls, data: Dict[str, Any]) -> Geometry:
-        return cls(
-            tuple(int(v) for v in data["size"]),
-            tuple(float(v) for v in data["spacing"]),
-            tuple(float(v) for v in data["origin"]),
-            tuple(float(v) for v in data["direction"]),
-        )
-
-    def describe(self) -> str:
-        lo, hi = self.physical_bounds()
-        return (
-            f"size {self.size}, spacing {tuple(round(s, 4) for s in self.spacing)} mm, "
-            f"extent {np.round(lo, 1).tolist()}..{np.round(hi, 1).tolist()} mm"
-        )
+__all__ = [
+    "DEFLATE_MAX_RATIO",
+    "READ_SUFFIXES",
+    "TEMP_PATTERN",
+    "WRITE_SUFFIXES",
+    "Geometry",
+    "PathLike",
+    "clean_orphans",
+    "disk_full_error",
+    "file_suffix",
+    "fsync_file",
+    "header_size",
+    "pid_alive",
+    "read_ct",
+    "read_dicom_series",
+    "read_image",
+    "same_geometry",
+    "strip_suffix",
+    "temp_path",
+    "write_image",
+    "write_text_atomic",
+]
 
 
 def _bytes_per_voxel(reader: sitk.ImageFileReader) -> int:
@@ -303,163 +231,3 @@ def read_ct(path: PathLike, check_intensities: bool = True) -> sitk.Image:
     if check_intensities:
         check_ct_intensities(image, f"the CT {Path(path).name}")
     return image
-
-
-#: Temporary files this tool writes next to an output: ``.<name>.<pid>.partial<suffix>``. Nothing else is ever
-#: cleaned up automatically (see :func:`clean_orphans`).
-TEMP_PATTERN = re.compile(r"^\.(?P<name>.+)\.(?P<pid>\d+)\.partial(?P<suffix>(\.[A-Za-z0-9]+)*)$")
-
-
-def temp_path(path: Path) -> Path:
-    """The temporary name ``path`` is written under before the rename (same folder, so the rename is atomic)."""
-    suffix = file_suffix(path) or path.suffix
-    stem = path.name[: -len(suffix)] if suffix else path.name
-    return path.with_name(f".{stem}.{os.getpid()}.partial{suffix}")
-
-
-def pid_alive(pid: int) -> bool:
-    """Whether a process with this id runs on this machine (POSIX; elsewhere assumed alive, so nothing of a
-    running process is ever removed)."""
-    if os.name != "posix":
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def clean_orphans(folder: PathLike) -> List[Path]:
-    """Remove temporary files of this tool left in ``folder`` by processes that no longer run (a killed run).
-
-    Only names of :data:`TEMP_PATTERN` whose process id is not alive are touched; returns what was removed.
-    """
-    folder = Path(folder)
-    removed: List[Path] = []
-    if not folder.is_dir():
-        return removed
-    for entry in folder.iterdir():
-        m = TEMP_PATTERN.match(entry.name)
-        if m and entry.is_file() and int(m.group("pid")) != os.getpid() and not pid_alive(int(m.group("pid"))):
-            try:
-                entry.unlink()
-                removed.append(entry)
-            except OSError:
-                pass
-    return removed
-
-
-def _is_disk_full(exc: BaseException) -> bool:
-    text = str(exc).lower()
-    return getattr(exc, "errno", None) in (errno.ENOSPC, errno.EDQUOT) or "no space left" in text or "quota" in text
-
-
-def disk_full_error(path: Path, detail: str) -> DiskFullError:
-    free = shutil.disk_usage(path.parent).free if path.parent.exists() else 0
-    return DiskFullError(
-        f"cannot write {path}: the disk is full ({free / 2**20:.0f} MiB free in {path.parent}; {detail}). "
-        "Free space or choose another output folder; nothing was left under the output name"
-    )
-
-
-def fsync_file(path: Path) -> None:
-    """Flush a written file to the disk, so that a crash after the rename cannot leave a short file."""
-    fd = os.open(str(path), os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _same_voxels(a: np.ndarray, b: np.ndarray) -> bool:
-    """Voxel-for-voxel equality; NaN equals NaN (a float volume written with NaN reads back with NaN)."""
-    return bool(np.array_equal(a, b, equal_nan=bool(np.issubdtype(a.dtype, np.floating))))
-
-
-def _verify_written(image: sitk.Image, tmp: Path, path: Path) -> None:
-    """Read the temporary file back and compare it with what was meant to be written.
-
-    ITK's writers may only print an error when the disk fills (the NIfTI writer does) and leave a short file
-    that reads without error; comparing the voxels is the one check that always catches it.
-    """
-    try:
-        back = sitk.ReadImage(str(tmp))
-        same = (
-            back.GetSize() == image.GetSize()
-            and back.GetPixelID() == image.GetPixelID()
-            and Geometry.of(back).matches(Geometry.of(image), tol=1e-4)
-            and _same_voxels(sitk.GetArrayViewFromImage(back), sitk.GetArrayViewFromImage(image))
-        )
-    except RuntimeError:
-        same = False
-    if not same:
-        free = shutil.disk_usage(tmp.parent).free
-        if free < 2 * tmp.stat().st_size + (1 << 20):
-            raise disk_full_error(path, "the written file did not read back complete")
-        raise OSError(f"cannot write {path}: the file written did not read back as the image (I/O error?)")
-
-
-@contextlib.contextmanager
-def _staged(path: Path) -> Iterator[Path]:
-    """The temporary name ``path`` is written under: removed unless it was renamed into place, and an out-of-space
-    failure on the way is reported as :class:`DiskFullError`."""
-    tmp = temp_path(path)
-    try:
-        yield tmp
-    except OSError as exc:
-        if _is_disk_full(exc) and not isinstance(exc, DiskFullError):
-            raise disk_full_error(path, str(exc)) from None
-        raise
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-
-
-def write_image(image: sitk.Image, path: PathLike, compress: bool = True) -> Path:
-    """Write NRRD (.nrrd, .seg.nrrd), NIfTI (.nii, .nii.gz) or MetaImage (.mha); returns the path.
-
-    The file is written under a temporary name in the same folder, read back and compared with the image,
-    flushed to the disk and only then renamed into place: under the final name there is the whole image or
-    nothing (a crash, a cancel or a full disk never leaves a truncated file that looks complete).
-
-    Raises:
-        InputError: an extension that cannot be written. DiskFullError: no room (or the written file came back
-        short on a nearly full disk). OSError: any other write failure.
-    """
-    path = Path(path)
-    suffix = file_suffix(path)
-    if suffix not in WRITE_SUFFIXES:
-        raise InputError(f"cannot write {path}: choose one of {', '.join(WRITE_SUFFIXES)}")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with _staged(path) as tmp:
-        try:
-            sitk.WriteImage(image, str(tmp), compress and suffix != ".nii")
-        except RuntimeError as exc:
-            # ITK's messages rarely say why ("failed to write to file"): a disk without room for the raw voxels is.
-            raw = image.GetNumberOfPixels() * image.GetSizeOfPixelComponent() * image.GetNumberOfComponentsPerPixel()
-            if _is_disk_full(exc) or shutil.disk_usage(path.parent).free < raw:
-                raise disk_full_error(path, "the writer failed") from None
-            raise OSError(f"cannot write {path}: {str(exc).strip().splitlines()[-1][:200]}") from None
-        _verify_written(image, tmp, path)
-        fsync_file(tmp)
-        os.replace(tmp, path)
-    return path
-
-
-def write_text_atomic(text: str, path: PathLike) -> Path:
-    """Write a small text file (a JSON record) completely or not at all: temporary name, fsync, rename."""
-    path = Path(path)
-    with _staged(path) as tmp:
-        with open(tmp, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    return path
-
-
-def same_geometry(images: Sequence[sitk.Image], tol: float = 1e-4) -> bool:
-    first = Geometry.of(images[0])
-    return all(first.matches(Geometry.of(img), tol) for img in images[1:])

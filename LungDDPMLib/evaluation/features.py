@@ -14,12 +14,13 @@ Every extractor follows :class:`FeatureExtractor`, so the report code never care
 
 from __future__ import annotations
 
-from typing import Iterable, List, Optional, Protocol, Sequence, Tuple
+from typing import Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
 from scipy import ndimage as ndi
 
 from ..errors import InputError
+from .extractor import FeatureExtractor, validate_volume
 from .fidelity import _gradient_magnitude
 
 WINDOW_HU = (-1000.0, 1000.0)
@@ -36,45 +37,6 @@ FEATURE_NAMES: Tuple[str, ...] = (
     *("grad_mean_hu_per_mm", "grad_sd_hu_per_mm"),
     *(f"log{s:g}mm_{stat}" for s in LOG_SIGMAS_MM for stat in ("mean", "sd", "mean_abs")),
 )
-
-
-class FeatureExtractor(Protocol):
-    """What set metrics need from an extractor: a name for reports, the vector length, and the mapping."""
-
-    name: str
-    dim: int
-    comparable_with_paper: bool
-
-    def __call__(
-        self, volume_hu: np.ndarray, spacing_zyx: Sequence[float], mask: Optional[np.ndarray] = None
-    ) -> np.ndarray:
-        """A 1-D float64 vector of length ``dim`` for one ``(z, y, x)`` volume in HU, restricted to ``mask``."""
-        ...
-
-
-def validate_volume(
-    volume_hu: np.ndarray, spacing_zyx: Sequence[float], mask: Optional[np.ndarray] = None
-) -> Tuple[np.ndarray, Tuple[float, float, float], Optional[np.ndarray]]:
-    """Check one extractor input and return it as (float32 volume, spacing, bool mask or ``None``)."""
-    vol = np.asarray(volume_hu)
-    if vol.ndim != 3:
-        raise InputError(f"a volume must be 3-D (z, y, x), got shape {vol.shape}")
-    sp = [float(s) for s in spacing_zyx]
-    if len(sp) != 3 or not all(np.isfinite(s) and s > 0 for s in sp):
-        raise InputError(f"spacing must be three positive numbers in mm (z, y, x), got {tuple(spacing_zyx)}")
-    spacing = (sp[0], sp[1], sp[2])
-    vol = vol.astype(np.float32)
-    if not np.isfinite(vol).all():
-        raise InputError(f"the volume holds {int((~np.isfinite(vol)).sum())} NaN or infinite voxels")
-    if mask is None:
-        return vol, spacing, None
-    region = np.asarray(mask)
-    if region.shape != vol.shape:
-        raise InputError(f"mask shape {region.shape} differs from volume shape {vol.shape}")
-    region = region.astype(bool)
-    if not region.any():
-        raise InputError("the mask is empty: there is no region to compute features in (check the layout labels)")
-    return vol, spacing, region
 
 
 def _moments(v: np.ndarray) -> List[float]:
@@ -244,7 +206,7 @@ def make_extractor(name: str, weights: Optional[str] = None, device: str = "cpu"
                 "the med3d extractor needs MedicalNet ResNet-50 weights: pass the path of a local resnet_50.pth "
                 "(nothing is downloaded), or use the 'radiomic' extractor, which needs none"
             )
-        from .resnet3d import Med3DExtractor  # here, not at the top: resnet3d imports this module
+        from .resnet3d import Med3DExtractor  # here, not at the top: it imports torch
 
         return Med3DExtractor.from_file(weights, device=device)
     raise InputError(f"unknown feature extractor {name!r}; choose one of {', '.join(EXTRACTORS)}")

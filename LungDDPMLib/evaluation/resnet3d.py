@@ -23,7 +23,7 @@ from torch import nn
 from ..checkpoint import PathLike, read_checkpoint_file
 from ..device import resolve_device
 from ..errors import CheckpointError, InputError
-from .features import validate_volume
+from .extractor import validate_volume
 
 DEFAULT_INPUT_SIZE = (56, 224, 224)  # (D, H, W) fed to the network
 DEFAULT_WINDOW_HU = (-1000.0, 1000.0)
