@@ -107,8 +107,8 @@ class AASBlender:
     def _paste(self, x: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
         x = torch.where(self.known, value, x)  # exact copy on known voxels
         if self.ring is not None:
-            # Two plain kernels, not torch.lerp: its vectorised body fuses a multiply-add that its scalar tail does
-            # not, so a voxel's value would depend on where a thread's chunk ends, i.e. on the batch size.
+            # Plain kernels, not torch.lerp: its vectorised body uses a fused multiply-add that its scalar tail need
+            # not, so a voxel's value could depend on where a thread's chunk ends, i.e. on the batch size.
             x = torch.where(self.ring, x + self.ring_weight * (value - x), x)
         return x
 

@@ -234,8 +234,8 @@ def sample(
         raise InputError(f"batch_size must be a positive integer, got {batch_size!r}")
     chunk = batch_size or len(seeds)  # samples that step together
     # Samples per network call: one unless asked, so that no kernel sees how many seeds share the call (the
-    # solver's elementwise arithmetic is the same for a voxel whatever the batch; on 2 CPU cores one sample per
-    # call is no slower, docs/benchmarks.md).
+    # solver's elementwise arithmetic is the same for a voxel whatever the batch). On our 2-core CPU batching
+    # gains little: 4 per call was slower per sample (docs/benchmarks.md), 3 per call about 9% faster.
     per_call = batch_size or 1
 
     outputs = []
