@@ -1,5 +1,5 @@
-"""The engine's module layout: split modules keep their old import paths, and no import circle runs through the
-data, training or evaluation packages (an import anywhere in a module counts, also one inside a function)."""
+"""The engine's module layout: split modules keep their old import paths, and no two modules import each other
+in a circle (an import anywhere in a module counts, also one inside a function)."""
 
 from __future__ import annotations
 
@@ -75,11 +75,10 @@ def cycle_through(graph: Dict[str, Set[str]], start: str) -> List[str]:
     return []
 
 
-def test_no_import_circle_through_data_training_or_evaluation() -> None:
+def test_no_import_circles() -> None:
     graph = import_graph()
     assert "LungDDPMLib.evaluation.features" not in graph["LungDDPMLib.evaluation.resnet3d"]
     assert "LungDDPMLib.evaluation.extractor" in graph["LungDDPMLib.evaluation.resnet3d"]
     assert "LungDDPMLib.evaluation.resnet3d" in graph["LungDDPMLib.evaluation.features"]  # the detector sees lazy ones
-    watched = [m for m in graph if m.split(".")[1:2] in (["data"], ["training"], ["evaluation"])]
-    circles = [c for c in (cycle_through(graph, m) for m in watched) if c]
+    circles = [c for c in (cycle_through(graph, m) for m in sorted(graph)) if c]
     assert not circles, " ; ".join(" -> ".join(c) for c in circles)
