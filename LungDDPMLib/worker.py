@@ -103,7 +103,7 @@ def check_case_memory(job: Job, case: Case, voxels: int, pixel: int, grid: Seque
     """Refuse a case whose samples cannot fit in memory, with the figure (before any work per sample)."""
     from .data.validation import check_memory
 
-    need = estimate_case_bytes(voxels, pixel, job.num_samples, grid, job.batch_size or job.num_samples)
+    need = estimate_case_bytes(voxels, pixel, job.num_samples, grid, job.batch_size or 1)  # one sample per call
     check_memory(need["memory"], f"case {case.name} with {job.num_samples} sample(s)")
     return need
 

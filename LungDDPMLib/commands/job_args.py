@@ -67,7 +67,11 @@ def add_job_arguments(p: argparse.ArgumentParser, *, job_file: bool) -> None:
         "--compile", action="store_true", help="torch.compile the network (slow first step; eager if it fails)"
     )
     m.add_argument("--cuda-graphs", action="store_true", help="replay the network as CUDA graphs (CUDA only)")
-    m.add_argument("--batch-size", type=int, help="samples per network call")
+    m.add_argument(
+        "--batch-size",
+        type=int,
+        help="samples per network call (default 1: each sample then depends only on its seed, bit for bit)",
+    )
     lay = p.add_argument_group("layout interpretation")
     lay.add_argument(
         "--lung-labels",
