@@ -65,12 +65,12 @@ KNOWN_MODELS: Tuple[KnownModel, ...] = (
         title="LungDDPM nodule ROI model (bundled; phantom-trained, native resolution, nodule-type aware)",
         file_names=("lungddpm-roi.pt",),
         sha256=None,
-        preset="roi-small",
+        preset="roi-context",
         normalization="hu-window",
         grid=(32, 48, 48),
         source="bundled with LungDDPM (LungDDPMLib/models/)",
         notes="trained on procedural phantoms; draws solid, part-solid and ground-glass nodules in patches at the "
-        "CT's own spacing; not for clinical use",
+        "CT's own spacing, seeing the real CT around them and the vessels through them; not for clinical use",
     ),
     KnownModel(
         key="lung-ddpm",

@@ -59,11 +59,11 @@ def write_montage(rows: Sequence[Dict[str, Any]], path: Union[str, Path], title:
             name = "real" if j == 0 else f"seed {j - 1}"
             ax.set_title(f"{name}: {row['means'][j]:.0f} HU", fontsize=7)
             if j == 0:
-                ax.set_ylabel(row["label"], fontsize=7)
+                ax.set_ylabel(row["label"].replace(", ", "\n", 1), fontsize=6)
     fig.suptitle(title, fontsize=9)
-    fig.tight_layout(rect=(0, 0, 0.93, 0.98))
+    fig.tight_layout(rect=(0, 0, 0.86, 0.98))
     if image is not None:
-        bar = fig.add_axes((0.94, 0.1, 0.015, 0.8))
+        bar = fig.add_axes((0.88, 0.1, 0.02, 0.8))
         fig.colorbar(image, cax=bar).set_label("HU (lung window)", fontsize=7)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
