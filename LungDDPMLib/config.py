@@ -318,22 +318,6 @@ _PRESETS: Dict[str, ModelConfig] = {
         nodule_types=NODULE_TYPES,
         preset="roi-small",
     ),
-    # roi-small that also sees the real CT it keeps and the vessels inside the region it regenerates
-    # (LungDDPMLib.data.context): the bundled ROI model from version 2 on.
-    "roi-context": ModelConfig(
-        unet=UNetConfig(
-            model_channels=16,
-            channel_mult=(1, 2, 2, 4),
-            attention_levels=(3,),
-            num_heads=2,
-            layout_channels=CONDITION_CHANNELS,
-        ),
-        grid=(32, 48, 48),
-        normalization="hu-window",
-        spatial_mode="roi",
-        nodule_types=NODULE_TYPES,
-        preset="roi-context",
-    ),
     # About 0.1 M parameters, for tests and smoke runs; attention only in the middle block (at grid/4),
     # because attention over 16^3 tokens dominates a CPU step.
     "tiny": ModelConfig(
@@ -343,6 +327,15 @@ _PRESETS: Dict[str, ModelConfig] = {
         preset="tiny",
     ),
 }
+
+
+# roi-small that also sees the real CT it keeps and the vessels inside the region it regenerates
+# (LungDDPMLib.data.context): the bundled ROI model from version 2 on.
+_PRESETS["roi-context"] = dataclasses.replace(
+    _PRESETS["roi-small"],
+    unet=dataclasses.replace(_PRESETS["roi-small"].unet, layout_channels=CONDITION_CHANNELS),
+    preset="roi-context",
+)
 
 
 def preset_names() -> Tuple[str, ...]:
