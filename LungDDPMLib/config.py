@@ -220,6 +220,14 @@ class ModelConfig:
             )
         if typed and self.layout_resize != "labels-nearest":
             raise InputError("nodule_type conditioning needs layout_resize 'labels-nearest'")
+        if any(c in CT_CHANNELS for c in self.unet.layout_channels) and (
+            self.spatial_mode != "roi" or self.normalization != "hu-window" or self.layout_resize != "labels-nearest"
+        ):
+            raise InputError(
+                "the CT channels (context, context_known) are built on native ROI patches in the hu-window "
+                "normalisation: such a model needs spatial_mode 'roi', normalization 'hu-window' and layout_resize "
+                "'labels-nearest'"
+            )
         if len(self.grid) != 3 or any(int(g) < 1 for g in self.grid):
             raise InputError(f"grid must be three positive sizes, got {self.grid}")
         factor = self.unet.downsample_factor

@@ -22,7 +22,7 @@ from .data.nodule_types import type_report
 from .data.pipeline import PreprocessRecord, model_options, postprocess, preprocess
 from .data.spatial import layout_region
 from .diffusion import DiffusionModel
-from .errors import NumericalError
+from .errors import InputError, NumericalError
 from .sampling import AASConfig, EtaEstimator, RuntimeOptions, SamplerConfig, StepInfo, sample
 
 
@@ -81,6 +81,11 @@ def synthesize_case(
     types = type_report(labels, cfg.nodule_types)
     items, record = preprocess(ct, layout, **model_options(cfg))
     margin = ROI_MARGIN_MM if roi_margin_mm is None else float(roi_margin_mm)
+    if uses_ct(cfg.unet.layout_channels) and margin != ROI_MARGIN_MM:
+        raise InputError(
+            f"this model sees the real CT outside each nodule + {ROI_MARGIN_MM:g} mm, the region it was trained to "
+            f"redraw; --roi-margin {margin:g} would show it another one: leave --roi-margin out"
+        )
     nodules_only = cfg.spatial_mode == "roi" and margin >= 0
     t1 = time.perf_counter()
     per_patch: List[List[np.ndarray]] = []

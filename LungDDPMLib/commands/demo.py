@@ -250,11 +250,16 @@ def run(args: argparse.Namespace) -> int:
             _log(f"  sampling step {info.step}/{info.total}  eta {info.eta_s:.0f} s")
 
     synth, timing = ph.ct, {}
-    for role, ckpt in loaded.items():  # the whole lung first, then its nodules redrawn as their classes
-        _log(f"{role}: {'nodules, each as its class' if role == 'roi' else 'the whole lung'}")
+    for role, ckpt in loaded.items():  # the whole lung first, then the ROI model draws each nodule as its class
+        layout = ph.layout
+        if role == "full" and "roi" in loaded:
+            # The whole-lung model draws lung where the nodules will be, so the ROI model adds them to lung tissue (as
+            # a user adds a nodule to a healthy CT) and is not shown a dense blob inside a ground-glass nodule to keep.
+            layout = _without_nodules(ph.layout)
+        _log(f"{role}: {'each nodule as its class' if role == 'roi' else 'the whole lung'}")
         result = synthesize_case(
             synth,
-            ph.layout,
+            layout,
             ckpt.model,
             sampler=sampler,
             seeds=[args.seed],

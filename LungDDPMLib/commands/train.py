@@ -230,6 +230,8 @@ def _train(args: argparse.Namespace, should_stop: Callable[[], bool]) -> int:
         fields["max_steps"] = args.steps
     config = TrainConfig(seed=args.seed, **fields)
     data_kwargs = {**model_data_options(model_cfg), **augmentation_options(args)}
+    if args.phantom_nodule_mix and args.phantom is None:
+        raise InputError("--phantom-nodule-mix sets the nodules of generated phantoms: it needs --phantom N")
     if args.phantom is not None:
         if args.phantom < 1:
             raise InputError(f"--phantom needs at least 1 phantom, got {args.phantom}")

@@ -147,6 +147,11 @@ def _median(values: Sequence[Optional[float]]) -> Optional[float]:
     return round(float(np.median(vals)), 3) if vals else None
 
 
+def _percentile(values: Sequence[Optional[float]], q: float) -> Optional[float]:
+    vals = [float(v) for v in values if v is not None and np.isfinite(v)]
+    return round(float(np.percentile(vals, q)), 3) if vals else None
+
+
 def summarize_looks(rows: Sequence[Dict[str, Any]]) -> Dict[str, Dict[str, Any]]:
     """Per class, medians over nodule records (of many cases and seeds) and the worst nodule mean."""
     out: Dict[str, Dict[str, Any]] = {}
@@ -166,7 +171,7 @@ def summarize_looks(rows: Sequence[Dict[str, Any]]) -> Dict[str, Dict[str, Any]]
             "w1_hu": _median([r["w1_hu"] for r in mine]),
             "holes": _median([r["holes"] for r in mine]),
             "real_holes": _median([r["real_holes"] for r in mine]),
-            "holes_p90": round(float(np.percentile([r["holes"] or 0.0 for r in mine], 90)), 3),
+            "holes_p90": _percentile([r["holes"] for r in mine], 90),
             "real_core_minus_rim_hu": _median([r["real_core_minus_rim_hu"] for r in mine]),
             "synthetic_core_minus_rim_hu": _median([r["synthetic_core_minus_rim_hu"] for r in mine]),
             "vessel_records": len(vessels),

@@ -76,6 +76,7 @@ def parse_nodule_mix(text: Optional[str]) -> Optional[Dict[str, float]]:
     if text is None:
         return None
     mix = dict.fromkeys(KINDS, 0.0)
+    seen = set()
     for part in str(text).split(","):
         kind, sep, value = part.partition("=")
         kind = kind.strip()
@@ -88,6 +89,9 @@ def parse_nodule_mix(text: Optional[str]) -> Optional[Dict[str, float]]:
                 f"nodule mix entry {part.strip()!r} is not TYPE=SHARE with TYPE one of {', '.join(KINDS)} and a "
                 "share >= 0 (e.g. solid=0.34,part-solid=0.33,ground-glass=0.33)"
             )
+        if kind in seen:
+            raise InputError(f"nodule mix {text!r} gives {kind} twice")
+        seen.add(kind)
         mix[kind] = share
     total = sum(mix.values())
     if total <= 0:
@@ -97,7 +101,10 @@ def parse_nodule_mix(text: Optional[str]) -> Optional[Dict[str, float]]:
 
 def random_specs(count: int, rng: np.random.Generator, mix: Optional[Dict[str, float]] = None) -> List[NoduleSpec]:
     """A varied set: small to medium, a few juxta-pleural, classes drawn from ``mix`` (:data:`DEFAULT_MIX`)."""
-    shares = [float((mix or DEFAULT_MIX).get(k, 0.0)) for k in KINDS]
+    shares = np.array([float((mix or DEFAULT_MIX).get(k, 0.0)) for k in KINDS])
+    if not np.isfinite(shares).all() or (shares < 0).any() or shares.sum() <= 0:
+        raise InputError(f"nodule mix {mix} needs finite shares >= 0 and at least one above 0")
+    shares = shares / shares.sum()
     specs = []
     for _ in range(count):
         kind = str(rng.choice(KINDS, p=shares))

@@ -22,7 +22,9 @@ FIRST_CONV = "denoise_fn.input_blocks.0.0.weight"
 
 
 def _input_names(model: DiffusionModel) -> List[str]:
-    return ["x_t"] * model.config.unet.out_channels + list(model.config.unet.layout_channels)
+    """Names of the first convolution's input channels: the noisy image's (by position), then the conditions."""
+    image = [f"x_t[{i}]" for i in range(model.config.unet.out_channels)]
+    return image + list(model.config.unet.layout_channels)
 
 
 def warm_start(model: DiffusionModel, source: DiffusionModel) -> Dict[str, Any]:
@@ -38,8 +40,12 @@ def warm_start(model: DiffusionModel, source: DiffusionModel) -> Dict[str, Any]:
                 f"--init-from: the source model's {field} is {getattr(theirs.unet, field)}, this preset's is "
                 f"{getattr(mine.unet, field)}; a warm start needs the same architecture except condition channels"
             )
-    if mine.schedule != theirs.schedule or mine.normalization != theirs.normalization:
-        raise InputError("--init-from: the source model has another noise schedule or intensity normalisation")
+    for field in ("schedule", "normalization", "grid", "spatial_mode", "array_order", "nodule_types"):
+        if getattr(mine, field) != getattr(theirs, field):
+            raise InputError(
+                f"--init-from: the source model's {field} is {getattr(theirs, field)}, this preset's is "
+                f"{getattr(mine, field)}; its weights would not mean the same here"
+            )
     names, source_names = _input_names(model), _input_names(source)
     missing = [n for n in source_names if n not in names]
     if missing:

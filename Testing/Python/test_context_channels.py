@@ -154,3 +154,50 @@ def test_cli_train_warm_start_records_its_source(tmp_path, capsys):
     missing[missing.index(str(path))] = str(tmp_path / "none.pt")
     assert main(missing) == 1
     assert "not found" in capsys.readouterr().err.lower()
+
+
+def test_ct_channels_are_refused_outside_native_roi_patches_and_with_another_margin():
+    with pytest.raises(InputError, match="spatial_mode 'roi'"):
+        context_config(spatial_mode="full")
+    with pytest.raises(InputError, match="hu-window"):
+        context_config(normalization="lungddpm-compat")
+    from LungDDPMLib.sampling import SamplerConfig
+    from LungDDPMLib.synthesis import synthesize_case
+
+    ph = make_phantom(SIZE, SPACING, seed=5, nodules=SPECS)
+    model = seeded_model(context_config(), 0)
+    with pytest.raises(InputError, match="--roi-margin"):
+        synthesize_case(ph.ct, ph.layout, model, sampler=SamplerConfig("ddim", steps=2), roi_margin_mm=5.0)
+
+
+def test_synthesis_feeds_the_condition_the_dataset_trains_on(monkeypatch):
+    """The centred training patch of a nodule and the synthesis patch of that nodule get the same five channels."""
+    from LungDDPMLib.data.pipeline import model_options, preprocess
+    from LungDDPMLib.sampling import SamplerConfig
+    from LungDDPMLib.synthesis import synthesize_case
+
+    cfg = context_config()
+    spec = SPECS[:1]  # one ground-glass nodule: one patch
+    ph = make_phantom(SIZE, SPACING, seed=2, nodules=spec)
+    seen = {}
+    import LungDDPMLib.synthesis as synthesis
+
+    real_sample = synthesis.sample
+
+    def spy(*args, **kwargs):
+        seen["condition"] = np.array(kwargs["condition"])
+        return real_sample(*args, **kwargs)
+
+    monkeypatch.setattr(synthesis, "sample", spy)
+    synthesize_case(ph.ct, ph.layout, seeded_model(cfg, 0), sampler=SamplerConfig("ddim", steps=1))
+    items, _ = preprocess(ph.ct, ph.layout, **model_options(cfg))
+    ds = PhantomDataset(1, SIZE, SPACING, base_seed=2, nodules=spec, flip_prob=0.0, **model_data_options(cfg))
+    hu, labels, spacing = ds.arrays(0)
+    patch = np.asarray(cfg.grid)
+    centre = tuple(slice(p // 4, p // 4 + p) for p in patch)  # the unshifted patch inside the training box
+    assert np.array_equal(labels[0][centre], items[0].layout)
+    x = np.clip((hu[0][centre] + 1000.0) / 1000.0 - 1.0, -1, 1).astype(np.float32)
+    regenerated = near_nodules(labels[0][centre], spacing, 3.0)
+    expected = condition_channels(cfg.unet.layout_channels, labels[0][centre], x, regenerated, "solid")
+    assert seen["condition"].shape == expected.shape
+    assert np.allclose(seen["condition"], expected, atol=1e-6)

@@ -14,6 +14,16 @@ from LungDDPMLib.commands import demo
 
 def test_reduced_demo_writes_all_outputs_with_input_geometry(tmp_path: Path, monkeypatch, capsys) -> None:
     monkeypatch.setattr(demo, "BUNDLED", tmp_path / "absent.pt")  # exercise the no-bundled-model path
+    import LungDDPMLib.synthesis as synthesis
+
+    calls = []
+    real_synthesize = synthesis.synthesize_case
+
+    def spy(ct, layout, model, **kwargs):
+        calls.append((model.config.spatial_mode, np.unique(sitk.GetArrayViewFromImage(layout)).tolist()))
+        return real_synthesize(ct, layout, model, **kwargs)
+
+    monkeypatch.setattr(synthesis, "synthesize_case", spy)
     out = tmp_path / "demo"
     args = ["demo", "--out", str(out), "--device", "cpu", "--steps", "3", "--quick-train-steps", "6"]
     args += ["--phantom-size", "96", "96", "64", "--phantom-spacing", "2.1", "2.1", "3.75"]
@@ -23,6 +33,9 @@ def test_reduced_demo_writes_all_outputs_with_input_geometry(tmp_path: Path, mon
     for key in ("real_ct", "layout", "synthetic_ct", "preview"):
         assert Path(summary["outputs"][key]).is_file()
     assert "trained on the spot" in summary["model"]["source"]
+    # --mode both: the whole-lung model draws lung where the nodules go, then the ROI model draws each class.
+    assert calls == [("full", [0, 1]), ("roi", [0, 1, 3, 4, 5])], calls
+    assert summary["mode"] == "both" and summary["nodule_model"]["source"] == "bundled nodule ROI model"
     assert len(summary["model"]["sha256"]) == 64 and summary["sampler"]["name"] == "dpm++"
     real, synth = sitk.ReadImage(str(out / "real_ct.nrrd")), sitk.ReadImage(str(out / "synthetic_ct.nrrd"))
     assert synth.GetSize() == real.GetSize() and synth.GetSpacing() == real.GetSpacing()
