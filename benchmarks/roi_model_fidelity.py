@@ -24,6 +24,7 @@ import SimpleITK as sitk
 
 from LungDDPMLib.checkpoint import load_checkpoint
 from LungDDPMLib.config import NODULE_TYPES
+from LungDDPMLib.data.axes import native_grid
 from LungDDPMLib.data.context import ROI_MARGIN_MM, near_nodules
 from LungDDPMLib.evaluation import layout_fidelity
 from LungDDPMLib.evaluation.heldout import heldout_case
@@ -54,7 +55,8 @@ def main() -> None:
     args = ap.parse_args()
     models = dict(m.split("=", 1) for m in (args.model or [f"roi={ROI_FILE}"]))
     loaded = {name: load_checkpoint(path) for name, path in models.items()}
-    patch = tuple(next(iter(loaded.values())).config.grid)
+    first = next(iter(loaded.values())).config
+    patch = tuple(native_grid(first.grid, first.array_order))  # (z, y, x) voxels of one ROI patch
     looks = {name: [] for name in models}
     classes = {name: [] for name in models}
     tiles = {name: {k: [] for k in NODULE_TYPES} for name in models}

@@ -19,7 +19,7 @@ synthesis (a patch where a nodule is drawn anew, or redrawn) build the channels 
 
 from __future__ import annotations
 
-from typing import Sequence, Tuple
+from typing import Optional, Sequence, Tuple
 
 import numpy as np
 from scipy import ndimage as ndi
@@ -71,14 +71,15 @@ def condition_channels(
     names: Sequence[str],
     labels: np.ndarray,
     x: np.ndarray,
-    regenerated: np.ndarray,
+    regenerated: Optional[np.ndarray],
     untyped_as: str = "solid",
     window: Tuple[float, float] = DEFAULT_HU_WINDOW,
 ) -> np.ndarray:
     """Every condition channel of a model, ``(C, ...)`` float32: layout channels looked up from ``labels`` (as
-    :meth:`~LungDDPMLib.diffusion.DiffusionModel.condition` does) and CT channels from ``x`` and ``regenerated``."""
+    :meth:`~LungDDPMLib.diffusion.DiffusionModel.condition` does) and CT channels from ``x`` and ``regenerated``
+    (a model without CT channels needs neither)."""
     labels = np.asarray(labels)
-    known = known_voxels(x, labels, regenerated, window) if any(n in CT_CHANNELS for n in names) else None
+    known = known_voxels(x, labels, regenerated, window) if uses_ct(names) else None
     index = np.clip(labels.astype(np.int64), 0, None)
     out = []
     for name in names:

@@ -27,7 +27,7 @@ import torch
 from scipy import ndimage as ndi
 from torch.utils.data import Dataset
 
-from ..config import condition_values, is_nodule
+from ..config import is_nodule
 from ..errors import InputError
 from .axes import native_grid, permutation, to_model_order
 from .context import ROI_MARGIN_MM, condition_channels, near_nodules, uses_ct
@@ -162,17 +162,13 @@ class _PreprocessedDataset(Dataset):
         x, _ = normalize_forward(hu, self.normalization, window)
         order = self.preprocess_options.get("array_order", "kji")
         out = (to_model_order(np.clip(x, -1.0, 1.0).astype(np.float32), order), to_model_order(labels, order))
-        if uses_ct(self.layout_channels):
-            # The model sees the real CT it will keep and what passes through the region it redraws, built from the
-            # patch exactly as synthesis builds it (nodules + ROI_MARGIN_MM regenerated).
-            regenerated = to_model_order(near_nodules(labels, arrays[2], ROI_MARGIN_MM), order)
+        if uses_ct(self.layout_channels) or self.preprocess_options.get("layout_resize") == "channels-linear":
+            # Channels built from the patch exactly as synthesis builds them: native patches are not resized, so the
+            # published linear resize leaves layout channels exact; CT channels see nodules + ROI_MARGIN_MM redrawn.
+            regenerated = None
+            if uses_ct(self.layout_channels):
+                regenerated = to_model_order(near_nodules(labels, arrays[2], ROI_MARGIN_MM), order)
             channels = condition_channels(self.layout_channels, out[1], out[0], regenerated, self.untyped_as, window)
-            out = (*out, channels)
-        elif self.preprocess_options.get("layout_resize") == "channels-linear":
-            # Native patches are not resized, so the published linear resize leaves the channels exact.
-            channels = np.stack(
-                [np.asarray(condition_values(c, self.untyped_as), np.float32)[out[1]] for c in self.layout_channels]
-            )
             out = (*out, channels)
         return out
 

@@ -195,3 +195,13 @@ def composite(
 def layout_region(layout: np.ndarray) -> np.ndarray:
     """Voxels a synthesis replaces: lung and nodules (of any class)."""
     return (layout == LABEL_LUNG) | is_nodule(layout)
+
+
+def fits_roi_patch(layout: np.ndarray, patch_zyx: Sequence[int]) -> bool:
+    """Whether the layout ``(z, y, x)`` has nodules and each fits one ROI patch of ``patch_zyx`` voxels (an ROI model
+    cannot draw a larger one)."""
+    try:
+        nodule_boxes(layout, tuple(patch_zyx)[::-1], merge=False)
+    except InputError:
+        return False
+    return True

@@ -152,17 +152,11 @@ def _phantom(config: DownstreamConfig, seed: int, nodules: Any) -> Any:
 
 
 def _fits(layout: Any, patch_zyx: Tuple[int, ...]) -> bool:
-    """Whether every nodule fits one ROI patch (the ROI model cannot draw a larger one)."""
     import SimpleITK as sitk
 
-    from ..config import is_nodule
-    from ..data.spatial import nodule_boxes
+    from ..data.spatial import fits_roi_patch
 
-    try:
-        nodule_boxes(sitk.GetArrayViewFromImage(layout), patch_zyx[::-1], merge=False)
-    except InputError:
-        return False
-    return bool(is_nodule(sitk.GetArrayViewFromImage(layout)).any())
+    return fits_roi_patch(sitk.GetArrayViewFromImage(layout), patch_zyx)
 
 
 def make_test_phantom(config: DownstreamConfig, seed: int, patch_zyx: Optional[Tuple[int, ...]] = None) -> Any:

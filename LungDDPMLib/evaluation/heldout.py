@@ -17,6 +17,7 @@ import SimpleITK as sitk
 from scipy import ndimage as ndi
 
 from ..config import LABEL_LUNG, NODULE_TYPES
+from ..data.spatial import fits_roi_patch
 from ..errors import InputError
 
 #: Phantom geometry of the held-out cases: the bundled ROI model's training geometry.
@@ -49,18 +50,6 @@ def _vessel_centre(twin: Any, radius_mm: float, rng: np.random.Generator) -> Opt
     return tuple(float(v) for v in twin.ct.TransformIndexToPhysicalPoint((x, y, z)))
 
 
-def _fits(layout: sitk.Image, patch_zyx: Optional[Tuple[int, ...]]) -> bool:
-    from ..data.spatial import nodule_boxes
-
-    if patch_zyx is None:
-        return True
-    try:
-        nodule_boxes(sitk.GetArrayViewFromImage(layout), tuple(patch_zyx)[::-1], merge=False)
-    except InputError:
-        return False
-    return True
-
-
 def heldout_case(seed: int, patch_zyx: Optional[Tuple[int, ...]] = None, tries: int = 40) -> HeldOutCase:
     """Held-out case ``seed``: one nodule of each class; with ``patch_zyx`` redrawn until each fits such a patch."""
     from ..phantom import NoduleSpec, make_phantom
@@ -87,6 +76,10 @@ def heldout_case(seed: int, patch_zyx: Optional[Tuple[int, ...]] = None, tries: 
         except InputError:
             continue
         placed = ph.info["nodules"]
-        if len(placed) == 3 and all(n["label_voxels"] > 0 for n in placed) and _fits(ph.layout, patch_zyx):
+        if (
+            len(placed) == 3
+            and all(n["label_voxels"] > 0 for n in placed)
+            and (patch_zyx is None or fits_roi_patch(sitk.GetArrayViewFromImage(ph.layout), patch_zyx))
+        ):
             return HeldOutCase(seed, ph, vessel, ph.info["nodules"])
     raise InputError(f"could not place three held-out nodules in phantom {seed}")
