@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
 
 import numpy as np
 import SimpleITK as sitk
 
 from .data.axes import from_model_order, to_model_order
-from .data.context import ROI_MARGIN_MM, condition_channels, near_nodules, uses_ct
+from .data.context import ROI_MARGIN_MM, condition_channels, known_voxels, near_nodules, uses_ct
 from .data.layout import layout_labels
 from .data.nodule_types import type_report
 from .data.pipeline import PreprocessRecord, model_options, postprocess, preprocess
@@ -24,6 +24,7 @@ from .data.spatial import layout_region
 from .diffusion import DiffusionModel
 from .errors import InputError, NumericalError
 from .sampling import AASConfig, EtaEstimator, RuntimeOptions, SamplerConfig, StepInfo, sample
+from .sampling.density import DensityControl, NoduleDensity, nodule_fields
 
 
 @dataclass
@@ -38,6 +39,33 @@ class SynthesisResult:
     nodule_types: Dict[str, Any] = field(default_factory=dict)
     #: What was generated: the whole ``layout`` (in each patch), or ``nodules + <margin> mm`` (roi mode).
     regenerated: str = "layout"
+
+
+def _density_control(
+    model: DiffusionModel,
+    item: Any,
+    patch: Any,
+    known: Optional[np.ndarray],
+    wanted: Mapping[str, NoduleDensity],
+    order: str,
+) -> DensityControl:
+    """The density control of one patch: fields built on its native (z, y, x) grid, handed over in model order."""
+    labels = from_model_order(item.layout, order)
+    regenerated = labels != 0 if known is None else ~from_model_order(known, order)
+    # What passes through ground glass (vessels, airway walls) keeps the model's drawing: a density target is the
+    # haze's, and the sampler's kept CT stays as it is.
+    see_through = known_voxels(from_model_order(item.ct, order), labels, regenerated, patch.norm.window) & regenerated
+    drawn = regenerated & ~see_through
+    lo, hi = patch.norm.window
+
+    def to_model(hu: float) -> float:
+        return (hu - lo) * 2.0 / (hi - lo) - 1.0
+
+    fields = nodule_fields(labels, patch.grid_geometry.spacing[::-1], drawn, wanted, to_model)
+    for f in fields:
+        f.basis = np.ascontiguousarray(to_model_order(f.basis, order))
+        f.regions = np.ascontiguousarray(to_model_order(f.regions, order))
+    return DensityControl(model.schedule, fields, next(model.parameters()).device)
 
 
 def synthesize_case(
@@ -55,6 +83,7 @@ def synthesize_case(
     callback: Optional[Callable[[StepInfo], None]] = None,
     should_stop: Optional[Callable[[], bool]] = None,
     runtime: Optional[RuntimeOptions] = None,
+    density: Optional[Mapping[str, Optional[NoduleDensity]]] = None,
 ) -> SynthesisResult:
     """Synthesise ``len(seeds)`` CTs for one layout.
 
@@ -70,6 +99,8 @@ def synthesize_case(
             the rest of the patch (its lung too) from the real CT, which anchors the patch's intensities (default
             :data:`ROI_MARGIN_MM`); a negative value regenerates the whole layout inside each patch.
         callback: progress over all patches and seeds; ``should_stop`` cancels (raises ``SamplingCancelled``).
+        density: target densities per nodule class (:mod:`LungDDPMLib.sampling.density`; a class missing or
+            ``None``: drawn by the model alone); ``None`` switches the control off. Needs a ``hu-window`` model.
     Returns:
         :class:`SynthesisResult`; nothing partial is returned when cancelled.
     """
@@ -87,6 +118,12 @@ def synthesize_case(
             f"redraw; --roi-margin {margin:g} would show it another one: leave --roi-margin out"
         )
     nodules_only = cfg.spatial_mode == "roi" and margin >= 0
+    wanted = {k: v for k, v in (density or {}).items() if v is not None}
+    if wanted and cfg.normalization != "hu-window":
+        raise InputError(
+            f"density control needs a model with the hu-window intensity scale; this one uses {cfg.normalization!r} "
+            "(whose HU scale changes per slice): use --density off"
+        )
     t1 = time.perf_counter()
     per_patch: List[List[np.ndarray]] = []
     eta: Optional[EtaEstimator] = None  # over all patches; made when the first step says how many there are
@@ -113,6 +150,9 @@ def synthesize_case(
             known = item.layout == 0 if known is None else known
             untyped = cfg.nodule_types[0] if cfg.nodule_types else "solid"
             condition = condition_channels(cfg.unet.layout_channels, item.layout, item.ct, ~known, untyped)
+        control = None
+        if wanted:
+            control = _density_control(model, item, record.patches[index], known, wanted, record.array_order)
         out = sample(
             model,
             item.layout.astype(np.int64),
@@ -127,6 +167,7 @@ def synthesize_case(
             callback=patch_progress,
             should_stop=should_stop,
             runtime=runtime,
+            density=control,
         )
         values = out.numpy()
         bad = [seed for seed, v in zip(seeds, values) if not np.isfinite(v).all()]

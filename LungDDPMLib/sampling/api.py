@@ -18,6 +18,7 @@ from ..config import LABEL_BACKGROUND, LAYOUT_LABELS
 from ..diffusion import DiffusionModel
 from ..errors import InputError, SamplingCancelled
 from .aas import AASBlender, AASConfig
+from .density import DensityControl
 from .eta import EtaEstimator
 from .runtime import RuntimeOptions, prepared_denoiser, resolve_runtime
 from .samplers import SAMPLERS, make_timesteps, sample_ddim, sample_ddpm, sample_dpmpp_2m
@@ -174,6 +175,7 @@ def sample(
     callback: Optional[Callable[[StepInfo], None]] = None,
     should_stop: Optional[Callable[[], bool]] = None,
     runtime: Optional[RuntimeOptions] = None,
+    density: Optional[DensityControl] = None,
 ) -> torch.Tensor:
     """Generate one volume per seed for a layout, on the model's device.
 
@@ -199,6 +201,8 @@ def sample(
         callback: receives a :class:`StepInfo` after every network evaluation.
         should_stop: polled before every evaluation; returning True raises :class:`SamplingCancelled`.
         runtime: how the network runs (precision, channels-last, torch.compile, CUDA graphs); default fp32 eager.
+        density: nodule density control (:mod:`LungDDPMLib.sampling.density`) applied to every clean-image estimate;
+            built for this layout's grid.
     Returns:
         (N, D, H, W) float32 tensor on the CPU, values in [-1, 1] (AAS known voxels equal ``reference`` exactly).
     Example:
@@ -263,6 +267,8 @@ def sample(
                 parts = range(0, x.shape[0], per_call)
                 return torch.cat([eps(x[j : j + per_call], t[j : j + per_call], cond[j : j + per_call]) for j in parts])
 
+            if density:
+                eps_fn = density.wrap(eps_fn)
             blender = None
             if aas.enabled:
                 mask = known if known is not None else lay == LABEL_BACKGROUND
