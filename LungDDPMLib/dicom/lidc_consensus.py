@@ -98,8 +98,8 @@ def _overlap(a: Mark, b: Mark) -> bool:
     hi = np.minimum(np.add(a.offset, a.mask.shape), np.add(b.offset, b.mask.shape))
     if np.any(hi <= lo):
         return False
-    sa = tuple(slice(int(l - o), int(h - o)) for l, h, o in zip(lo, hi, a.offset))
-    sb = tuple(slice(int(l - o), int(h - o)) for l, h, o in zip(lo, hi, b.offset))
+    sa = tuple(slice(int(s - o), int(e - o)) for s, e, o in zip(lo, hi, a.offset))
+    sb = tuple(slice(int(s - o), int(e - o)) for s, e, o in zip(lo, hi, b.offset))
     return bool(np.any(a.mask[sa] & b.mask[sb]))
 
 
@@ -143,8 +143,8 @@ def consensus_voxels(marks: Sequence[Mark], level: float) -> np.ndarray:
     for reader in readers:
         own = np.zeros(count.shape, dtype=bool)
         for m in (m for m in marks if m.reader == reader):
-            s = tuple(slice(int(o - l), int(o - l + n)) for o, l, n in zip(m.offset, lo, m.mask.shape))
-            own[s] |= m.mask
+            box = tuple(slice(int(o - b), int(o - b + n)) for o, b, n in zip(m.offset, lo, m.mask.shape))
+            own[box] |= m.mask
         count += own
     return np.argwhere(count >= level * len(readers) - 1e-9) + lo
 

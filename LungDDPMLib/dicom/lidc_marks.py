@@ -128,7 +128,13 @@ def nodule_mark(nodule: ReaderNodule, finder: SliceFinder) -> Mark:
 
 
 def point_mark(
-    reader: str, nodule_id: str, kind: str, z: Optional[float], sop: str, point: Tuple[int, int], finder: SliceFinder,
+    reader: str,
+    nodule_id: str,
+    kind: str,
+    z: Optional[float],
+    sop: str,
+    point: Tuple[int, int],
+    finder: SliceFinder,
     characteristics: Optional[Dict[str, Optional[int]]] = None,
 ) -> Mark:
     """A one-voxel mark: a small nodule's centre or a non-nodule's locus."""
@@ -158,8 +164,11 @@ def reader_marks(sessions: Sequence, series: DicomSeries, xml: str) -> List[Mark
         marks += [nodule_mark(n, finder) for n in session.nodules]
         for n in session.small_nodules:
             roi = next(r for r in n.rois if r.inclusion)
-            marks.append(point_mark(n.reader, n.nodule_id, "small-nodule", roi.z, roi.sop_uid, roi.points[0], finder,
-                                    n.characteristics))
+            marks.append(
+                point_mark(
+                    n.reader, n.nodule_id, "small-nodule", roi.z, roi.sop_uid, roi.points[0], finder, n.characteristics
+                )
+            )
         nn: NonNodule
         for nn in session.non_nodules:
             marks.append(point_mark(nn.reader, nn.nodule_id, "non-nodule", nn.z, nn.sop_uid, nn.point, finder))

@@ -179,7 +179,9 @@ def _session(elem: ET.Element, index: int, where: _Where) -> ReadingSession:
         rois = tuple(_roi(r, where) for r in children(node, "roi"))
         if not rois:
             raise where.fail("a nodule without any roi")
-        mark = ReaderNodule(reader, where.nodule, _characteristics(next(children(node, "characteristics"), None), where), rois)
+        mark = ReaderNodule(
+            reader, where.nodule, _characteristics(next(children(node, "characteristics"), None), where), rois
+        )
         (session.small_nodules if mark.small else session.nodules).append(mark)
     for k, node in enumerate(children(elem, "nonNodule")):
         where.nodule = child_text(node, "nonNoduleID") or f"non-nodule #{k + 1}"

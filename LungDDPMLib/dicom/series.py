@@ -67,7 +67,10 @@ def slice_files(folder: Path) -> List[Path]:
     return sorted(
         p
         for p in folder.iterdir()
-        if p.is_file() and not p.name.startswith(".") and p.name.upper() != "DICOMDIR" and p.suffix.lower() not in NOT_SLICES
+        if p.is_file()
+        and not p.name.startswith(".")
+        and p.name.upper() != "DICOMDIR"
+        and p.suffix.lower() not in NOT_SLICES
     )
 
 
@@ -76,7 +79,9 @@ def _read(path: Path, stop_before_pixels: bool) -> Any:
     try:
         return pydicom.dcmread(str(path), stop_before_pixels=stop_before_pixels)
     except Exception as exc:  # pydicom raises many kinds for damaged files; all mean the same to the user
-        raise InputError(f"{path}: not a readable DICOM file ({type(exc).__name__}: {exc}); remove it or replace it") from None
+        raise InputError(
+            f"{path}: not a readable DICOM file ({type(exc).__name__}: {exc}); remove it or replace it"
+        ) from None
 
 
 def read_headers(folder: PathLike) -> List[Tuple[Path, Any]]:
@@ -131,7 +136,9 @@ def _check_grid(headers: Sequence[Tuple[Path, Any]]) -> Tuple[np.ndarray, np.nda
         if int(getattr(ds, "NumberOfFrames", 1) or 1) > 1:
             raise InputError(f"{p}: a multi-frame (enhanced) CT object; export the series as one file per slice")
         if (getattr(ds, "Rows", None), getattr(ds, "Columns", None)) != shape0 or None in shape0:
-            raise InputError(f"{p}: {ds.get('Rows')}x{ds.get('Columns')} pixels where {p0.name} has {shape0[0]}x{shape0[1]}")
+            raise InputError(
+                f"{p}: {ds.get('Rows')}x{ds.get('Columns')} pixels where {p0.name} has {shape0[0]}x{shape0[1]}"
+            )
         if not np.allclose(_vector(p, ds, "ImageOrientationPatient", 6), iop0, atol=ORIENTATION_TOL):
             raise InputError(f"{p}: ImageOrientationPatient differs from {p0.name}'s; the slices are not one stack")
         if not np.allclose(_vector(p, ds, "PixelSpacing", 2), ps0, rtol=1e-4):

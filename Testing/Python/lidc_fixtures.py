@@ -90,7 +90,7 @@ def trace_outline(mask: np.ndarray) -> List[Tuple[int, int]]:
 
 
 def chest_hu() -> np.ndarray:
-    z, y, x = np.mgrid[: SHAPE[0], : SHAPE[1], : SHAPE[2]]
+    _, y, x = np.mgrid[: SHAPE[0], : SHAPE[1], : SHAPE[2]]
     hu = np.full(SHAPE, -1000, dtype=np.int32)
     hu[((x - 48) / 44.0) ** 2 + ((y - 40) / 36.0) ** 2 <= 1] = 40
     for cx in (30, 66):
@@ -186,7 +186,7 @@ def sphere_rois(mark: ReaderSphere, series: Series) -> Tuple[List[str], Dict[int
         d = disc(k, mark.centre, mark.radius_mm)
         if not d.any():
             continue
-        sop = "1.2.3.999.%d" % k if k in mark.unknown_sop_slices else series.sop_uids[k]
+        sop = f"1.2.3.999.{k}" if k in mark.unknown_sop_slices else series.sop_uids[k]
         rois.append(_roi(series.z[k], sop, True, trace_outline(d)))
         if mark.hole_mm and k == round(mark.centre[2]):
             holes[k] = trace_outline(disc(k, mark.centre, mark.hole_mm))
