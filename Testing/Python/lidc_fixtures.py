@@ -37,6 +37,7 @@ class ReaderSphere:
     chars: Dict[str, object] = field(default_factory=dict)
     hole_mm: Optional[float] = None  # an inclusion FALSE contour on the centre slice, a disc of this radius
     unknown_sop_slices: Tuple[int, ...] = ()  # slices whose ROI names a SOP UID not in the series (found by z)
+    wrong_z_slices: Tuple[int, ...] = ()  # slices whose ROI quotes another slice's z (the SOP UID must win)
 
 
 @dataclass
@@ -114,6 +115,7 @@ def write_series(
     modality: str = "CT",
     seed: int = 3,
     extra: Optional[Dict[str, object]] = None,
+    prefix: str = "",
 ) -> Series:
     """Write ``stored`` (z, y, x unsigned values) as one file per slice, names shuffled; returns what was written."""
     from pydicom.dataset import Dataset, FileMetaDataset
@@ -151,7 +153,7 @@ def write_series(
         for key, value in (extra or {}).items():
             setattr(ds, key, value)
         ds.PixelData = np.ascontiguousarray(stored[k].astype("<u2")).tobytes()
-        path = folder / f"{names[k]:03d}.dcm"
+        path = folder / f"{prefix}{names[k]:03d}.dcm"
         ds.save_as(str(path), enforce_file_format=True)
         sops.append(sop)
         files.append(path)
@@ -187,7 +189,8 @@ def sphere_rois(mark: ReaderSphere, series: Series) -> Tuple[List[str], Dict[int
         if not d.any():
             continue
         sop = f"1.2.3.999.{k}" if k in mark.unknown_sop_slices else series.sop_uids[k]
-        rois.append(_roi(series.z[k], sop, True, trace_outline(d)))
+        z = series.z[k] + (3 * SPACING[2] if k in mark.wrong_z_slices else 0.0)
+        rois.append(_roi(z, sop, True, trace_outline(d)))
         if mark.hole_mm and k == round(mark.centre[2]):
             holes[k] = trace_outline(disc(k, mark.centre, mark.hole_mm))
             rois.append(_roi(series.z[k], sop, False, holes[k]))
@@ -252,9 +255,9 @@ def four_readers() -> Tuple[List[ReaderSphere], List[Tuple[str, str, str, Tuple[
         ReaderSphere("111", "N-A1", A, 4.0, ratings(5, 3, 5), hole_mm=1.6),
         ReaderSphere("222", "N-A2", A, 3.4, ratings(5, 4, 4), unknown_sop_slices=(9,)),
         ReaderSphere("333", "N-A3", A, 4.6, ratings(4, 4, 5)),
-        ReaderSphere("444", "N-A4", A, 4.0, ratings(4, 5, 5)),
-        ReaderSphere("111", "N-B1", B, 3.5, ratings(1, 2, 3)),
-        ReaderSphere("222", "N-B2", B, 3.5, ratings(2, 2, 3)),
+        ReaderSphere("444", "N-A4", A, 4.0, ratings(4, 5, 5), wrong_z_slices=(8, 11)),
+        ReaderSphere("111", "N-B1", B, 3.5, ratings(2, 2, 3)),
+        ReaderSphere("222", "N-B2", B, 3.5, ratings(2, 2, 3)),  # median texture 2: the ground-glass bound
         ReaderSphere("333", "N-B3", B, 3.0, ratings(1, 3, 2)),
         ReaderSphere("222", "N-C2", C, 3.0, ratings(3, 2, 4)),
         ReaderSphere("444", "N-C4", C, 3.3, ratings("", 3, 4)),
