@@ -23,6 +23,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     src.add_argument("--lidc-root", metavar="ROOT", help="a LIDC-IDRI tree: every reader XML matched to its series")
     p.add_argument("--out", required=True, metavar="DIR", help="output folder")
     p.add_argument("--name", help="file-name stem of the outputs (one case only; default: the PatientID)")
+    p.add_argument(
+        "--overwrite", action="store_true", help="replace earlier outputs (otherwise refused; a batch skips them)"
+    )
     rules = p.add_argument_group("rules")
     rules.add_argument("--consensus", type=float, default=0.5, help="share of a nodule's readers a voxel needs")
     rules.add_argument("--min-readers", type=int, default=1, help="draw nodules marked by at least this many readers")
@@ -69,12 +72,14 @@ def run(args: argparse.Namespace) -> int:
     if single:
         from ..dicom.lidc_import import import_lidc
 
-        paths = import_lidc(args.dicom, args.xml, args.out, rules, name=args.name)
+        paths = import_lidc(args.dicom, args.xml, args.out, rules, name=args.name, overwrite=args.overwrite)
         print(json.dumps({k: str(v) for k, v in paths.items()}))
         return 0
     from ..dicom.lidc_batch import import_lidc_tree
     from .exit_codes import EXIT_ERROR
 
-    report = import_lidc_tree(args.lidc_root, args.out, rules, progress=lambda line: print(line, file=sys.stderr))
+    report = import_lidc_tree(
+        args.lidc_root, args.out, rules, progress=lambda line: print(line, file=sys.stderr), overwrite=args.overwrite
+    )
     print(json.dumps(report.summary()))
     return EXIT_ERROR if report.failed else 0

@@ -5,7 +5,8 @@ chest-radiograph reads are ``IdriReadMessage``) is skipped and counted. Every fo
 series, known by the SeriesInstanceUID of its first file. An XML whose series is in no folder, in two folders, or
 named by a second XML is a failed case. Cases are named by PatientID; a patient with several imported series gets
 the last 8 digits of each SeriesInstanceUID appended (``LIDC-IDRI-0132_12345678``), so no case overwrites another.
-A failed case is reported and the batch goes on.
+A failed case is reported and the batch goes on; a case already imported (all four outputs there) is skipped, so an
+interrupted batch resumes where it stopped. Programming errors (bugs) are not caught: they stop the batch.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from typing import Callable, Dict, List, Optional, Tuple, Union
 
 from ..errors import InputError, LungDDPMError
 from .lidc_consensus import ConsensusRules
-from .lidc_import import make_case, safe_name, write_case
+from .lidc_import import make_case, output_paths, safe_name, write_case
 from .lidc_xml import ROOT_TAG, header_uids, local, parse_root, read_lidc_xml
 from .requires import require_pydicom
 from .series import read_ct_series, slice_files
@@ -117,15 +118,24 @@ def import_lidc_tree(
     out: PathLike,
     rules: Optional[ConsensusRules] = None,
     progress: Optional[Callable[[str], None]] = None,
+    overwrite: bool = False,
 ) -> BatchReport:
-    """Import every LIDC case under ``root`` into ``out``; a case that fails is reported, the others go on."""
+    """Import every LIDC case under ``root`` into ``out``; a case that fails is reported, the others go on.
+
+    A case whose four outputs are all in ``out`` is skipped as done (an interrupted batch resumes), unless
+    ``overwrite``; one with only some of them is a failed case (they are not ours to replace)."""
     rules = rules or ConsensusRules()
     report = BatchReport()
     cases = find_cases(root, report)
     for k, case in enumerate(cases):
+        if not overwrite and all(p.exists() for p in output_paths(out, case.name).values()):
+            report.skipped.append((case.name, "already imported"))
+            if progress:
+                progress(f"[{k + 1}/{len(cases)}] {case.name}: already imported, skipped")
+            continue
         try:
             made = make_case(read_ct_series(case.series_dir), read_lidc_xml(case.xml), rules, case.name)
-            paths = write_case(made, out)
+            paths = write_case(made, out, overwrite)
             report.written.append((case.name, paths))
             drawn = sum(n.drawn for n in made.nodules)
             line = f"[{k + 1}/{len(cases)}] {case.name}: {drawn} nodule(s) drawn"

@@ -155,8 +155,16 @@ def output_paths(out: PathLike, name: str) -> Dict[str, Path]:
     }
 
 
-def write_case(case: LidcCase, out: PathLike) -> Dict[str, Path]:
+def check_free(out: PathLike, name: str, overwrite: bool) -> None:
+    """Refuse to replace earlier outputs unless asked to (``--overwrite``)."""
+    there = [p for p in output_paths(out, name).values() if p.exists()]
+    if there and not overwrite:
+        raise InputError(f"{there[0]} exists; remove it, choose another --out or pass --overwrite")
+
+
+def write_case(case: LidcCase, out: PathLike, overwrite: bool = False) -> Dict[str, Path]:
     """Write the four files of a case; all of them appear at the end, or none."""
+    check_free(out, case.name, overwrite)
     final = output_paths(out, case.name)
     Path(out).mkdir(parents=True, exist_ok=True)
     staging = Path(out) / f".{case.name}.{os.getpid()}.partial"
@@ -180,6 +188,7 @@ def import_lidc(
     out: PathLike,
     rules: Optional[ConsensusRules] = None,
     name: Optional[str] = None,
+    overwrite: bool = False,
 ) -> Dict[str, Path]:
     """Import one LIDC-IDRI case; returns the written paths (see the module's docstring).
 
@@ -189,9 +198,10 @@ def import_lidc(
 
     Raises:
         InputError: a series or XML refused by :func:`read_ct_series` / :func:`read_lidc_xml`, an XML of another
-        series, a mark off the image or on no slice of it; nothing is written then.
+        series, a mark off the image or on no slice of it, outputs already there (without ``overwrite``); nothing
+        is written then.
     """
     read = read_lidc_xml(xml)
     series = read_ct_series(series_dir)
     case = make_case(series, read, rules or ConsensusRules(), name)
-    return write_case(case, out)
+    return write_case(case, out, overwrite)

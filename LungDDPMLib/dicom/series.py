@@ -25,8 +25,9 @@ from ..errors import InputError
 from .requires import require_pydicom
 
 PathLike = Union[str, Path]
-#: Files in a series folder that are not slices and are passed over (LIDC-IDRI keeps the reader XML beside them).
-NOT_SLICES = (".xml", ".txt", ".json", ".csv", ".md")
+#: Files in a series folder that are not slices and are passed over (LIDC-IDRI keeps the reader XML beside them;
+#: outputs written into the series folder must not stop the next read). Any other file must be DICOM.
+NOT_SLICES = (".xml", ".txt", ".json", ".csv", ".md", ".gz", ".nii", ".nrrd")
 #: Slice steps may differ by this share of the series' step (and at least :data:`MIN_SPACING_TOL_MM`).
 SPACING_REL_TOL = 0.01
 MIN_SPACING_TOL_MM = 0.01

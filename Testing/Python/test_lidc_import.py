@@ -367,6 +367,19 @@ def test_a_failure_while_writing_leaves_no_output(tmp_path, monkeypatch) -> None
     assert list((tmp_path / "out").iterdir()) == []  # the CT and layout written first were staged, then removed
 
 
+def test_earlier_outputs_are_replaced_only_with_overwrite(tmp_path, capsys) -> None:
+    series, xml, *_ = make_case(tmp_path)
+    out = tmp_path / "out"
+    argv = ["import-lidc", "--dicom", str(series.folder), "--xml", str(xml), "--out", str(out)]
+    (out).mkdir()
+    (out / "LIDC-TEST-0001_nodules.csv").write_text("mine")
+    assert main(argv) == 1
+    assert "LIDC-TEST-0001_nodules.csv exists; remove it" in capsys.readouterr().err
+    assert [p.name for p in out.iterdir()] == ["LIDC-TEST-0001_nodules.csv"]
+    assert main([*argv, "--overwrite"]) == 0 and len(list(out.iterdir())) == 4
+    assert (out / "LIDC-TEST-0001_nodules.csv").read_text().startswith("seriesuid,coordX")
+
+
 def test_the_single_form_needs_both_paths(tmp_path, capsys) -> None:
     assert main(["import-lidc", "--dicom", str(tmp_path), "--out", str(tmp_path / "o")]) == 1
     assert "--dicom and --xml go together" in capsys.readouterr().err
@@ -412,3 +425,9 @@ def test_a_lidc_tree_is_imported_case_by_case_and_a_bad_case_does_not_stop_it(tm
     assert "failed: " in captured.err and "nodule(s) drawn" in captured.err
     rows = rows_of(out / "LIDC-IDRI-0002_nodules.csv")
     assert list(rows) == ["N-B1"] and rows["N-B1"]["n_readers"] == "3"
+    # Run again: the imported cases are done and skipped, the bad one fails again.
+    before = {p: p.stat().st_mtime_ns for p in out.iterdir()}
+    assert main(["import-lidc", "--lidc-root", str(root), "--out", str(out)]) == 1
+    summary = json.loads(capsys.readouterr().out)
+    assert (summary["imported"], summary["failed"], summary["skipped"]) == (0, 1, 4)
+    assert {p: p.stat().st_mtime_ns for p in out.iterdir()} == before
