@@ -154,6 +154,7 @@ def max_extent_mm(voxels: np.ndarray, spacing_xyz: Sequence[float]) -> float:
     best = 0.0
     for k in np.unique(voxels[:, 0]):
         yx = voxels[voxels[:, 0] == k][:, 1:]
+        yx = yx - yx.min(axis=0)
         if len(yx) < 2:
             continue
         plane = np.zeros(tuple(yx.max(axis=0) + 3), dtype=bool)
