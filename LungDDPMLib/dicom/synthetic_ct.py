@@ -124,6 +124,17 @@ def match_source(
     return matched
 
 
+def save_dataset(ds: Any, path: Path) -> None:
+    """Save as a DICOM file (preamble, file meta) with pydicom 3, or 2.4 (Python 3.9, where 3 does not install)."""
+    import pydicom
+
+    if int(pydicom.__version__.split(".")[0]) >= 3:
+        ds.save_as(path, enforce_file_format=True)
+    else:  # pragma: no cover - CI pins pydicom 3
+        ds.is_little_endian, ds.is_implicit_VR = True, False
+        ds.save_as(path, write_like_original=False)
+
+
 def _series_description(description: str) -> str:
     text = description.strip()
     if not text.upper().startswith(SYNTHETIC_PREFIX):
@@ -277,7 +288,7 @@ def write_synthetic_ct_series(
             ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
             ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
             path = tmp / f"slice_{k + 1:0{width}d}.dcm"
-            ds.save_as(path, enforce_file_format=True)
+            save_dataset(ds, path)
             with open(path, "rb") as fh:
                 os.fsync(fh.fileno())
             files.append(folder / path.name)
