@@ -318,8 +318,9 @@ def test_a_new_study_keeps_the_patient_and_references_the_source_across_studies(
     verify(files[0])
 
 
-def test_the_case_function_writes_series_then_seg(tmp_path: Path) -> None:
-    ct = oblique_ct()
+@pytest.mark.parametrize("flip", [False, True], ids=["right-handed", "left-handed"])
+def test_the_case_function_writes_series_then_seg(tmp_path: Path, flip: bool) -> None:
+    ct = oblique_ct(flip)
     lay = np.zeros((7, 9, 11), np.uint8)
     lay[1:6, 2:8, 2:9] = 1
     lay[2:4, 3:5, 3:5] = 5
@@ -330,6 +331,15 @@ def test_the_case_function_writes_series_then_seg(tmp_path: Path) -> None:
     assert [s.SegmentLabel for s in ds.SegmentSequence] == ["lung", "ground-glass nodule"]
     series_uid = pydicom.dcmread(str(next(folder.iterdir()))).SeriesInstanceUID
     assert ds.ReferencedSeriesSequence[0].SeriesInstanceUID == series_uid
+    back = read_series(folder)  # the SEG's frames, put on the series' grid by their source slices
+    uids = [pydicom.dcmread(str(p)).SOPInstanceUID for p in sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder))]
+    masks = hd.seg.segread(str(seg)).get_pixels_by_source_instance(uids, segment_numbers=[1, 2], combine_segments=True)
+    on_grid = sitk.GetImageFromArray(masks.astype(np.uint8))
+    on_grid.CopyInformation(back)
+    for index in [(4, 4, 3), (3, 3, 2), (0, 0, 0), (8, 7, 5)]:  # same label at the same point in space
+        point = layout.TransformIndexToPhysicalPoint(index)
+        expected = {0: 0, 1: 1, 5: 2}[layout[index]]
+        assert on_grid[on_grid.TransformPhysicalPointToIndex(point)] == expected
     verify(seg)
 
 
@@ -416,3 +426,15 @@ def test_orphan_series_folders_of_dead_runs_are_cleaned(tmp_path: Path) -> None:
     mine.mkdir()
     assert clean_orphans(tmp_path) == [dead]
     assert not dead.exists() and mine.exists()
+
+
+def test_without_the_dicom_extra_the_run_stops_before_sampling_with_the_install_line(
+    ws: Path, tmp_path: Path, monkeypatch, capsys
+) -> None:
+    import sys
+
+    monkeypatch.setitem(sys.modules, "highdicom", None)  # import highdicom -> ImportError
+    assert synthesize(ws, "--out", str(tmp_path / "case"), "--format", "dicom") == 1
+    err = capsys.readouterr().err
+    assert "pip install 'lungddpm[dicom]'" in err
+    assert list(tmp_path.iterdir()) == []
