@@ -21,8 +21,10 @@ from .errors import InputError
 if TYPE_CHECKING:  # the job module loads without torch
     from .sampling import RuntimeOptions
 
-#: Output formats and their file suffixes: all hold a CT (16-bit integers, geometry) without loss.
-OUT_FORMATS = {"nrrd": ".nrrd", "nii.gz": ".nii.gz", "nii": ".nii", "mha": ".mha"}
+#: Output formats and their name suffixes: all hold a CT (16-bit integers, geometry) without loss. ``dicom`` writes
+#: ``<name>_dicom/`` (a CT series marked synthetic) and ``<name>_seg.dcm`` (the layout) per sample
+#: (:mod:`LungDDPMLib.dicom.case`).
+OUT_FORMATS = {"nrrd": ".nrrd", "nii.gz": ".nii.gz", "nii": ".nii", "mha": ".mha", "dicom": "_dicom"}
 #: Allowed values of the job's string fields.
 CHOICES: Dict[str, tuple] = {
     "sampler": ("dpm++", "ddim", "ddpm"),
@@ -150,10 +152,15 @@ class Job:
         return dataclasses.asdict(self)
 
     def output_paths(self, case: Case) -> List[Path]:
-        suffix = OUT_FORMATS[self.out_format]
-        if self.num_samples == 1:
-            return [Path(case.out_prefix + suffix)]
-        return [Path(f"{case.out_prefix}_{k}{suffix}") for k in range(self.num_samples)]
+        """One path per sample (for ``dicom`` two: the series folder, then the SEG)."""
+        names = [case.out_prefix]
+        if self.num_samples > 1:
+            names = [f"{case.out_prefix}_{k}" for k in range(self.num_samples)]
+        if self.out_format == "dicom":
+            from .dicom.case import dicom_paths
+
+            return [path for name in names for path in dicom_paths(name)]
+        return [Path(name + OUT_FORMATS[self.out_format]) for name in names]
 
     @staticmethod
     def sidecar(case: Case) -> Path:
@@ -223,22 +230,35 @@ def cases_from_folders(ct_dir: str, layout_dir: Optional[str], out_dir: str) -> 
     return [Case(name, str(ct), str(lay), str(Path(out_dir) / f"{name}_synthetic")) for name, ct, lay in pairs]
 
 
-def out_format_of(out: str) -> str:
-    """The output format an ``--out`` name asks for; a name without one of :data:`OUT_FORMATS`' suffixes is refused
-    (writing another format than asked, or a PNG that cannot hold a CT, would be a silent surprise)."""
+def out_format_of(out: str, wanted: Optional[str] = None) -> str:
+    """The output format an ``--out`` name asks for, or ``wanted`` (``--format``) when the name has no suffix or
+    the same one; a name without one of :data:`OUT_FORMATS`' suffixes and no ``wanted`` is refused, and so is a
+    suffix that disagrees with ``wanted`` (writing another format than asked, or a PNG that cannot hold a CT, would
+    be a silent surprise)."""
     lower = Path(out).name.lower()
+    found = None
     for fmt, suffix in sorted(OUT_FORMATS.items(), key=lambda kv: -len(kv[1])):
         if lower.endswith(suffix) and len(lower) > len(suffix):
-            return fmt
+            found = fmt
+            break
+    if wanted is not None:
+        if wanted not in OUT_FORMATS:
+            raise InputError(f"--format {wanted!r}: choose one of {', '.join(OUT_FORMATS)}")
+        if found is not None and found != wanted and Path(out).suffix:
+            raise InputError(f"--out {out!r} names a {found} file but --format is {wanted}; drop one of the two")
+        return wanted
+    if found is not None:
+        return found
     raise InputError(
         f"--out {out!r}: name the output with one of {', '.join(OUT_FORMATS.values())} "
         "(formats that hold a CT's values and geometry)"
     )
 
 
-def single_case(ct: str, layout: str, out: str) -> Case:
-    """A case whose outputs are named after ``out`` (its extension, which sets the format, is dropped)."""
+def single_case(ct: str, layout: str, out: str, out_format: Optional[str] = None) -> Case:
+    """A case whose outputs are named after ``out`` (its extension, which sets the format unless ``out_format``
+    does, is dropped)."""
     p = Path(out)
-    suffix = OUT_FORMATS[out_format_of(out)]
-    name = p.name[: -len(suffix)]
+    suffix = OUT_FORMATS[out_format_of(out, out_format)]
+    name = p.name[: -len(suffix)] if p.name.lower().endswith(suffix) and len(p.name) > len(suffix) else p.name
     return Case(name, ct, layout, str(p.with_name(name)))

@@ -77,6 +77,13 @@ def file_identity(path: str) -> Dict[str, Any]:
     return {"path": os.path.realpath(p), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
 
 
+def output_size(path: Path) -> int:
+    """An output's size in bytes; a folder output (a DICOM series) counts the files in it, so a lost slice shows."""
+    if path.is_dir():
+        return sum(f.stat().st_size for f in path.iterdir() if f.is_file())
+    return path.stat().st_size
+
+
 def read_record(sidecar: Path) -> Optional[Dict[str, Any]]:
     """The completion record in ``sidecar``, or ``None`` when the file is missing, not JSON or not ours."""
     try:
@@ -97,7 +104,7 @@ def is_done(sidecar: Path, key: Dict[str, Any], outputs: Sequence[Path]) -> bool
     listed = {o.get("path"): o.get("size") for o in record.get("outputs", []) if isinstance(o, dict)}
     for out in outputs:
         try:
-            if listed.get(str(out)) != out.stat().st_size:
+            if listed.get(str(out)) != output_size(out):
                 return False
         except OSError:
             return False
@@ -180,7 +187,7 @@ def completion_record(key: Dict[str, Any], outputs: Sequence[Path]) -> Dict[str,
         "format": RECORD_FORMAT,
         "key": key,
         "state": "complete",
-        "outputs": [{"path": str(o), "size": o.stat().st_size} for o in outputs],
+        "outputs": [{"path": str(o), "size": output_size(o)} for o in outputs],
         "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
 

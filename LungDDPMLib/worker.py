@@ -125,8 +125,31 @@ def _load_model(job: Job, emit: Emit) -> Any:
     return ckpt
 
 
+def _write_dicom(job: Job, case: Case, result: Any, ckpt: Any, paths: List[Path], layout: Any, source: Any) -> None:
+    """Each sample as a marked DICOM series plus its layout as a SEG; ``source``: the headers of a DICOM ``--ct``.
+
+    Our own earlier outputs may be replaced (:func:`~LungDDPMLib.outputs.check_not_foreign` refused any other)."""
+    from .dicom.case import write_dicom_case
+
+    for k, (image, seed) in enumerate(zip(result.images, result.seeds)):
+        facts = {"model_sha256": ckpt.sha256, "model": ckpt.config.preset, "seed": seed, "sampler": job.sampler,
+                 "steps": job.steps, "aas": job.aas, "provenance": Job.sidecar(case).name}  # fmt: skip
+        what = f"LungDDPM {ckpt.config.preset or 'model'} seed {seed}"
+        write_dicom_case(image, layout, paths[2 * k], paths[2 * k + 1], source=source, provenance=facts,
+                         description=what, overwrite=True)  # fmt: skip
+
+
 def _write_case(
-    job: Job, case: Case, result: Any, ckpt: Any, paths: List[Path], elapsed: float, key: Dict, layout_info: Dict
+    job: Job,
+    case: Case,
+    result: Any,
+    ckpt: Any,
+    paths: List[Path],
+    elapsed: float,
+    key: Dict,
+    layout_info: Dict,
+    layout: Any = None,
+    source: Any = None,
 ) -> Dict:
     """Write the images (each verified and renamed into place), then the sidecar with the completion record."""
     from .data.io import write_image
@@ -164,8 +187,11 @@ def _write_case(
     }
     # Claim the output names first: a run killed between two images leaves files a later run knows as its own.
     write_sidecar(Job.sidecar(case), {"completion": claim_record(key, paths)})
-    for image, path in zip(result.images, paths):
-        write_image(image, path)
+    if job.out_format == "dicom":
+        _write_dicom(job, case, result, ckpt, paths, layout, source)
+    else:
+        for image, path in zip(result.images, paths):
+            write_image(image, path)
     provenance["completion"] = completion_record(key, paths)
     write_sidecar(Job.sidecar(case), provenance)
     return provenance
@@ -237,6 +263,15 @@ def run_job(
         emit({"type": "error", "kind": "checkpoint", "message": f"cannot read the model file {model_path}: {exc}"})
         _finish(emit, start, ok, skipped, [c.name for _, c in mine], False)
         return len(mine)
+    if job.out_format == "dicom":
+        from .dicom.uids import require_dicom
+
+        try:
+            require_dicom()
+        except InputError as exc:  # before any sampling: nothing could be written
+            emit({"type": "error", "kind": "input", "message": str(exc)})
+            _finish(emit, start, ok, skipped, [c.name for _, c in mine], False)
+            return len(mine)
     cleaned: set = set()
     for i, case in mine:
         where = {"case": i, "name": case.name}
@@ -287,6 +322,11 @@ def run_job(
                         emit({"type": "log", "message": f"removed {orphan.name}, left by a run that was killed"})
                     cleaned.add(folder)
                 ct, layout, layout_info = read_case(job, case)
+                source = None
+                if job.out_format == "dicom":  # a DICOM --ct: its headers, read (and checked) before sampling
+                    from .dicom.source import read_source_headers
+
+                    source = read_source_headers(case.ct)
                 for warning in layout_info.get("warnings", []):
                     emit({"type": "log", "message": f"{case.name}: {warning}"})
                 pixel = max(int(ct.GetSizeOfPixelComponent()), 1)
@@ -324,7 +364,7 @@ def run_job(
                 if replacing is not None:
                     emit({"type": "log", "level": "warning", **where, "message": f"{case.name}: {replacing['message']}",
                           "replaced": replacing["replaced"]})  # fmt: skip
-                provenance = _write_case(job, case, result, ckpt, paths, elapsed, key, layout_info)
+                provenance = _write_case(job, case, result, ckpt, paths, elapsed, key, layout_info, layout, source)
             ok += 1
             emit({"type": "result", **where, "paths": [str(p) for p in paths], "provenance": provenance})
         except SamplingCancelled:

@@ -9,7 +9,7 @@ import threading
 from typing import Any, Callable, List, Optional, Sequence, Tuple
 
 from ..config import LABEL_LUNG, LABEL_NODULE, LABEL_OF_TYPE, NODULE_LABELS
-from ..job import CHOICES
+from ..job import CHOICES, OUT_FORMATS
 
 
 def add_job_arguments(p: argparse.ArgumentParser, *, job_file: bool) -> None:
@@ -17,7 +17,17 @@ def add_job_arguments(p: argparse.ArgumentParser, *, job_file: bool) -> None:
     src.add_argument("--ct", help="CT file (NRRD, NIfTI, MetaImage) or DICOM folder")
     src.add_argument("--layout", help="layout: label map (0/1/2-5 or --lung-labels/--nodule-labels) or .seg.nrrd")
     src.add_argument(
-        "--out", help="output image for one case (.nrrd, .nii.gz, .nii or .mha); with N samples: OUT_0..OUT_N-1"
+        "--out",
+        help="output image for one case (.nrrd, .nii.gz, .nii or .mha, or a name with --format); with N samples: "
+        "OUT_0..OUT_N-1",
+    )
+    src.add_argument(
+        "--format",
+        dest="out_format",
+        choices=tuple(OUT_FORMATS),
+        help="output format (default: from --out's suffix; a batch: nrrd). dicom: <name>_dicom/, a CT series "
+        "marked synthetic (joining the source study when --ct is a DICOM folder), and <name>_seg.dcm, the layout "
+        "as a DICOM SEG; needs pip install 'lungddpm[dicom]'",
     )
     src.add_argument("--ct-dir", help="batch: folder of CTs (paired with layouts by name)")
     src.add_argument("--layout-dir", help="batch: folder of layouts (default: in --ct-dir, named *_layout)")
@@ -147,15 +157,16 @@ def job_from_args(args: argparse.Namespace) -> Any:
     if single:
         if not (args.ct and args.layout and args.out):
             raise InputError("one case needs --ct, --layout and --out")
-        cases = [single_case(args.ct, args.layout, args.out)]
-        out_format = out_format_of(args.out)
+        wanted = getattr(args, "out_format", None)
+        cases = [single_case(args.ct, args.layout, args.out, wanted)]
+        out_format = out_format_of(args.out, wanted)
     elif batch:
         if not (args.ct_dir and args.out_dir):
             raise InputError(
                 "a batch needs --ct-dir and --out-dir (and --layout-dir unless layouts sit beside the CTs)"
             )
         cases = cases_from_folders(args.ct_dir, args.layout_dir, args.out_dir)
-        out_format = "nrrd"
+        out_format = getattr(args, "out_format", None) or "nrrd"
     else:
         raise InputError(
             "nothing to do: give --ct/--layout/--out, --ct-dir/--out-dir"

@@ -48,7 +48,7 @@ def pid_alive(pid: int) -> bool:
 
 
 def clean_orphans(folder: PathLike) -> List[Path]:
-    """Remove temporary files of this tool left in ``folder`` by processes that no longer run (a killed run).
+    """Remove temporary files (and series folders) of this tool left in ``folder`` by processes that no longer run.
 
     Only names of :data:`TEMP_PATTERN` whose process id is not alive are touched; returns what was removed.
     """
@@ -58,9 +58,14 @@ def clean_orphans(folder: PathLike) -> List[Path]:
         return removed
     for entry in folder.iterdir():
         m = TEMP_PATTERN.match(entry.name)
-        if m and entry.is_file() and int(m.group("pid")) != os.getpid() and not pid_alive(int(m.group("pid"))):
+        if m and int(m.group("pid")) != os.getpid() and not pid_alive(int(m.group("pid"))):
             try:
-                entry.unlink()
+                if entry.is_dir() and not entry.is_symlink():  # a DICOM series folder being written
+                    shutil.rmtree(entry)
+                elif entry.is_file():
+                    entry.unlink()
+                else:
+                    continue
                 removed.append(entry)
             except OSError:
                 pass

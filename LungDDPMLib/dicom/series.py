@@ -220,6 +220,18 @@ def _volume(hu: np.ndarray) -> np.ndarray:
     return hu.astype(np.float32)
 
 
+def series_headers(folder: PathLike) -> List[Any]:
+    """The headers (no pixel data) of the one CT series in ``folder``, in slice order, after every check of
+    :func:`read_ct_series` that needs no pixels: what a synthetic series carries over from its source."""
+    folder = Path(folder)
+    headers = read_headers(folder)
+    _one_series(folder, headers)
+    _, _, normal = _check_grid(headers)
+    spacing_rc = _vector(headers[0][0], headers[0][1], "PixelSpacing", 2)
+    ordered, _ = _order(folder, headers, normal, float(spacing_rc.min()))
+    return [ds for _, ds in ordered]
+
+
 def read_ct_series(folder: PathLike) -> DicomSeries:
     """Read the one CT series in ``folder`` (files of any name; ``.xml`` and other text files are passed over).
 
