@@ -96,7 +96,7 @@ class _Progress:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..augment import AugmentSettings, Augmenter, cases_from_folders
+    from ..augment import Augmenter, AugmentSettings, cases_from_folders
     from ..checkpoint import load_checkpoint
     from ..device import resolve_device
     from ..errors import SamplingCancelled
@@ -122,7 +122,7 @@ def run(args: argparse.Namespace) -> int:
             "aas": not args.no_aas,
             "blend_from": args.blend_from,
             "precision": args.precision,
-        },  # fmt: skip
+        },
     )
     sampler = SamplerConfig(args.sampler, steps=args.steps, eta=args.eta)
     aas = AASConfig(enabled=not args.no_aas, blend_from=args.blend_from)
