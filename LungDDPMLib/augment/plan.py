@@ -11,6 +11,7 @@ cases or how many variants the run has); it seeds the placement and the sampling
 from __future__ import annotations
 
 import hashlib
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
@@ -82,10 +83,13 @@ def read_case(case: CaseInput) -> Tuple[sitk.Image, sitk.Image]:
     """A case's CT and layout (labels 1 lung, 2-5 nodules, on the CT grid), errors naming the case."""
     from ..data.io import read_ct
     from ..data.layout import read_layout
+    from ..data.validation import DataWarning
 
     try:
         ct = read_ct(case.ct)
-        layout, _ = read_layout(case.layout, ct)
+        with warnings.catch_warnings():  # a case without nodules is what augment adds them to: not worth a warning
+            warnings.filterwarnings("ignore", message=".*(no nodule|not found)", category=DataWarning)
+            layout, _ = read_layout(case.layout, ct)
     except InputError as exc:
         raise InputError(f"case {case.name!r} ({case.layout.name}): {exc}") from None
     return ct, layout

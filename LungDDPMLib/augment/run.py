@@ -103,7 +103,7 @@ class Augmenter:
         self.runtime = runtime or RuntimeOptions()
         self.should_stop = should_stop
         self.patch_zyx = native_grid(cfg.grid, cfg.array_order)
-        self.writer = make_writer(Path(out), settings)
+        self.writer = make_writer(Path(out).absolute(), settings)
         self.identity = run_identity(self.cases, settings, checkpoint.sha256)
         self.run_key = hashlib.sha256(json.dumps(self.identity, sort_keys=True).encode()).hexdigest()
         inputs = {p.resolve() for c in self.cases for p in (c.ct.parent, c.layout.parent)}
@@ -141,6 +141,7 @@ class Augmenter:
     def _save(self, case_id: str, ct: sitk.Image, layout: sitk.Image, record: Dict[str, Any]) -> List[Path]:
         files, sidecar = self.writer.files(case_id), self.writer.sidecar(case_id)
         check_not_foreign(files, sidecar)
+        sidecar.parent.mkdir(parents=True, exist_ok=True)
         write_sidecar(sidecar, {"completion": claim_record(self._key(case_id), files)})
         self.writer.write(case_id, ct, layout)
         record["files"] = [str(f.relative_to(self.writer.root)) for f in files]
