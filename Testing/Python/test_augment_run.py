@@ -63,8 +63,9 @@ def user_folder(tmp_path_factory) -> Dict[str, Path]:
     sources = {"alpha": cts / "alpha_ct.nii.gz", "beta": cts / "Beta.mha", "gamma": cts / "gamma.nrrd"}
     source_layouts = {"alpha": layouts / "alpha_label.nrrd", "beta": layouts / "beta.nii.gz"}
     source_layouts["gamma"] = layouts / "gamma_seg.nii.gz"
-    return {"root": root, "cts": cts, "layouts": layouts, "ckpt": Path(ckpt), **{f"ct:{k}": v for k, v in sources.items()},
-            **{f"layout:{k}": v for k, v in source_layouts.items()}}  # fmt: skip
+    paths = {"root": root, "cts": cts, "layouts": layouts, "ckpt": Path(ckpt)}
+    paths.update({f"ct:{k}": v for k, v in sources.items()})
+    return {**paths, **{f"layout:{k}": v for k, v in source_layouts.items()}}
 
 
 def _args(f: Dict[str, Path], out: Path, *extra: str) -> list:
@@ -237,7 +238,7 @@ def test_bad_inputs_are_one_line_and_write_nothing(user_folder, tmp_path, capsys
         assert expected in last, err
         assert _nothing_written(out)
 
-    refused(_args(f, out)[: -len(FAST)] + ["--variants", "0"], "--variants must be a whole number >= 1")
+    refused([*_args(f, out)[: -len(FAST)], "--variants", "0"], "--variants must be a whole number >= 1")
     refused(_args(f, out, "--types", "solid=0.6,blob=0.4"), "nodule mix entry 'blob=0.4'")
     refused(
         _args(f, out, "--nodules-per-variant", "20", "--diameter-mm", "13:13", "--gap-mm", "10"), "no room for a 13 mm"
