@@ -12,7 +12,20 @@ import sys
 from typing import List, Optional
 
 from . import __version__
-from .commands import demo, downstream, evaluate, export, import_lidc, info, phantom, probe, synthesize, train, worker
+from .commands import (
+    augment,
+    demo,
+    downstream,
+    evaluate,
+    export,
+    import_lidc,
+    info,
+    phantom,
+    probe,
+    synthesize,
+    train,
+    worker,
+)
 from .commands.exit_codes import EXIT_CANCELLED, EXIT_ERROR
 from .errors import LungDDPMError
 
@@ -29,7 +42,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
 
-    for module in (synthesize, demo, evaluate, train, phantom, info, export, worker, downstream, probe, import_lidc):
+    for module in (synthesize, augment, import_lidc, demo, evaluate, train, phantom, info, export, worker):
+        module.add_parser(sub)
+    for module in (downstream, probe):
         module.add_parser(sub)
     return parser
 

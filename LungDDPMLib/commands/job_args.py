@@ -40,9 +40,7 @@ def add_job_arguments(p: argparse.ArgumentParser, *, job_file: bool) -> None:
         default="",
         help="model file (default: the bundled demo model; with --mode roi the bundled ROI model)",
     )
-    m.add_argument("--sampler", choices=("dpm++", "ddim", "ddpm"), default="dpm++")
-    m.add_argument("--steps", type=int, help="network evaluations (default: dpm++ 20, ddim 50, ddpm all)")
-    m.add_argument("--eta", type=float, default=0.0, help="DDIM stochasticity")
+    add_sampler_arguments(m)
     m.add_argument("--seed", type=int, default=0)
     m.add_argument("--num-samples", type=int, default=1, help="samples per case (seeds SEED..SEED+N-1)")
     m.add_argument(
@@ -51,12 +49,6 @@ def add_job_arguments(p: argparse.ArgumentParser, *, job_file: bool) -> None:
         help="full: whole-lung synthesis; roi: each nodule's patch at the CT's own spacing, composited back into the "
         "real CT. Must match the model (checked); without --checkpoint it picks the bundled model of that mode",
     )
-    m.add_argument("--no-aas", action="store_true", help="do not blend the real anatomy in while sampling")
-    m.add_argument(
-        "--blend-from",
-        type=int,
-        help="blend after steps starting at a level <= this (0..T-1, as published --blend_from; default: all)",
-    )
     m.add_argument("--feather", type=int, default=0, help="soft AAS seam width in voxels")
     m.add_argument(
         "--roi-margin",
@@ -64,17 +56,6 @@ def add_job_arguments(p: argparse.ArgumentParser, *, job_file: bool) -> None:
         type=float,
         help="roi mode: regenerate each nodule and the lung within this many mm of it, keep the rest real "
         "(default 3; negative: the whole layout inside each patch)",
-    )
-    m.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N, mps")
-    m.add_argument(
-        "--precision",
-        choices=("auto", "fp32", "bf16"),
-        default="auto",
-        help="auto (default): bf16 + channels-last where the device runs bf16 natively, else fp32",
-    )
-    m.add_argument("--channels-last", action="store_true", help="run the network in channels-last-3d memory layout")
-    m.add_argument(
-        "--compile", action="store_true", help="torch.compile the network (slow first step; eager if it fails)"
     )
     m.add_argument("--cuda-graphs", action="store_true", help="replay the network as CUDA graphs (CUDA only)")
     m.add_argument(
@@ -121,6 +102,30 @@ def add_job_arguments(p: argparse.ArgumentParser, *, job_file: bool) -> None:
         help="the lung mask found in the CT itself: never (default; the layout must hold the lung), if-missing (when "
         "the layout has no lung, e.g. only nodules were drawn), always (the lung always comes from the CT and the "
         "layout gives only the nodules)",
+    )
+
+
+def add_sampler_arguments(m: argparse._ArgumentGroup) -> None:
+    """How the model samples and runs (shared by ``synthesize``, ``worker`` and ``augment``)."""
+    m.add_argument("--sampler", choices=("dpm++", "ddim", "ddpm"), default="dpm++")
+    m.add_argument("--steps", type=int, help="network evaluations (default: dpm++ 20, ddim 50, ddpm all)")
+    m.add_argument("--eta", type=float, default=0.0, help="DDIM stochasticity")
+    m.add_argument("--no-aas", action="store_true", help="do not blend the real anatomy in while sampling")
+    m.add_argument(
+        "--blend-from",
+        type=int,
+        help="blend after steps starting at a level <= this (0..T-1, as published --blend_from; default: all)",
+    )
+    m.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N, mps")
+    m.add_argument(
+        "--precision",
+        choices=("auto", "fp32", "bf16"),
+        default="auto",
+        help="auto (default): bf16 + channels-last where the device runs bf16 natively, else fp32",
+    )
+    m.add_argument("--channels-last", action="store_true", help="run the network in channels-last-3d memory layout")
+    m.add_argument(
+        "--compile", action="store_true", help="torch.compile the network (slow first step; eager if it fails)"
     )
 
 

@@ -34,10 +34,13 @@ def _images(folder: Path) -> List[Path]:
     return sorted(p for p in folder.iterdir() if p.is_file() and file_suffix(p) in READ_SUFFIXES)
 
 
-def pair_files(ct_dir: PathLike, layout_dir: Optional[PathLike] = None) -> List[Tuple[str, Path, Path]]:
+def pair_files(
+    ct_dir: PathLike, layout_dir: Optional[PathLike] = None, strict: bool = False
+) -> List[Tuple[str, Path, Path]]:
     """Match CTs and layouts by name: ``case1.nii.gz`` with ``case1.nii.gz`` in another folder, or
     ``case1_ct.nrrd`` with ``case1_layout.nrrd`` (also ``_label``, ``_seg``, ``_mask``) in one folder.
-    A plain label map is preferred over a ``.seg.nrrd`` with the same name."""
+    A plain label map is preferred over a ``.seg.nrrd`` with the same name. Files without a partner are ignored
+    with a warning, or with ``strict`` refused (a dataset built from the folders must not silently lose a case)."""
     ct_dir = Path(ct_dir)
     cts: Dict[str, Path] = {}
     layouts: Dict[str, Path] = {}
@@ -82,6 +85,13 @@ def pair_files(ct_dir: PathLike, layout_dir: Optional[PathLike] = None) -> List[
             f"no CT/layout pairs found in {ct_dir}"
             + (f" and {layout_dir}" if layout_dir else "")
             + "; name them alike (case1.nii.gz in both folders, or case1_ct.nrrd + case1_layout.nrrd)"
+        )
+    if unmatched and strict:
+        alone = [str(cts.get(n) or layouts.get(n)) for n in unmatched]
+        raise InputError(
+            f"{len(unmatched)} file(s) have no partner: {', '.join(alone[:5])}"
+            + (" ..." if len(alone) > 5 else "")
+            + "; every CT needs a layout of the same name (and every layout a CT): add it, rename it or move it out"
         )
     if unmatched:
         warn(f"{len(unmatched)} file(s) without a partner are ignored: {unmatched[:10]}")

@@ -203,7 +203,19 @@ def _unit_vectors(n: int, rng: np.random.Generator) -> np.ndarray:
 
 def _shape_distance(frame: Frame, box, centre, radius, shape, rng) -> np.ndarray:
     """Signed distance (mm) to the nodule body: a sphere, or a union of lobes."""
-    cz, cy, cx = frame.box_coords(box)
+    return shape_distance(frame.box_coords(box), centre, radius, shape, rng)
+
+
+def shape_distance(
+    coords: Sequence[np.ndarray], centre: np.ndarray, radius: float, shape: str, rng: np.random.Generator
+) -> np.ndarray:
+    """Signed distance (mm, negative inside) to a nodule body at physical points: a sphere, or a union of lobes.
+
+    ``coords`` are three broadcastable arrays of physical coordinates in mm and ``centre`` the matching point; any
+    grid can supply them (the phantom's axis-aligned one, or a patient CT's oblique, anisotropic one), which is how
+    ``lungddpm augment`` draws the phantom's nodule shapes on a user's own grid. Lobes come from ``rng``.
+    """
+    cz, cy, cx = coords
     if shape == "round":
         return _sphere_union(cz, cy, cx, centre[None], np.array([radius]))
     n = int(rng.integers(3, 7))
