@@ -112,9 +112,13 @@ class Job:
     resample_layout: bool = False
     auto_lung: str = "never"
     out_format: str = "nrrd"
+    density: str = "auto"
 
     def __post_init__(self) -> None:
         check_job_values({f.name: getattr(self, f.name) for f in dataclasses.fields(self)})
+        from .nodule_density import parse_density
+
+        parse_density(self.density)  # a misspelt density fails here, before any case runs
         check_distinct_cases(self.cases)
         if self.nodule_types:
             from .data.nodule_types import parse_type_table

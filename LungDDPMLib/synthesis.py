@@ -23,8 +23,9 @@ from .data.pipeline import PreprocessRecord, model_options, postprocess, preproc
 from .data.spatial import layout_region
 from .diffusion import DiffusionModel
 from .errors import InputError, NumericalError
+from .nodule_density import NoduleDensity
 from .sampling import AASConfig, EtaEstimator, RuntimeOptions, SamplerConfig, StepInfo, sample
-from .sampling.density import DensityControl, NoduleDensity, nodule_fields
+from .sampling.density import DensityControl, nodule_fields
 
 
 @dataclass

@@ -153,6 +153,7 @@ def _write_case(
 ) -> Dict:
     """Write the images (each verified and renamed into place), then the sidecar with the completion record."""
     from .data.io import write_image
+    from .nodule_density import density_record, resolve_density
     from .outputs import claim_record, completion_record, write_sidecar
 
     runtime = job.runtime().resolved(next(ckpt.model.parameters()).device)  # what actually ran, not "auto"
@@ -182,6 +183,7 @@ def _write_case(
         # The layout's nodule classes and whether the model used them (a two-channel model ignores them).
         "nodule_types": result.nodule_types,
         "regenerated": result.regenerated,
+        "density": density_record(resolve_density(job.density, ckpt.config)),
         "timing_s": {**{k: round(v, 3) for k, v in result.timing_s.items()}, "case": round(elapsed, 3)},
         "preprocess": json.loads(result.record.to_json()),
     }
@@ -243,6 +245,7 @@ def run_job(
     the model (nothing can run) is reported for every case. A failure in one case is reported and the next runs.
     """
     from .data.io import clean_orphans, header_size
+    from .nodule_density import resolve_density
     from .outputs import CaseLock, check_apart, check_not_foreign, check_writable, is_done, replacement_note, same_file
     from .registry import bundled_model, file_sha256
     from .sampling import AASConfig, SamplerConfig
@@ -355,6 +358,7 @@ def run_job(
                     seeds=job.seeds(),
                     feather_mm=job.feather_mm,
                     roi_margin_mm=job.roi_margin_mm,
+                    density=resolve_density(job.density, ckpt.config),
                     batch_size=job.batch_size,
                     callback=progress,
                     should_stop=should_stop,

@@ -19,7 +19,8 @@ import SimpleITK as sitk
 
 from LungDDPMLib.data.context import OPAQUE_LABELS, SEE_THROUGH_HU
 from LungDDPMLib.evaluation.heldout import heldout_case
-from LungDDPMLib.sampling.density import DEFAULT_DENSITY, region_means
+from LungDDPMLib.nodule_density import DEFAULT_DENSITY
+from LungDDPMLib.sampling.density import region_means
 
 
 def main() -> None:

@@ -1,7 +1,8 @@
 """Per-class nodule fidelity of ROI models on held-out phantoms, as a reader would see it, with montages.
 
 Usage: python benchmarks/roi_model_fidelity.py [--cases 12] [--seeds 0 1 2]
-       [--model roi=LungDDPMLib/models/lungddpm-roi.pt ...] [--out roi-fidelity.json] [--montages DIR]
+       [--model roi=LungDDPMLib/models/lungddpm-roi.pt ...] [--density roi=auto ...] [--out roi-fidelity.json]
+       [--montages DIR]
 
 Cases are :func:`LungDDPMLib.evaluation.heldout.heldout_case` (phantom seeds 0..N-1; models train on seeds from
 1000): one nodule of each class per case, 5-25 mm, about a quarter juxta-pleural, and in every second case the
@@ -31,21 +32,30 @@ from LungDDPMLib.evaluation.heldout import heldout_case
 from LungDDPMLib.evaluation.nodule_classes import nodule_fidelity, summarize_classes
 from LungDDPMLib.evaluation.nodule_looks import check_targets, nodule_looks, summarize_looks
 from LungDDPMLib.evaluation.nodule_montage import nodule_tiles, write_montage
+from LungDDPMLib.nodule_density import parse_density
 from LungDDPMLib.registry import ROI_FILE
 from LungDDPMLib.sampling import SamplerConfig
 from LungDDPMLib.synthesis import synthesize_case
 
 
-def _draw(model, case, seeds, steps):
+def _draw(model, case, seeds, steps, density):
     ph = case.phantom
     start = time.perf_counter()
-    result = synthesize_case(ph.ct, ph.layout, model, sampler=SamplerConfig("dpm++", steps=steps), seeds=list(seeds))
+    sampler = SamplerConfig("dpm++", steps=steps)
+    result = synthesize_case(ph.ct, ph.layout, model, sampler=sampler, seeds=list(seeds), density=density)
     return [sitk.GetArrayFromImage(i) for i in result.images], time.perf_counter() - start
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", action="append", default=None, metavar="NAME=PATH", help=f"default roi={ROI_FILE}")
+    ap.add_argument(
+        "--density",
+        action="append",
+        default=[],
+        metavar="NAME=SPEC",
+        help="density control of model NAME (lungddpm synthesize --density: auto, off or per class); default off",
+    )
     ap.add_argument("--cases", type=int, default=12)
     ap.add_argument("--first-case", type=int, default=0)
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
@@ -55,6 +65,12 @@ def main() -> None:
     args = ap.parse_args()
     models = dict(m.split("=", 1) for m in (args.model or [f"roi={ROI_FILE}"]))
     loaded = {name: load_checkpoint(path) for name, path in models.items()}
+    density = {name: parse_density("off") for name in models}
+    for item in args.density:
+        name, _, spec = item.partition("=")
+        if name not in models:
+            raise SystemExit(f"--density names model {name!r}, which no --model gives")
+        density[name] = parse_density(spec)
     first = next(iter(loaded.values())).config
     patch = tuple(native_grid(first.grid, first.array_order))  # (z, y, x) voxels of one ROI patch
     looks = {name: [] for name in models}
@@ -71,7 +87,7 @@ def main() -> None:
             "nodules": [{k: n[k] for k in ("kind", "shape", "diameter_mm", "juxta_pleural")} for n in case.nodules],
         }
         for name, ckpt in loaded.items():
-            synths, seconds = _draw(ckpt.model, case, args.seeds, args.steps)
+            synths, seconds = _draw(ckpt.model, case, args.seeds, args.steps, density[name])
             per_seed = []
             rows_by_seed = []
             for sampling_seed, synth in zip(args.seeds, synths):
@@ -104,6 +120,7 @@ def main() -> None:
         per_seed = [s for c in cases for s in c[name]["per_seed"]]
         summary[name] = {
             "checkpoint": models[name],
+            "density": [a.partition("=")[2] for a in args.density if a.partition("=")[0] == name] or ["off"],
             "sha256": loaded[name].sha256,
             "looks": looks_summary,
             "targets": check_targets(looks_summary),

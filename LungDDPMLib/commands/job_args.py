@@ -57,6 +57,13 @@ def add_job_arguments(p: argparse.ArgumentParser, *, job_file: bool) -> None:
         help="roi mode: regenerate each nodule and the lung within this many mm of it, keep the rest real "
         "(default 3; negative: the whole layout inside each patch)",
     )
+    m.add_argument(
+        "--density",
+        default="auto",
+        help="nodule density: auto (each class at its typical HU: solid 6, ground glass -625 with a narrow texture, "
+        "part-solid -552 around a -60 HU core of 0.4 its diameter; models that draw classes on the HU scale only), "
+        "off (the model alone), or per class, e.g. ground-glass=-650,part-solid=-600/0@0.5,solid=off",
+    )
     m.add_argument("--cuda-graphs", action="store_true", help="replay the network as CUDA graphs (CUDA only)")
     m.add_argument(
         "--batch-size",
@@ -180,7 +187,7 @@ def job_from_args(args: argparse.Namespace) -> Any:
     same_names = ("checkpoint", "sampler", "steps", "eta", "seed", "num_samples", "mode", "blend_from", "device")
     same_names += ("precision", "batch_size", "lung_labels", "nodule_labels", "lung_segments", "nodule_segments")
     same_names += ("auto_lung", "channels_last", "compile", "cuda_graphs", "ignore_labels", "resample_layout")
-    same_names += ("nodule_types", "roi_margin_mm")
+    same_names += ("nodule_types", "roi_margin_mm", "density")
     for name in ("lung_labels", "nodule_labels", "ignore_labels"):
         setattr(args, name, _flat(getattr(args, name)))
     return Job(

@@ -13,15 +13,15 @@ texture (deviations from the mean), the region outside the nodule, or the voxels
 (vessels through ground glass). The corrected ``x0`` is turned back into the noise estimate, so every sampler (DDPM,
 DDIM, DPM-Solver++) uses it unchanged.
 
-Targets are in HU; :data:`DEFAULT_DENSITY` holds the class values measured inside the training phantoms' nodules
-(``benchmarks/density_priors.py``, docs/results/density-priors.json), which agree with how the classes look on CT.
+Targets are in HU (:mod:`LungDDPMLib.nodule_density`, whose ``DEFAULT_DENSITY`` holds the class values measured
+inside the training phantoms' nodules, ``benchmarks/density_priors.py``); they agree with how the classes look on CT.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Callable, Dict, List, Mapping, Optional, Sequence
+from typing import Callable, Dict, List, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -29,54 +29,17 @@ from scipy import ndimage as ndi
 
 from ..config import LABEL_OF_TYPE, TYPE_OF_LABEL
 from ..diffusion.schedule import NoiseSchedule
-from ..errors import InputError
+from ..nodule_density import NoduleDensity
 
 #: Voxels this deep inside a nodule are its interior: the partial-volume edge is left to the model, as a reader
 #: measures a nodule with a region inside it.
 INTERIOR_MM = 1.0
 #: Width over which a basis field ramps from 0 to 1 (mm): the offsets blend into the model's own edge.
 RAMP_MM = 1.0
+#: Bisection steps for an offset under clipping: the bracket of 5 units shrinks below 1e-8 (1e-5 HU).
+BISECTIONS = 30
 #: Fewest interior voxels for a region's mean to be controlled (smaller regions are left to the model).
 MIN_REGION_VOXELS = 4
-
-
-@dataclass(frozen=True)
-class NoduleDensity:
-    """Target densities of a nodule (HU); ``None`` leaves that part to the model.
-
-    Attributes:
-        interior_hu: mean HU of the nodule's interior (for a part-solid nodule: of the part outside the core).
-        core_hu: part-solid only: mean HU of the central solid component.
-        core_fraction: diameter of that component over the nodule's (equivalent) diameter, 0 < f < 1.
-        texture_sd_hu: the largest HU spread each controlled region may have: a wider texture is narrowed about its
-            mean (never widened, so the smooth estimates of the noisy steps stay smooth).
-    """
-
-    interior_hu: Optional[float] = None
-    core_hu: Optional[float] = None
-    core_fraction: float = 0.4
-    texture_sd_hu: Optional[float] = None
-
-    def __post_init__(self) -> None:
-        for name in ("interior_hu", "core_hu"):
-            value = getattr(self, name)
-            if value is not None and (not math.isfinite(value) or not -1000.0 <= value <= 1000.0):
-                raise InputError(f"{name.replace('_', ' ')} must be a CT value in -1000..1000 HU, got {value}")
-        if self.texture_sd_hu is not None and not 0.0 < self.texture_sd_hu <= 1000.0:
-            raise InputError(f"the texture spread must lie in (0, 1000] HU, got {self.texture_sd_hu}")
-        if not 0.05 <= self.core_fraction <= 0.9:
-            raise InputError(f"the solid core fraction must lie in 0.05..0.9 of the diameter, got {self.core_fraction}")
-
-
-#: Per class, the median over the nodules of 24 training phantoms (seeds 1000-1023, from the ROI model's training
-#: seeds; ``python benchmarks/density_priors.py``, docs/results/density-priors.json), the solid core at 0.4 of the
-#: diameter; for ground glass, whose drawn texture is too wide, the median interior spread as its largest. They agree
-#: with the classes on CT: ground glass -700..-500 HU, a solid part -100..+100 HU.
-DEFAULT_DENSITY: Dict[str, NoduleDensity] = {
-    "solid": NoduleDensity(interior_hu=6.0),
-    "part-solid": NoduleDensity(interior_hu=-552.0, core_hu=-60.0, core_fraction=0.4),
-    "ground-glass": NoduleDensity(interior_hu=-625.0, texture_sd_hu=48.0),
-}
 
 
 def _ramp(signed_mm: np.ndarray) -> np.ndarray:
@@ -181,7 +144,8 @@ class DensityControl:
         return bool(self.nodules)
 
     def project(self, x0: torch.Tensor) -> torch.Tensor:
-        """``x0`` (B, 1, D, H, W) plus, per nodule, the basis combination whose region means equal the targets."""
+        """``x0`` (B, 1, D, H, W, within [-1, 1]) plus, per nodule, the basis combination after which each region's
+        mean, the image clipped to [-1, 1] as every sampler clips it, equals its target."""
         out = x0
         for basis, regions, counts, a, targets, spread in self.nodules:
             flat = out[:, 0].flatten(1).double()
@@ -193,9 +157,38 @@ class DensityControl:
                     centred = out[:, 0] - means[:, k].float().reshape(-1, 1, 1, 1)
                     out = out + (basis[k] * centred * (scale[:, k].float().reshape(-1, 1, 1, 1) - 1.0))[:, None]
                 means = (out[:, 0].flatten(1).double() @ regions.T) / counts
+            # Without clipping the offsets solve a K x K system; clipping (a saturated estimate of the noisiest
+            # steps) makes each region mean a monotone function of its own offset, solved by bisection in turn.
             coef = torch.linalg.solve(a, (targets[None] - means).T).T  # (B, K)
-            out = out + torch.einsum("bk,kdhw->bdhw", coef.float(), basis)[:, None]
+            if float(out.abs().max()) > 1.0 - 1e-3 or float(coef.abs().max()) > 1e-3:
+                coef = self._clipped_solve(out, coef, basis, regions, targets)
+            out = (out + torch.einsum("bk,kdhw->bdhw", coef.float(), basis)[:, None]).clamp(-1.0, 1.0)
         return out
+
+    @staticmethod
+    def _clipped_solve(
+        x0: torch.Tensor, coef: torch.Tensor, basis: torch.Tensor, regions: torch.Tensor, targets: torch.Tensor
+    ) -> torch.Tensor:
+        """Offsets with ``mean(clip(x0 + sum_k c_k basis_k))`` over region j equal to target j (Gauss-Seidel over
+        the regions, bisection for each: the fields of one nodule barely overlap, so two sweeps settle it)."""
+        coef = coef.clone()
+        k_count = basis.shape[0]
+        flat_basis = basis.flatten(1).double()
+        flat_x = x0[:, 0].flatten(1).double()
+        for _ in range(2 if k_count > 1 else 1):
+            for k in range(k_count):
+                where = regions[k] > 0
+                w = flat_basis[:, where]  # (K, N)
+                rest = flat_x[:, where] + coef @ w - coef[:, k : k + 1] * w[k]
+                lo = torch.full_like(coef[:, k], -2.5)
+                hi = torch.full_like(coef[:, k], 2.5)
+                for _ in range(BISECTIONS):
+                    mid = (lo + hi) / 2
+                    above = (rest + mid[:, None] * w[k]).clamp(-1.0, 1.0).mean(1) > targets[k]
+                    hi = torch.where(above, mid, hi)
+                    lo = torch.where(above, lo, mid)
+                coef[:, k] = (lo + hi) / 2
+        return coef
 
     def wrap(self, eps_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) -> Callable:
         """The same predictor, its noise estimate made consistent with the projected ``x0``."""
@@ -206,7 +199,7 @@ class DensityControl:
             eps = eps_fn(x, t, *args)
             abar = self.host.alpha_bar(int(t[0]))
             x0 = (x - math.sqrt(1.0 - abar) * eps) / math.sqrt(abar)
-            x0 = self.project(x0.float())
+            x0 = self.project(x0.float().clamp(-1.0, 1.0))  # on the image's range, which every sampler clips to
             return ((x - math.sqrt(abar) * x0) / math.sqrt(1.0 - abar)).to(eps.dtype)
 
         return controlled
@@ -225,41 +218,3 @@ def region_means(
             row[f"{name}_sd_hu"] = round(float(hu[region].std()), 1)
         rows.append(row)
     return rows
-
-
-def parse_density(text: str) -> Dict[str, Optional[NoduleDensity]]:
-    """``"ground-glass=-650,part-solid=-600/0@0.4,solid=off"`` -> per-class targets (``off``: the model alone).
-
-    Each entry is ``CLASS=INTERIOR`` (HU), for part-solid optionally ``/CORE@FRACTION``; classes not named keep
-    :data:`DEFAULT_DENSITY`. ``auto`` alone is the defaults, ``off`` alone switches the control off for all.
-    """
-    text = text.strip()
-    if text in ("auto", ""):
-        return dict(DEFAULT_DENSITY)
-    if text == "off":
-        return {k: None for k in DEFAULT_DENSITY}
-    out: Dict[str, Optional[NoduleDensity]] = dict(DEFAULT_DENSITY)
-    for item in text.split(","):
-        kind, sep, value = (s.strip() for s in item.partition("="))
-        if not sep or kind not in LABEL_OF_TYPE:
-            raise InputError(
-                f"--density entry {item!r}: write CLASS=HU with CLASS one of {', '.join(LABEL_OF_TYPE)} "
-                "(e.g. ground-glass=-650,part-solid=-600/0@0.4), or auto / off"
-            )
-        if value == "off":
-            out[kind] = None
-            continue
-        try:
-            interior, _, core_part = value.partition("/")
-            core, _, fraction = core_part.partition("@")
-            base = DEFAULT_DENSITY[kind]
-            out[kind] = NoduleDensity(
-                interior_hu=float(interior),
-                core_hu=float(core) if core else (base.core_hu if kind == "part-solid" else None),
-                core_fraction=float(fraction) if fraction else base.core_fraction,
-            )
-        except ValueError:
-            raise InputError(f"--density entry {item!r}: {value!r} is not HU[/CORE_HU[@FRACTION]]") from None
-        if core_part and kind != "part-solid":
-            raise InputError(f"--density entry {item!r}: only part-solid nodules have a solid core")
-    return out
