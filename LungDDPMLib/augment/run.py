@@ -24,6 +24,7 @@ from .. import __version__
 from ..config import is_nodule
 from ..data.axes import native_grid
 from ..errors import InputError, LungDDPMError
+from ..nodule_density import density_record
 from ..outputs import check_not_foreign, claim_record, completion_record, is_done, read_record, write_sidecar
 from .options import AugmentSettings
 from .plan import (
@@ -86,6 +87,7 @@ class Augmenter:
         aas: Any = None,
         runtime: Any = None,
         should_stop: Optional[Callable[[], bool]] = None,
+        density: Any = None,
     ) -> None:
         from ..sampling import AASConfig, RuntimeOptions, SamplerConfig
 
@@ -102,6 +104,7 @@ class Augmenter:
         self.aas = aas or AASConfig()
         self.runtime = runtime or RuntimeOptions()
         self.should_stop = should_stop
+        self.density = density  # per-class targets (LungDDPMLib.nodule_density), or None: the model alone
         self.patch_zyx = native_grid(cfg.grid, cfg.array_order)
         self.writer = make_writer(Path(out).absolute(), settings)
         self.identity = run_identity(self.cases, settings, checkpoint.sha256)
@@ -168,7 +171,7 @@ class Augmenter:
         condition = plan.geometry.image_from_array(model_layout(labels, variant.placed))
         result = synthesize_case(
             ct, condition, self.ckpt.model, sampler=self.sampler, aas=self.aas, seeds=[variant.seed],
-            runtime=self.runtime, callback=progress, should_stop=self.should_stop,
+            runtime=self.runtime, callback=progress, should_stop=self.should_stop, density=self.density,
         )  # fmt: skip
         image = result.images[0]
         existing = is_nodule(labels)
@@ -195,6 +198,7 @@ class Augmenter:
             },
             "sampler": {"name": self.sampler.name, "steps": self.sampler.steps, "eta": self.sampler.eta},
             "aas": {"enabled": self.aas.enabled, "blend_from": self.aas.blend_from},
+            "density": density_record(self.density),
             "runtime": self.runtime.resolved(device).to_dict(),
             "regenerated": result.regenerated,
             "nodule_types": result.nodule_types,

@@ -100,6 +100,7 @@ def run(args: argparse.Namespace) -> int:
     from ..checkpoint import load_checkpoint
     from ..device import resolve_device
     from ..errors import SamplingCancelled
+    from ..nodule_density import resolve_density
     from ..registry import bundled_model
     from ..sampling import AASConfig, RuntimeOptions, SamplerConfig
 
@@ -122,6 +123,7 @@ def run(args: argparse.Namespace) -> int:
             "aas": not args.no_aas,
             "blend_from": args.blend_from,
             "precision": args.precision,
+            "density": args.density,
         },
     )
     sampler = SamplerConfig(args.sampler, steps=args.steps, eta=args.eta)
@@ -134,8 +136,9 @@ def run(args: argparse.Namespace) -> int:
     should_stop, restore = cancel_on_signals()
     try:
         augmenter = Augmenter(
-            cases, Path(args.out), settings, ckpt, sampler=sampler, aas=aas, runtime=runtime, should_stop=should_stop
-        )
+            cases, Path(args.out), settings, ckpt, sampler=sampler, aas=aas, runtime=runtime, should_stop=should_stop,
+            density=resolve_density(args.density, ckpt.config),
+        )  # fmt: skip
         report = _Progress(args.quiet)
         report({"type": "log", "message": f"model {ckpt.path} ({ckpt.config.preset or 'custom'}) on {device}"})
         augmenter.run(report)

@@ -42,6 +42,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--steps", type=int, default=None, help="network evaluations (default: the sampler's)")
     p.add_argument("--device", default="auto")
     p.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto")
+    p.add_argument(
+        "--density",
+        default="auto",
+        help="nodule density as in `lungddpm synthesize --density` (default auto: each class at its typical HU)",
+    )
     p.add_argument("--phantom-size", type=int, nargs=3, default=(256, 256, 160), metavar=("X", "Y", "Z"))
     p.add_argument("--phantom-spacing", type=float, nargs=3, default=(0.8, 0.8, 1.5), metavar=("X", "Y", "Z"))
     p.add_argument(
@@ -203,6 +208,7 @@ def run(args: argparse.Namespace) -> int:
     from ..errors import InputError
     from ..evaluation import layout_fidelity, paired_metrics
     from ..evaluation.report import json_safe
+    from ..nodule_density import density_record, resolve_density
     from ..sampling import SamplerConfig, StepInfo
     from ..sampling.runtime import RuntimeOptions
     from ..synthesis import synthesize_case
@@ -265,6 +271,7 @@ def run(args: argparse.Namespace) -> int:
             seeds=[args.seed],
             precision=args.precision,
             callback=progress,
+            density=resolve_density(args.density, ckpt.config),
         )
         synth = result.images[0]
         timing.update({f"{role}_{k}": v for k, v in result.timing_s.items()})
@@ -276,7 +283,8 @@ def run(args: argparse.Namespace) -> int:
         ckpt = loaded[role]
         path, source = models[role]
         info = {"path": str(path), "source": source, "sha256": ckpt.sha256, "preset": ckpt.config.preset}
-        return {**info, "grid": list(ckpt.config.grid), "step": ckpt.step}
+        density = density_record(resolve_density(args.density, ckpt.config))
+        return {**info, "grid": list(ckpt.config.grid), "step": ckpt.step, "density": density}
 
     summary = {
         "outputs": {

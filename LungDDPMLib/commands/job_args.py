@@ -57,13 +57,6 @@ def add_job_arguments(p: argparse.ArgumentParser, *, job_file: bool) -> None:
         help="roi mode: regenerate each nodule and the lung within this many mm of it, keep the rest real "
         "(default 3; negative: the whole layout inside each patch)",
     )
-    m.add_argument(
-        "--density",
-        default="auto",
-        help="nodule density: auto (each class at its typical HU: solid 6, ground glass -625 with a narrow texture, "
-        "part-solid -552 around a -60 HU core of 0.4 its diameter; models that draw classes on the HU scale only), "
-        "off (the model alone), or per class, e.g. ground-glass=-650,part-solid=-600/0@0.5,solid=off",
-    )
     m.add_argument("--cuda-graphs", action="store_true", help="replay the network as CUDA graphs (CUDA only)")
     m.add_argument(
         "--batch-size",
@@ -116,6 +109,13 @@ def add_sampler_arguments(m: argparse._ArgumentGroup) -> None:
     """How the model samples and runs (shared by ``synthesize``, ``worker`` and ``augment``)."""
     m.add_argument("--sampler", choices=("dpm++", "ddim", "ddpm"), default="dpm++")
     m.add_argument("--steps", type=int, help="network evaluations (default: dpm++ 20, ddim 50, ddpm all)")
+    m.add_argument(
+        "--density",
+        default="auto",
+        help="nodule density: auto (each class at its typical HU: solid 6, ground glass -625 with a narrow texture, "
+        "part-solid -552 around a -60 HU core of 0.4 its diameter; models that draw classes on the HU scale only), "
+        "off (the model alone), or per class, e.g. ground-glass=-650,part-solid=-600/0@0.5,solid=off",
+    )
     m.add_argument("--eta", type=float, default=0.0, help="DDIM stochasticity")
     m.add_argument("--no-aas", action="store_true", help="do not blend the real anatomy in while sampling")
     m.add_argument(
