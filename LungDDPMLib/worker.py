@@ -160,7 +160,8 @@ def _write_case(
         "nodule_types": result.nodule_types,
         "regenerated": result.regenerated,
         "timing_s": {**{k: round(v, 3) for k, v in result.timing_s.items()}, "case": round(elapsed, 3)},
-        "preprocess": json.loads(result.record.to_json()),
+        "preprocess": None if result.record is None else json.loads(result.record.to_json()),
+        "recipe": result.recipe,
     }
     # Claim the output names first: a run killed between two images leaves files a later run knows as its own.
     write_sidecar(Job.sidecar(case), {"completion": claim_record(key, paths)})
@@ -319,6 +320,7 @@ def run_job(
                     callback=progress,
                     should_stop=should_stop,
                     runtime=runtime,
+                    recipe=job.recipe,
                 )
                 elapsed = time.perf_counter() - case_start
                 if replacing is not None:
