@@ -232,6 +232,8 @@ class LungDDPMWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def onUsePublishedModel(self) -> None:
         """The Lung-DDPM+ weights the user put in the models folder: a nodule-cube model, so mode auto."""
+        from LungDDPMLogic.model_info import published_plus_file
+
         plus = published_plus_file()
         if self._parameterNode is not None and plus:
             with slicer.util.NodeModify(self._parameterNode):

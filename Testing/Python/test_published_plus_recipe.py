@@ -86,7 +86,7 @@ class TheirSolver:
         self.net, self.condition, self.calls = net, condition, calls
 
     def lmc(self, t):
-        return their_interpolate(t.reshape((-1, 1)), self.t_array, self.log_alpha_array).reshape((-1))
+        return their_interpolate(t.reshape((-1, 1)), self.t_array, self.log_alpha_array).reshape(-1)
 
     def alpha(self, t):
         return torch.exp(self.lmc(t))
@@ -100,7 +100,7 @@ class TheirSolver:
 
     def model_fn(self, x, t):  # data_prediction_fn
         inp = torch.cat([x, self.condition], dim=1).to(dtype=torch.float)
-        t_input = (t.expand((inp.shape[0])) - 1.0 / self.total_n) * 1000.0
+        t_input = (t.expand(inp.shape[0]) - 1.0 / self.total_n) * 1000.0
         self.calls.append(float(t_input[0]))
         noise = self.net(inp, t_input)
         x0 = (x - self.std(t) * noise[:, 0:1, :, :]) / self.alpha(t)
@@ -183,7 +183,7 @@ def their_sample_py(ct_path: Path, mask_path: Path, net, seed: int, calls: List[
     scale_ = 1.0 / data_range
     min_ = 0.0 - data_min * scale_
     target_img_1 = (cols * scale_ + min_).reshape(target_img_1.shape)
-    mask = np.zeros(input_img_1.shape + (1,))
+    mask = np.zeros((*input_img_1.shape, 1))
     mask[input_img_1 == 1, 0] = 1
     input_tensor = torch.tensor(mask).float() * 2 - 1
     input_tensor = input_tensor.permute(3, 0, 1, 2).unsqueeze(0).transpose(4, 2)
@@ -203,7 +203,7 @@ def their_sample_py(ct_path: Path, mask_path: Path, net, seed: int, calls: List[
 # ------------------------------------------------------------------------------------------------ the cases
 def write_case(folder: Path, shape_ijk: Tuple[int, int, int], nodules_ijk) -> Dict[str, Path]:
     rng = np.random.default_rng(sum(shape_ijk))
-    i, j, k = np.meshgrid(*(np.arange(n) for n in shape_ijk), indexing="ij")
+    i, j, _k = np.meshgrid(*(np.arange(n) for n in shape_ijk), indexing="ij")
     ct = (-900 + 300 * i / shape_ijk[0] + 150 * j / shape_ijk[1] + rng.normal(0, 20, shape_ijk)).astype(np.float32)
     ct[:, :, 3] = -600.0  # a constant NIfTI-k plane does not make a constant i column: scaling stays per i
     lay = np.zeros(shape_ijk, np.int16)
