@@ -26,8 +26,9 @@ def _case(tmp_path: Path) -> list:
 
 
 def test_recipe_is_a_cli_option_and_a_strict_job_field(tmp_path: Path) -> None:
+    out = str(tmp_path / "o.nrrd")
     args = build_parser().parse_args(
-        ["synthesize", "--ct", "c.nrrd", "--layout", "l.nrrd", "--out", str(tmp_path / "o.nrrd"), "--recipe", "published"]
+        ["synthesize", "--ct", "c.nrrd", "--layout", "l.nrrd", "--out", out, "--recipe", "published"]
     )
     assert job_from_args(args).recipe == "published"
     args = build_parser().parse_args(["worker", "--ct", "c.nrrd", "--layout", "l.nrrd", "--out", "o.nrrd"])
