@@ -201,7 +201,7 @@ def infer_published_config(state_dict: Mapping[str, torch.Tensor]) -> ModelConfi
 
 def recognition_of(data: Mapping[str, Any], fmt: str, config: ModelConfig, state: Mapping[str, Any]) -> Dict[str, Any]:
     """What the file is and how that was decided, for ``lungddpm info`` and the provenance."""
-    from .recipes import published_family
+    from .recognition import published_family
 
     if fmt == FORMAT_PUBLISHED:
         family, evidence = recognise(state)

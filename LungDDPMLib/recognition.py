@@ -91,3 +91,19 @@ def recognise(state: Mapping[str, Any]) -> Tuple[Optional[str], str]:
 
 def title(family: Optional[str]) -> Optional[str]:
     return None if family is None else FAMILIES[family][0]
+
+
+def published_family(config: Any) -> Optional[str]:
+    """``lung-ddpm`` or ``lung-ddpm-plus`` for a model built with the published data handling, else ``None``.
+
+    Decided from what the network takes and how it was trained to see data (layout channels, spatial mode, axis
+    order), not from the file name, so a narrow model in the published layout (tests, distillations) counts too.
+    """
+    if config.array_order != "ikj" or config.layout_resize != "channels-linear":
+        return None
+    channels = tuple(config.unet.layout_channels)
+    if channels == ("lung", "nodule") and config.spatial_mode == "full":
+        return "lung-ddpm"
+    if channels == ("nodule",) and config.spatial_mode == "roi":
+        return "lung-ddpm-plus"
+    return None

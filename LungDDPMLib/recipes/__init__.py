@@ -14,25 +14,12 @@ from __future__ import annotations
 from typing import Any, Optional
 
 from ..errors import InputError
+from ..recognition import published_family
+
+__all__ = ["DEFAULT_RECIPE", "RECIPES", "check_recipe", "published_family"]
 
 RECIPES = ("lungddpm", "published")
 DEFAULT_RECIPE = RECIPES[0]
-
-
-def published_family(config: Any) -> Optional[str]:
-    """``lung-ddpm`` or ``lung-ddpm-plus`` for a model built with the published data handling, else ``None``.
-
-    Decided from what the network takes and how it was trained to see data (layout channels, spatial mode, axis
-    order), not from the file name, so a narrow model in the published layout (tests, distillations) counts too.
-    """
-    if config.array_order != "ikj" or config.layout_resize != "channels-linear":
-        return None
-    channels = tuple(config.unet.layout_channels)
-    if channels == ("lung", "nodule") and config.spatial_mode == "full":
-        return "lung-ddpm"
-    if channels == ("nodule",) and config.spatial_mode == "roi":
-        return "lung-ddpm-plus"
-    return None
 
 
 def check_recipe(recipe: str, config: Any) -> Optional[str]:

@@ -17,63 +17,16 @@ The authors' script, step by step, and where each step is here:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Callable, Optional, Tuple
 
 import numpy as np
 import torch
 
 from ..config import is_nodule
-from ..errors import InputError
+from ..data.plus_crop import CubeChoice, choose_cube, column_minmax, to_script_order
 from .plus_solver import EpsFn, sample_plus
 
-
-@dataclass(frozen=True)
-class CubeChoice:
-    """The voxel the crop was centred on and the cube's start, both in SimpleITK ``(z, y, x)`` = ``(k, j, i)``."""
-
-    voxel_zyx: Tuple[int, int, int]
-    start_zyx: Tuple[int, int, int]
-    size: int
-
-    def slices_zyx(self) -> Tuple[slice, slice, slice]:
-        return tuple(slice(s, s + self.size) for s in self.start_zyx)  # type: ignore[return-value]
-
-    def to_dict(self) -> dict:
-        zyx = {"voxel_zyx": list(self.voxel_zyx), "start_zyx": list(self.start_zyx), "size": self.size}
-        return {**zyx, "voxel_ijk": list(self.voxel_zyx[::-1]), "start_ijk": list(self.start_zyx[::-1])}
-
-
-def to_script_order(a_zyx: np.ndarray) -> np.ndarray:
-    """SimpleITK ``(k, j, i)`` -> the script's ``(j, k, i)`` (its own inverse)."""
-    return a_zyx.transpose(1, 0, 2)
-
-
-def choose_cube(layout_zyx: np.ndarray, size: int, seed: int) -> CubeChoice:
-    """The published crop rule, seeded: a random nodule voxel, start ``voxel - size // 2`` clipped inside."""
-    nodule = to_script_order(is_nodule(layout_zyx))
-    if tuple(np.minimum(nodule.shape, size)) != (size,) * 3:
-        raise InputError(
-            f"the published Lung-DDPM+ recipe crops a {size}^3 cube; this CT has {layout_zyx.shape[::-1]} voxels "
-            f"(i, j, k): it needs at least {size} along every axis (use --recipe lungddpm, which pads)"
-        )
-    coords = np.argwhere(nodule)
-    if len(coords) == 0:
-        raise InputError("the layout has no nodule: the published Lung-DDPM+ recipe crops around one")
-    voxel = coords[int(np.random.default_rng(seed).integers(len(coords)))]
-    start = [max(0, min(n - size, int(v) - size // 2)) for n, v in zip(nodule.shape, voxel)]
-    # (j, k, i) -> (k, j, i)
-    return CubeChoice((int(voxel[1]), int(voxel[0]), int(voxel[2])), (start[1], start[0], start[2]), size)
-
-
-def column_minmax(crop_jki: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
-    """``MinMaxScaler`` fitted on ``crop.reshape(-1, last)``: (scale, offset) per last-axis index, float64."""
-    cols = crop_jki.reshape(-1, crop_jki.shape[-1]).astype(np.float64)
-    lo, hi = cols.min(axis=0), cols.max(axis=0)
-    span = hi - lo
-    span[span < 10 * np.finfo(np.float64).eps] = 1.0  # scikit-learn's rule for a constant feature
-    scale = 1.0 / span
-    return scale, -lo * scale
+__all__ = ["CubeChoice", "choose_cube", "column_minmax", "plus_case", "to_script_order"]
 
 
 def plus_case(
@@ -94,7 +47,7 @@ def plus_case(
         eps: the network as ``eps(x_t, t_input, cond)``; seed: picks the voxel, then draws the initial noise.
         size: the cube's edge (64 for the released model: its grid); timesteps: the schedule's N.
     """
-    cube = choose_cube(layout_zyx, size, seed)
+    cube = choose_cube(layout_zyx, size, np.random.default_rng(seed))
     z, y, x = cube.slices_zyx()
     crop = to_script_order(np.asarray(ct_zyx[z, y, x], dtype=np.float64))
     mask = to_script_order(is_nodule(layout_zyx[z, y, x])).astype(np.float32)
