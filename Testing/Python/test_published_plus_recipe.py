@@ -280,3 +280,41 @@ def test_published_recipe_refuses_what_it_cannot_do(tmp_path: Path) -> None:
         synthesize_case(ct, layout, DiffusionModel(preset("tiny", grid=(16, 16, 16))), recipe="published")
     with pytest.raises(InputError, match="unknown recipe"):
         synthesize_case(ct, layout, plus_model(), recipe="theirs")
+
+
+def test_a_worker_job_runs_the_published_recipe_and_records_it(tmp_path: Path) -> None:
+    """The JSON job the Slicer module and the CLI batch use: recipe, cube and steps land in the provenance."""
+    from LungDDPMLib.checkpoint import save_checkpoint
+    from LungDDPMLib.worker import Job, run_job
+
+    paths = write_case(tmp_path, (30, 26, 34), [((12, 10, 14), (16, 14, 19))])
+    model = plus_model()
+    save_checkpoint(tmp_path / "plus.pt", model, ema=model)
+    job = Job.from_dict(
+        {
+            "cases": [
+                {
+                    "name": "c",
+                    "ct": str(paths["ct"]),
+                    "layout": str(paths["layout"]),
+                    "out_prefix": str(tmp_path / "out"),
+                }
+            ],
+            "checkpoint": str(tmp_path / "plus.pt"),
+            "recipe": "published",
+            "seed": 3,
+        }
+    )
+    events: List[dict] = []
+    assert run_job(job, events.append) == 0
+    result = next(e for e in events if e["type"] == "result")
+    prov = result["provenance"]
+    assert prov["recipe"]["name"] == "published" and prov["recipe"]["family"] == "lung-ddpm-plus"
+    assert prov["recipe"]["network_calls_per_sample"] == 100 and prov["preprocess"] is None
+    assert prov["recipe"]["cubes"][0]["seed"] == 3
+    progress = [e for e in events if e["type"] == "progress"]
+    assert progress[-1]["step"] == progress[-1]["total"] == 100
+    written = sitk.ReadImage(result["paths"][0])
+    ours = sitk.GetArrayFromImage(written).transpose(2, 1, 0)
+    theirs = their_sample_py(paths["ct"], paths["layout"], model.denoise_fn, 3, [])
+    np.testing.assert_allclose(ours, theirs, rtol=1e-5, atol=0)
