@@ -33,6 +33,7 @@ from .config import ModelConfig, preset
 from .device import resolve_device
 from .diffusion import DiffusionModel
 from .errors import CheckpointError, UnsafeCheckpointError
+from .recognition import recognise, title
 from .registry import file_sha256
 
 PathLike = Union[str, "os.PathLike[str]"]
@@ -53,6 +54,8 @@ class LoadedCheckpoint:
     sha256: str
     path: str
     provenance: Dict[str, Any] = field(default_factory=dict)
+    #: Which published family the file is (``lung-ddpm``, ``lung-ddpm-plus`` or None) and how that was decided.
+    recognition: Dict[str, Any] = field(default_factory=dict)
 
 
 # What torch.save writes first: a zip archive (torch >= 1.6) or a pickle of protocol 2+ (the legacy format); the
@@ -182,16 +185,30 @@ def trained_by_us(provenance: Mapping[str, Any]) -> bool:
 
 
 def infer_published_config(state_dict: Mapping[str, torch.Tensor]) -> ModelConfig:
-    """Pick the preset that a published-format state dict was made with, from its first conv and its depth."""
+    """Pick the preset that a published-format state dict was made with, from its key layout
+    (:func:`LungDDPMLib.recognition.recognise`: input channels, levels, attention)."""
     first = state_dict.get("denoise_fn.input_blocks.0.0.weight")
     if first is None or first.dim() != 5:
         raise CheckpointError("published-format checkpoint lacks 'denoise_fn.input_blocks.0.0.weight' (a 3D conv)")
-    in_ch = int(first.shape[1])
-    for name in ("lung-ddpm", "lung-ddpm-plus"):
-        cfg = preset(name)
-        if cfg.unet.in_channels == in_ch:
-            return cfg
-    raise CheckpointError(f"no known architecture takes {in_ch} input channels (Lung-DDPM takes 3, Lung-DDPM+ 2)")
+    family, evidence = recognise(state_dict)
+    if family is None:
+        in_ch = int(first.shape[1])
+        raise CheckpointError(
+            f"no known architecture takes {in_ch} input channels (Lung-DDPM takes 3, Lung-DDPM+ 2): {evidence}"
+        )
+    return preset(family)
+
+
+def recognition_of(data: Mapping[str, Any], fmt: str, config: ModelConfig, state: Mapping[str, Any]) -> Dict[str, Any]:
+    """What the file is and how that was decided, for ``lungddpm info`` and the provenance."""
+    from .recognition import published_family
+
+    if fmt == FORMAT_PUBLISHED:
+        family, evidence = recognise(state)
+        return {"family": family, "title": title(family), "by": evidence}
+    family = published_family(config)
+    how = "configuration record (published data handling: layout channels, spatial mode, axis order)"
+    return {"family": family, "title": title(family), "by": how if family else "configuration record"}
 
 
 def check_state_dict(model: DiffusionModel, state_dict: Mapping[str, torch.Tensor], where: str) -> None:
@@ -268,6 +285,7 @@ def load_checkpoint(
         sha256=file_sha256(path),
         path=str(path),
         provenance=provenance,
+        recognition=recognition_of(data, fmt, config, state),
     )
 
 

@@ -32,6 +32,7 @@ CHOICES: Dict[str, tuple] = {
     "precision": ("auto", "fp32", "bf16"),
     "auto_lung": ("never", "if-missing", "always"),
     "out_format": tuple(OUT_FORMATS),
+    "recipe": ("lungddpm", "published"),
 }
 #: Lower bounds of the job's numbers.
 MINIMA = {"num_samples": 1, "seed": 0, "steps": 1, "feather_voxels": 0, "feather_mm": 0.0, "batch_size": 1, "eta": 0.0}
@@ -113,12 +114,15 @@ class Job:
     auto_lung: str = "never"
     out_format: str = "nrrd"
     density: str = "auto"
+    #: ``lungddpm`` (ours) or ``published`` (the authors' sample.py; Lung-DDPM and Lung-DDPM+ files only).
+    recipe: str = "lungddpm"
 
     def __post_init__(self) -> None:
         check_job_values({f.name: getattr(self, f.name) for f in dataclasses.fields(self)})
         from .nodule_density import parse_density
 
         parse_density(self.density)  # a misspelt density fails here, before any case runs
+        check_recipe_settings(self)
         check_distinct_cases(self.cases)
         if self.nodule_types:
             from .data.nodule_types import parse_type_table
@@ -187,6 +191,8 @@ class Job:
         for name in ("cases", "device", "precision", "channels_last", "compile", "cuda_graphs", "batch_size"):
             settings.pop(name)  # how it ran, not what it computes (precision is recorded in the provenance)
         settings.pop("checkpoint")
+        if settings.get("recipe") == "lungddpm":
+            settings.pop("recipe")  # the default: records written before recipes existed still match
         return {
             "ct": file_identity(case.ct),
             "layout": file_identity(case.layout),
@@ -207,6 +213,33 @@ class Job:
             channels_last=self.channels_last,
             compile=self.compile,
             cuda_graphs=self.cuda_graphs,
+        )
+
+
+def check_recipe_settings(job: Job) -> None:
+    """The published recipe fixes the sampler and how the real CT enters: settings that would change those are
+    refused rather than silently ignored (``blend_from`` stays: it is the published ``--blend_from``)."""
+    if job.recipe != "published":
+        return
+    changed = [
+        name
+        for name, value, default in (
+            ("sampler", job.sampler, "dpm++"),
+            ("steps", job.steps, None),
+            ("eta", job.eta, 0.0),
+            ("aas", job.aas, True),
+            ("feather_voxels", job.feather_voxels, 0),
+            ("feather_mm", job.feather_mm, 0.0),
+            ("roi_margin_mm", job.roi_margin_mm, None),
+        )
+        if value != default
+    ]
+    if job.density not in ("auto", "off"):  # auto means none for the published models: their scale has no HU target
+        changed.append("density")
+    if changed:
+        raise InputError(
+            f"recipe 'published' runs the authors' sampler and blending as they are; drop {', '.join(changed)} "
+            "(or use recipe 'lungddpm')"
         )
 
 

@@ -8,6 +8,7 @@ layout stays bit-exact.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
@@ -24,6 +25,7 @@ from .data.spatial import layout_region
 from .diffusion import DiffusionModel
 from .errors import InputError, NumericalError
 from .nodule_density import NoduleDensity
+from .recipes import DEFAULT_RECIPE, check_recipe
 from .sampling import AASConfig, EtaEstimator, RuntimeOptions, SamplerConfig, StepInfo, sample
 from .sampling.density import DensityControl, nodule_fields
 
@@ -34,12 +36,15 @@ class SynthesisResult:
 
     images: List[sitk.Image]
     seeds: List[int]
-    record: PreprocessRecord
+    #: How the inputs were mapped to the model grid (``None`` for the published Lung-DDPM+ recipe: it crops itself).
+    record: Optional[PreprocessRecord]
     timing_s: Dict[str, float] = field(default_factory=dict)
     #: What the synthesis did with the layout's nodule classes (:func:`~LungDDPMLib.data.nodule_types.type_report`).
     nodule_types: Dict[str, Any] = field(default_factory=dict)
     #: What was generated: the whole ``layout`` (in each patch), or ``nodules + <margin> mm`` (roi mode).
     regenerated: str = "layout"
+    #: Which recipe ran (``lungddpm`` or ``published``) and, for the published Lung-DDPM+ one, its cubes.
+    recipe: Dict[str, Any] = field(default_factory=lambda: {"name": DEFAULT_RECIPE})
 
 
 def _density_control(
@@ -85,6 +90,7 @@ def synthesize_case(
     should_stop: Optional[Callable[[], bool]] = None,
     runtime: Optional[RuntimeOptions] = None,
     density: Optional[Mapping[str, Optional[NoduleDensity]]] = None,
+    recipe: str = DEFAULT_RECIPE,
 ) -> SynthesisResult:
     """Synthesise ``len(seeds)`` CTs for one layout.
 
@@ -102,6 +108,8 @@ def synthesize_case(
         callback: progress over all patches and seeds; ``should_stop`` cancels (raises ``SamplingCancelled``).
         density: target densities per nodule class (:mod:`LungDDPMLib.sampling.density`; a class missing or
             ``None``: drawn by the model alone); ``None`` switches the control off. Needs a ``hu-window`` model.
+        recipe: ``lungddpm`` (ours) or ``published`` (the authors' ``sample.py``, for Lung-DDPM and Lung-DDPM+
+            models only; see :mod:`LungDDPMLib.recipes`): it fixes the sampler and AAS, so ``sampler`` is ignored.
     Returns:
         :class:`SynthesisResult`; nothing partial is returned when cancelled.
     """
@@ -111,7 +119,24 @@ def synthesize_case(
     # draws typed nodules as plain nodules, and the report says so.
     labels = layout_labels(layout)
     types = type_report(labels, cfg.nodule_types)
-    items, record = preprocess(ct, layout, **model_options(cfg))
+    family = check_recipe(recipe, cfg)
+    if family is not None and any(v is not None for v in (density or {}).values()):
+        raise InputError("the published recipe draws nodules as the authors' code does: use --density off with it")
+    options = model_options(cfg)
+    recipe_info: Dict[str, Any] = {"name": recipe}
+    if family == "lung-ddpm-plus":
+        return _published_plus(ct, layout, model, aas, seeds, runtime, precision, callback, should_stop, types, t0)
+    if family == "lung-ddpm":
+        from .recipes.published import LUNGDDPM_COMPAT_ORDER, LUNGDDPM_SAMPLER, published_runtime
+
+        options["compat_order"] = LUNGDDPM_COMPAT_ORDER
+        base = aas if aas is not None else AASConfig()
+        aas = dataclasses.replace(base, faithful=True)
+        sampler = SamplerConfig(LUNGDDPM_SAMPLER)
+        runtime = published_runtime(runtime or RuntimeOptions(precision=precision or "fp32"))
+        precision = None
+        recipe_info.update(family=family, sampler="ddpm", aas="faithful", compat_order=LUNGDDPM_COMPAT_ORDER)
+    items, record = preprocess(ct, layout, **options)
     margin = ROI_MARGIN_MM if roi_margin_mm is None else float(roi_margin_mm)
     if uses_ct(cfg.unet.layout_channels) and margin != ROI_MARGIN_MM:
         raise InputError(
@@ -186,4 +211,45 @@ def synthesize_case(
     t3 = time.perf_counter()
     timing = {"preprocess": t1 - t0, "sampling": t2 - t1, "postprocess": t3 - t2, "total": t3 - t0}
     regenerated = f"nodules + {margin:g} mm" if nodules_only else "layout"
-    return SynthesisResult(images, list(seeds), record, timing, types, regenerated)
+    return SynthesisResult(images, list(seeds), record, timing, types, regenerated, recipe_info)
+
+
+def _published_plus(
+    ct: sitk.Image,
+    layout: sitk.Image,
+    model: DiffusionModel,
+    aas: Optional[AASConfig],
+    seeds: Sequence[int],
+    runtime: Optional[RuntimeOptions],
+    precision: Optional[str],
+    callback: Optional[Callable[[StepInfo], None]],
+    should_stop: Optional[Callable[[], bool]],
+    types: Dict[str, Any],
+    t0: float,
+) -> SynthesisResult:
+    """The published Lung-DDPM+ ``sample.py`` (:mod:`LungDDPMLib.recipes.plus_case`) for every seed."""
+    from .recipes.published import plus_description, run_plus
+
+    if aas is not None and (not aas.enabled or aas.blend_from is not None or aas.feather_voxels):
+        raise InputError(
+            "the published Lung-DDPM+ recipe fixes how the real CT enters (inversion, then a hard paste): drop "
+            "--no-aas, --blend-from and --feather, or use --recipe lungddpm"
+        )
+    runtime = runtime or RuntimeOptions(precision=precision or "auto")
+    eta: Optional[EtaEstimator] = None
+    t1 = time.perf_counter()
+
+    def progress(done: int, total: int) -> None:
+        nonlocal eta
+        if callback is None:
+            return
+        now = time.perf_counter()
+        eta = eta or EtaEstimator(total, t1)
+        callback(StepInfo(done, total, -1, now - t1, eta.update(done, now)))
+
+    images, cubes, sampling_s = run_plus(ct, layout, model, list(seeds), runtime, progress, should_stop)
+    t3 = time.perf_counter()
+    timing = {"preprocess": t1 - t0, "sampling": sampling_s, "postprocess": t3 - t1 - sampling_s, "total": t3 - t0}
+    size = int(model.config.grid[0])
+    info = {**plus_description(size), "cubes": cubes}
+    return SynthesisResult(images, list(seeds), None, timing, types, f"the {size}^3 cube (published)", info)

@@ -185,7 +185,8 @@ def _write_case(
         "regenerated": result.regenerated,
         "density": density_record(resolve_density(job.density, ckpt.config)),
         "timing_s": {**{k: round(v, 3) for k, v in result.timing_s.items()}, "case": round(elapsed, 3)},
-        "preprocess": json.loads(result.record.to_json()),
+        "preprocess": None if result.record is None else json.loads(result.record.to_json()),
+        "recipe": result.recipe,
     }
     # Claim the output names first: a run killed between two images leaves files a later run knows as its own.
     write_sidecar(Job.sidecar(case), {"completion": claim_record(key, paths)})
@@ -363,6 +364,7 @@ def run_job(
                     callback=progress,
                     should_stop=should_stop,
                     runtime=runtime,
+                    recipe=job.recipe,
                 )
                 elapsed = time.perf_counter() - case_start
                 if replacing is not None:

@@ -83,6 +83,7 @@ class LungDDPMLogic(ScriptedLoadableModuleLogic):
             device=device,
             precision=p.precision,
             auto_lung=p.autoLung,
+            recipe=p.recipe,
         )
 
     def startRun(self, p: LungDDPMParameterNode, device: str = "auto"):

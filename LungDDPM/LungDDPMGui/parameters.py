@@ -40,3 +40,4 @@ class LungDDPMParameterNode:
     aas: bool = True
     blendFrom: Annotated[int, WithinRange(-1, 249)] = -1  # -1: every step; B: steps from levels <= B
     precision: Annotated[str, Choice(["auto", "fp32", "bf16"])] = "auto"
+    recipe: Annotated[str, Choice(["lungddpm", "published"])] = "lungddpm"  # published: the authors' sample.py

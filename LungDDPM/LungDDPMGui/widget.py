@@ -64,6 +64,7 @@ class LungDDPMWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.computeSetMetricsButton.connect("clicked(bool)", self.onComputeSetMetrics)
         self.ui.addNoduleButton.connect("clicked(bool)", self.onAddNodule)
         self.ui.refreshDevicesButton.connect("clicked(bool)", self.onRefreshDevices)
+        self.ui.usePublishedModelButton.connect("clicked(bool)", self.onUsePublishedModel)
         self.ui.progressBar.setVisible(False)
         # Fill the device box first, then connect: the first addItem emits currentIndexChanged(0), which would
         # otherwise overwrite the remembered device with "auto" before it is read.
@@ -143,7 +144,7 @@ class LungDDPMWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def _updateGui(self, caller=None, event=None) -> None:
         """Mirror the parameter node and the task states; cheap (no hashing, no imports of the engine)."""
-        from LungDDPMLogic.model_info import model_to_describe
+        from LungDDPMLogic.model_info import model_to_describe, published_plus_file
 
         p = self._parameterNode
         synthesis, setMetrics = self.tasks.synthesis, self.tasks.setMetrics
@@ -171,6 +172,9 @@ class LungDDPMWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.ui.checkpointPathLineEdit.currentPath = checkpoint
             self.ui.checkpointPathLineEdit.blockSignals(wasBlocked)
         self.ui.modelInfoLabel.text = self.tasks.models.describe(model_to_describe(checkpoint, p.mode if p else "auto"))
+        plus = published_plus_file()
+        self.ui.usePublishedModelButton.visible = bool(plus)
+        self.ui.usePublishedModelButton.enabled = bool(plus) and checkpoint != plus
         self.ui.noduleMarkupsPlaceWidget.setCurrentNode(p.noduleMarkups if p else None)
         self.tasks.ensureTimer()
 
@@ -225,6 +229,16 @@ class LungDDPMWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def onCheckpointChanged(self, path: str) -> None:
         if self._parameterNode is not None:
             self._parameterNode.checkpoint = path or ""
+
+    def onUsePublishedModel(self) -> None:
+        """The Lung-DDPM+ weights the user put in the models folder: a nodule-cube model, so mode auto."""
+        from LungDDPMLogic.model_info import published_plus_file
+
+        plus = published_plus_file()
+        if self._parameterNode is not None and plus:
+            with slicer.util.NodeModify(self._parameterNode):
+                self._parameterNode.checkpoint = plus
+                self._parameterNode.mode = "auto"
 
     def onNoduleMarkupsChanged(self, node) -> None:
         self.ui.noduleMarkupsPlaceWidget.setCurrentNode(node)

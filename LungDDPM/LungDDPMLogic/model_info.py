@@ -21,6 +21,20 @@ CHECKING = "Checking the model file..."
 ROI_MODEL = ("LungDDPMLib", "models", "lungddpm-roi.pt")
 
 
+#: Where the module looks for the Lung-DDPM+ weights the user downloaded (the authors' file name, kept).
+PLUS_MODEL = ("LungDDPMLib", "models", "best_model.pt")
+
+
+def published_plus_file() -> str:
+    """The Lung-DDPM+ ``best_model.pt`` in the engine's models folder, or ``""`` when the user has not put it there
+    (nothing is ever downloaded); a ``stat``, cheap enough for the main thread."""
+    root = engine_root()
+    if root is None:
+        return ""
+    path = root.joinpath(*PLUS_MODEL)
+    return str(path) if path.is_file() else ""
+
+
 def model_to_describe(checkpoint: str, mode: str = "auto") -> str:
     """The model file a run would use: the chosen checkpoint, else the bundled model of the mode (as the worker
     picks it): ``""`` for the whole-lung demo model, the ROI model's path in ``roi`` mode."""

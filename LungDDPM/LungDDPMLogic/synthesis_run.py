@@ -59,8 +59,13 @@ class RunSettings:
     device: str = "auto"
     precision: str = "auto"
     auto_lung: bool = False
+    recipe: str = "lungddpm"  # "published": the authors' sample.py, which fixes the sampler and the blending
 
     def job_fields(self) -> Dict[str, Any]:
+        if self.recipe == "published":  # the job refuses sampler settings the published recipe would ignore
+            fields = dict(RunSettings(**{**self.__dict__, "recipe": "lungddpm"}).job_fields())
+            fields.update(sampler="dpm++", steps=None, aas=True, recipe="published")
+            return fields
         return {
             "checkpoint": self.checkpoint or "",
             "sampler": self.sampler,
@@ -72,6 +77,7 @@ class RunSettings:
             "blend_from": None if self.blend_from < 0 else int(self.blend_from),
             "device": self.device or "auto",
             "precision": self.precision,
+            "recipe": self.recipe,
         }
 
 

@@ -16,7 +16,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from ..checkpoint import load_checkpoint
     from ..model import count_parameters
-    from ..registry import identify
+    from ..registry import identify, known_models
 
     ckpt = load_checkpoint(args.checkpoint, weights=args.weights)
     cfg = ckpt.config
@@ -36,8 +36,19 @@ def run(args: argparse.Namespace) -> int:
         "sha256": ckpt.sha256,
         "provenance": ckpt.provenance,
     }
+    # What the weights are (family, from the key layout or the config record) and what the file is (checksum or
+    # name); a generic name like best_model.pt is confirmed or refuted by the weights.
+    info["architecture"] = ckpt.recognition
+    family = ckpt.recognition.get("family")
     known, how = identify(ckpt.path, ckpt.sha256)
+    if known is None and family is not None and ckpt.format != "lungddpm":
+        known = next((m for m in known_models() if m.key == family), None)
+        how = "architecture"
+    elif known is not None and how == "name" and family == known.key:
+        how = "name, confirmed by the architecture"
     info["recognised_as"] = None if known is None else {"key": known.key, "title": known.title, "by": how}
+    if family is not None:
+        info["recipes"] = {"lungddpm": "ours (default)", "published": f"the authors' sample.py ({family})"}
     if known is not None and known.preset != (cfg.preset or None):
         info["warning"] = f"named like {known.key}, whose preset is {known.preset}, but the weights are {cfg.preset}"
     print(json.dumps(info, indent=2))

@@ -40,6 +40,14 @@ def add_job_arguments(p: argparse.ArgumentParser, *, job_file: bool) -> None:
         default="",
         help="model file (default: the bundled demo model; with --mode roi the bundled ROI model)",
     )
+    m.add_argument(
+        "--recipe",
+        choices=CHOICES["recipe"],
+        default="lungddpm",
+        help="lungddpm (default): our sampler, AAS and exact composite; published: the authors' sample.py step by "
+        "step, for Lung-DDPM and Lung-DDPM+ files only (it fixes the sampler: no --sampler/--steps/--eta/--no-aas/"
+        "--feather/--roi-margin)",
+    )
     add_sampler_arguments(m)
     m.add_argument("--seed", type=int, default=0)
     m.add_argument("--num-samples", type=int, default=1, help="samples per case (seeds SEED..SEED+N-1)")
@@ -187,7 +195,7 @@ def job_from_args(args: argparse.Namespace) -> Any:
     same_names = ("checkpoint", "sampler", "steps", "eta", "seed", "num_samples", "mode", "blend_from", "device")
     same_names += ("precision", "batch_size", "lung_labels", "nodule_labels", "lung_segments", "nodule_segments")
     same_names += ("auto_lung", "channels_last", "compile", "cuda_graphs", "ignore_labels", "resample_layout")
-    same_names += ("nodule_types", "roi_margin_mm", "density")
+    same_names += ("nodule_types", "roi_margin_mm", "density", "recipe")
     for name in ("lung_labels", "nodule_labels", "ignore_labels"):
         setattr(args, name, _flat(getattr(args, name)))
     return Job(

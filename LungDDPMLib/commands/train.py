@@ -75,6 +75,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="flip half of the items left-right (x, NIfTI i) at random; default: off for the published presets "
         "(lung-ddpm, lung-ddpm-plus: the published training never flips), on for ours (--no-flip turns it off)",
     )
+    p.add_argument(
+        "--roi-crop",
+        choices=("ours", "published"),
+        help="how roi items are cut: published (Lung-DDPM+'s dataset.py: the CT min-max scaled per axial slice over "
+        "the whole volume, a cube around a random nodule voxel clipped inside the volume; the default for "
+        "lung-ddpm-plus) or ours (a patch centred on a nodule, shifted, scaled on its own; the default otherwise)",
+    )
     p.add_argument("--ema-decay", type=float)
     p.add_argument("--ema-every", type=int)
     p.add_argument("--ema-start", type=int)
@@ -109,7 +116,10 @@ def flip_prob(preset_name: str, flip: Optional[bool]) -> float:
 
 def augmentation_options(args: argparse.Namespace) -> Dict[str, Any]:
     """The dataset options the command adds to the model's data handling: the seed and the preset's flips."""
-    return {"seed": args.seed, "flip_prob": flip_prob(args.preset, args.flip)}
+    options: Dict[str, Any] = {"seed": args.seed, "flip_prob": flip_prob(args.preset, args.flip)}
+    if getattr(args, "roi_crop", None) is not None:
+        options["roi_crop"] = args.roi_crop
+    return options
 
 
 _TRAIN_FIELDS = (

@@ -33,21 +33,29 @@ from .axes import native_grid, permutation, to_model_order
 from .context import ROI_MARGIN_MM, condition_channels, near_nodules, uses_ct
 from .io import PathLike, read_ct
 from .layout import layout_labels, load_layout
-from .normalize import DEFAULT_HU_WINDOW
+from .normalize import DEFAULT_HU_WINDOW, minmax_per_slice
 from .normalize import forward as normalize_forward
 from .pairing import CT_TAGS, LAYOUT_TAGS, pair_files  # noqa: F401  (re-exported for callers)
 from .pipeline import model_options, preprocess
+from .plus_crop import choose_cube
 from .spatial import PAD_HU, Box, extract
 
 #: Part of every disk-cache key: bump it when preprocessing changes what it produces for the same options.
 CACHE_FORMAT = 4
+#: How ``roi`` items are cut: ``ours`` (a patch centred on a nodule's box, shifted by up to a quarter patch, scaled on
+#: its own) or ``published`` (Lung-DDPM+'s ``dataset.py``: the volume min-max scaled per NIfTI-k slice, then a cube
+#: around a random nodule voxel, clipped inside the volume; see :mod:`.plus_crop`).
+ROI_CROPS = ("ours", "published")
 
 
 def model_data_options(config: Any) -> Dict[str, Any]:
     """Dataset options that make training data match what synthesis feeds a model of this ``ModelConfig``
     (grid, intensities, spatial mode, crop, axis order, layout resize and the channels it is conditioned on)."""
+    from ..recognition import published_family
+
     options = model_options(config)
     return {
+        "roi_crop": "published" if published_family(config) == "lung-ddpm-plus" else "ours",
         "grid": options.pop("grid"),
         "normalization": options.pop("normalization"),
         "spatial_mode": options.pop("spatial_mode"),
@@ -75,8 +83,14 @@ class _PreprocessedDataset(Dataset):
         layout_channels: Sequence[str] = ("lung", "nodule"),
         spatial_mode: str = "full",
         untyped_as: str = "solid",
+        roi_crop: str = "ours",
     ) -> None:
         self.grid = tuple(int(g) for g in grid)
+        if roi_crop not in ROI_CROPS:
+            raise InputError(f"unknown roi_crop {roi_crop!r}; use one of {', '.join(ROI_CROPS)}")
+        if roi_crop == "published" and (spatial_mode != "roi" or len(set(self.grid)) != 1):
+            raise InputError(f"roi_crop 'published' cuts cubes for roi models; got {spatial_mode} mode, grid {grid}")
+        self.roi_crop = roi_crop
         if spatial_mode not in ("full", "roi"):
             raise InputError(f"unknown spatial_mode {spatial_mode!r}; use 'full' or 'roi'")
         if spatial_mode == "roi" and crop_size is not None:
@@ -123,12 +137,33 @@ class _PreprocessedDataset(Dataset):
         return tuple(int(g) for g in native_grid(self.grid, self.preprocess_options.get("array_order", "kji")))
 
     def _preprocess(self, ct, layout) -> Tuple[np.ndarray, ...]:
+        if self.roi_crop == "published":
+            return self._preprocess_published(ct, layout)
         if self.spatial_mode == "roi":
             return self._preprocess_roi(ct, layout)
         options = {"crop": "volume", "window": DEFAULT_HU_WINDOW, **self.preprocess_options}
         items, _ = preprocess(ct, layout, self.normalization, "full", self.grid, **options)
         channels = items[0].condition(self.layout_channels)
         return (items[0].ct, items[0].layout) + (() if channels is None else (channels,))
+
+    def _preprocess_published(self, ct, layout) -> Tuple[np.ndarray, ...]:
+        """``dataset.read_image``: the whole CT min-max scaled per NIfTI-k slice (SimpleITK axis 0) to [0, 1]."""
+        labels = layout_labels(layout)
+        if not is_nodule(labels).any():
+            raise InputError("an roi model trains on nodule-centred patches, but this case has no nodule")
+        scaled, _, _ = minmax_per_slice(sitk.GetArrayViewFromImage(ct), axis=0)
+        return scaled, labels.astype(np.uint8), np.asarray(ct.GetSpacing()[::-1], dtype=np.float64)
+
+    def _published_item(self, arrays: Tuple[np.ndarray, ...], rng: np.random.Generator) -> Tuple[np.ndarray, ...]:
+        """``dataset.__getitem__`` for two input channels: the cube around a random nodule voxel, ``* 2 - 1``."""
+        cube = choose_cube(arrays[1], self.grid[0], rng)
+        sl = cube.slices_zyx()
+        order = self.preprocess_options.get("array_order", "kji")
+        x = arrays[0][sl] * np.float32(2.0) - np.float32(1.0)
+        labels = to_model_order(arrays[1][sl], order)
+        window = self.preprocess_options.get("window", DEFAULT_HU_WINDOW)
+        out = (to_model_order(x, order), labels)
+        return (*out, condition_channels(self.layout_channels, labels, out[0], None, self.untyped_as, window))
 
     def _preprocess_roi(self, ct, layout) -> Tuple[np.ndarray, ...]:
         """Per nodule, the HU and labels of a box a quarter patch larger on every side than the patch, centred on
@@ -180,6 +215,7 @@ class _PreprocessedDataset(Dataset):
             "normalization": self.normalization,
             "options": self.preprocess_options,
             "layout_channels": self.layout_channels,
+            **({"roi_crop": self.roi_crop} if self.roi_crop != "ours" else {}),
             **self._cache_key(index),
         }
         digest = hashlib.sha1(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:16]
@@ -231,7 +267,9 @@ class _PreprocessedDataset(Dataset):
             raise IndexError(index)
         arrays = self.arrays(index)
         rng = np.random.default_rng([self.seed, epoch, index])
-        if self.spatial_mode == "roi":
+        if self.roi_crop == "published":
+            arrays = self._published_item(arrays, rng)
+        elif self.spatial_mode == "roi":
             arrays = self._roi_item(arrays, rng)
         elif self.crop_size is not None:
             arrays = self._crop(arrays, rng)

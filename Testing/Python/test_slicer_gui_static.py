@@ -102,6 +102,7 @@ CODE_WIDGETS = {
     "setMetricsUnitComboBox": "QComboBox",
     "computeSetMetricsButton": "QPushButton",
     "setMetricsStatusLabel": "QLabel",
+    "usePublishedModelButton": "QPushButton",
 }
 #: Parameters synced with their widget in code rather than by ``SlicerParameterName`` (see the parameter class).
 MANUALLY_SYNCED = {"lungSegmentIds", "noduleSegmentIds", "checkpoint"}
@@ -383,6 +384,32 @@ def test_slicer_mode_choice_offers_the_roi_model():
     tooltip = ET.parse(UI_FILE).getroot().find(".//widget[@name='modeComboBox']/property[@name='toolTip']/string").text
     assert "roi" in tooltip and "bundled ROI model" in tooltip
     assert "model_to_describe(checkpoint, p.mode" in ast.unparse(_method("_updateGui"))
+
+
+def test_slicer_recipe_choice_reaches_the_job_and_the_published_model_is_offered(tmp_path, monkeypatch):
+    """The recipe is a combo bound to the parameter node and travels in the job; the Lung-DDPM+ button shows only
+    when best_model.pt is in the engine's models folder, and its job carries no sampler setting the published
+    recipe would refuse."""
+    assert _choices("recipe") == ("lungddpm", "published")
+    _, widgets = _ui_widgets()
+    assert widgets["recipeComboBox"] == ("QComboBox", "recipe")
+    assert "recipe=p.recipe" in (MODULE / "LungDDPMGui" / "module_logic.py").read_text()
+    assert "usePublishedModelButton.visible = bool(plus)" in ast.unparse(_method("_updateGui"))
+    _logic_importable()
+    from LungDDPMLogic import model_info
+    from LungDDPMLogic.synthesis_run import RunSettings
+
+    from LungDDPMLib.job import Case, Job
+
+    monkeypatch.setattr(model_info, "engine_root", lambda: tmp_path)
+    assert model_info.published_plus_file() == ""
+    (tmp_path / "LungDDPMLib" / "models").mkdir(parents=True)
+    (tmp_path / "LungDDPMLib" / "models" / "best_model.pt").write_bytes(b"x")
+    assert model_info.published_plus_file() == str(tmp_path / "LungDDPMLib" / "models" / "best_model.pt")
+    case = [Case("a", "ct.nrrd", "lay.nrrd", str(tmp_path / "a"))]
+    fields = RunSettings(sampler="ddpm", steps=20, aas=False, recipe="published").job_fields()
+    assert Job(cases=case, **fields).recipe == "published"
+    assert Job(cases=case, **RunSettings(steps=20).job_fields()).recipe == "lungddpm"
 
 
 def _logic_importable():
