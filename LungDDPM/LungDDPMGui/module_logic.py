@@ -84,6 +84,7 @@ class LungDDPMLogic(ScriptedLoadableModuleLogic):
             precision=p.precision,
             auto_lung=p.autoLung,
             recipe=p.recipe,
+            density=p.densityCustom.strip() if p.density == "custom" else p.density,
         )
 
     def startRun(self, p: LungDDPMParameterNode, device: str = "auto"):

@@ -41,3 +41,7 @@ class LungDDPMParameterNode:
     blendFrom: Annotated[int, WithinRange(-1, 249)] = -1  # -1: every step; B: steps from levels <= B
     precision: Annotated[str, Choice(["auto", "fp32", "bf16"])] = "auto"
     recipe: Annotated[str, Choice(["lungddpm", "published"])] = "lungddpm"  # published: the authors' sample.py
+    # auto: each nodule class at its typical HU (models that draw classes); off: the model alone; custom: the text
+    # of `lungddpm synthesize --density`, e.g. "ground-glass=-650,part-solid=-600/0@0.5".
+    density: Annotated[str, Choice(["auto", "off", "custom"])] = "auto"
+    densityCustom: str = ""

@@ -162,6 +162,7 @@ class LungDDPMWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.inputsCollapsibleButton.enabled = not synthesis.busy
         self.ui.modelCollapsibleButton.enabled = not synthesis.busy
         self.ui.blendFromSpinBox.enabled = bool(p and p.aas)
+        self.ui.densityCustomLineEdit.enabled = bool(p and p.density == "custom")
         self.ui.computeSetMetricsButton.text = setMetrics.button_text
         self.ui.computeSetMetricsButton.enabled = setMetrics.button_enabled and not installing
         self._syncSegmentPickers()

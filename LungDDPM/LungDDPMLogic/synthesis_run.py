@@ -60,6 +60,7 @@ class RunSettings:
     precision: str = "auto"
     auto_lung: bool = False
     recipe: str = "lungddpm"  # "published": the authors' sample.py, which fixes the sampler and the blending
+    density: str = "auto"  # the --density text: auto, off or per-class targets
 
     def job_fields(self) -> Dict[str, Any]:
         if self.recipe == "published":  # the job refuses sampler settings the published recipe would ignore
@@ -78,6 +79,7 @@ class RunSettings:
             "device": self.device or "auto",
             "precision": self.precision,
             "recipe": self.recipe,
+            "density": self.density or "auto",
         }
 
 

@@ -13,6 +13,8 @@ import re
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[2]
 MODULE = ROOT / "LungDDPM"
 UI_FILE = MODULE / "Resources" / "UI" / "LungDDPM.ui"
@@ -103,6 +105,7 @@ CODE_WIDGETS = {
     "computeSetMetricsButton": "QPushButton",
     "setMetricsStatusLabel": "QLabel",
     "usePublishedModelButton": "QPushButton",
+    "densityCustomLineEdit": "QLineEdit",
 }
 #: Parameters synced with their widget in code rather than by ``SlicerParameterName`` (see the parameter class).
 MANUALLY_SYNCED = {"lungSegmentIds", "noduleSegmentIds", "checkpoint"}
@@ -410,6 +413,30 @@ def test_slicer_recipe_choice_reaches_the_job_and_the_published_model_is_offered
     fields = RunSettings(sampler="ddpm", steps=20, aas=False, recipe="published").job_fields()
     assert Job(cases=case, **fields).recipe == "published"
     assert Job(cases=case, **RunSettings(steps=20).job_fields()).recipe == "lungddpm"
+
+
+def test_slicer_nodule_density_is_a_choice_and_a_text_that_reach_the_job(tmp_path):
+    """Density: a combo (auto / off / custom) and a text field, both bound to the parameter node; custom sends the
+    text, which the job checks as the CLI's --density does; the text field is live only for custom."""
+    assert _choices("density") == ("auto", "off", "custom")
+    _, widgets = _ui_widgets()
+    assert widgets["densityComboBox"] == ("QComboBox", "density")
+    assert widgets["densityCustomLineEdit"] == ("QLineEdit", "densityCustom")
+    logic = (MODULE / "LungDDPMGui" / "module_logic.py").read_text()
+    assert 'density=p.densityCustom.strip() if p.density == "custom" else p.density' in logic
+    assert "densityCustomLineEdit.enabled = bool(p and p.density == 'custom')" in ast.unparse(_method("_updateGui"))
+    _logic_importable()
+    from LungDDPMLogic.synthesis_run import RunSettings
+
+    from LungDDPMLib.errors import InputError
+    from LungDDPMLib.job import Case, Job
+
+    case = [Case("a", "ct.nrrd", "lay.nrrd", str(tmp_path / "a"))]
+    assert Job(cases=case, **RunSettings().job_fields()).density == "auto"
+    spec = "ground-glass=-650,part-solid=-600/0@0.5"
+    assert Job(cases=case, **RunSettings(density=spec).job_fields()).density == spec
+    with pytest.raises(InputError, match="--density entry"):
+        Job(cases=case, **RunSettings(density="glass=-650").job_fields())
 
 
 def _logic_importable():
