@@ -34,6 +34,7 @@ from .device import resolve_device
 from .diffusion import DiffusionModel
 from .errors import CheckpointError, UnsafeCheckpointError
 from .registry import file_sha256
+from .sampling.distilled import DistillationRecord
 
 PathLike = Union[str, "os.PathLike[str]"]
 FORMAT_OURS = "lungddpm"
@@ -53,6 +54,8 @@ class LoadedCheckpoint:
     sha256: str
     path: str
     provenance: Dict[str, Any] = field(default_factory=dict)
+    #: Set for a student of ``lungddpm distill``: the sampler and steps it is to be run with, and its teacher.
+    distillation: Optional[DistillationRecord] = None
 
 
 # What torch.save writes first: a zip archive (torch >= 1.6) or a pickle of protocol 2+ (the legacy format); the
@@ -253,6 +256,7 @@ def load_checkpoint(
             raise CheckpointError(f"{path} has a damaged configuration record: {exc}") from None
     else:
         config = infer_published_config(state)
+    distillation = DistillationRecord.from_provenance(provenance, str(path))
     model = DiffusionModel(config)
     check_state_dict(model, state, str(path))
     check_finite([(weights, state)], str(path))
@@ -268,6 +272,7 @@ def load_checkpoint(
         sha256=file_sha256(path),
         path=str(path),
         provenance=provenance,
+        distillation=distillation,
     )
 
 

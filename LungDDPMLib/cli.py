@@ -12,7 +12,7 @@ import sys
 from typing import List, Optional
 
 from . import __version__
-from .commands import demo, downstream, evaluate, export, info, phantom, probe, synthesize, train, worker
+from .commands import demo, distill, downstream, evaluate, export, info, phantom, probe, synthesize, train, worker
 from .commands.exit_codes import EXIT_CANCELLED, EXIT_ERROR
 from .errors import LungDDPMError
 
@@ -29,7 +29,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
 
-    for module in (synthesize, demo, evaluate, train, phantom, info, export, worker, downstream, probe):
+    for module in (synthesize, demo, evaluate, train, distill, phantom, info, export, worker, downstream, probe):
         module.add_parser(sub)
     return parser
 

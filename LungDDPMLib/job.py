@@ -25,7 +25,7 @@ if TYPE_CHECKING:  # the job module loads without torch
 OUT_FORMATS = {"nrrd": ".nrrd", "nii.gz": ".nii.gz", "nii": ".nii", "mha": ".mha"}
 #: Allowed values of the job's string fields.
 CHOICES: Dict[str, tuple] = {
-    "sampler": ("dpm++", "ddim", "ddpm"),
+    "sampler": (None, "dpm++", "ddim", "ddpm"),
     "mode": (None, "full", "roi"),
     "precision": ("auto", "fp32", "bf16"),
     "auto_lung": ("never", "if-missing", "always"),
@@ -84,7 +84,8 @@ class Job:
 
     cases: List[Case]
     checkpoint: str = ""
-    sampler: str = "dpm++"
+    #: None: the model's own (DPM-Solver++ 20; a distilled student: the sampler and steps it records).
+    sampler: Optional[str] = None
     steps: Optional[int] = None
     eta: float = 0.0
     seed: int = 0

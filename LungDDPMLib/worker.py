@@ -126,7 +126,15 @@ def _load_model(job: Job, emit: Emit) -> Any:
 
 
 def _write_case(
-    job: Job, case: Case, result: Any, ckpt: Any, paths: List[Path], elapsed: float, key: Dict, layout_info: Dict
+    job: Job,
+    case: Case,
+    result: Any,
+    ckpt: Any,
+    paths: List[Path],
+    elapsed: float,
+    key: Dict,
+    layout_info: Dict,
+    sampler: Any,
 ) -> Dict:
     """Write the images (each verified and renamed into place), then the sidecar with the completion record."""
     from .data.io import write_image
@@ -135,8 +143,9 @@ def _write_case(
     runtime = job.runtime().resolved(next(ckpt.model.parameters()).device)  # what actually ran, not "auto"
     provenance = {
         "model": {"path": ckpt.path, "sha256": ckpt.sha256, "preset": ckpt.config.preset, "step": ckpt.step},
-        "sampler": job.sampler,
-        "steps": job.steps,
+        "sampler": sampler.name,
+        "steps": sampler.steps,
+        "distilled": ckpt.distillation.to_dict() if ckpt.distillation is not None else None,
         "aas": {"enabled": job.aas, "blend_from": job.blend_from, "feather_voxels": job.feather_voxels},
         "seeds": result.seeds,
         "precision": runtime.precision,
@@ -220,10 +229,11 @@ def run_job(
     from .outputs import CaseLock, check_apart, check_not_foreign, check_writable, is_done, replacement_note, same_file
     from .registry import bundled_model, file_sha256
     from .sampling import AASConfig, SamplerConfig
+    from .sampling.distilled import sampler_for
     from .synthesis import synthesize_case
 
     start = time.perf_counter()
-    sampler = SamplerConfig(job.sampler, steps=job.steps, eta=job.eta)
+    sampler = SamplerConfig(job.sampler or "dpm++", steps=job.steps, eta=job.eta)  # checked before any case runs
     aas = AASConfig(enabled=job.aas, blend_from=job.blend_from, feather_voxels=job.feather_voxels)
     runtime = job.runtime()
     mine = [(i, c) for i, c in enumerate(job.cases) if i % world == rank]
@@ -269,6 +279,11 @@ def run_job(
             try:
                 ckpt = _load_model(job, emit)
                 runtime.check_device(next(ckpt.model.parameters()).device)
+                sampler, warning = sampler_for(ckpt.distillation, job.sampler, job.steps, job.eta)
+                if warning is not None:
+                    emit({"type": "log", "level": "warning", "message": warning})
+                elif ckpt.distillation is not None:
+                    emit({"type": "log", "message": f"distilled model: {sampler.name} with {sampler.steps} steps"})
             except (LungDDPMError, RuntimeError, OSError, MemoryError) as exc:  # nothing can run without the model
                 kind = classify_error(exc)
                 emit({"type": "error", "kind": kind, "message": error_message(exc, kind)})
@@ -324,7 +339,7 @@ def run_job(
                 if replacing is not None:
                     emit({"type": "log", "level": "warning", **where, "message": f"{case.name}: {replacing['message']}",
                           "replaced": replacing["replaced"]})  # fmt: skip
-                provenance = _write_case(job, case, result, ckpt, paths, elapsed, key, layout_info)
+                provenance = _write_case(job, case, result, ckpt, paths, elapsed, key, layout_info, sampler)
             ok += 1
             emit({"type": "result", **where, "paths": [str(p) for p in paths], "provenance": provenance})
         except SamplingCancelled:

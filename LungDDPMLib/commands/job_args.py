@@ -30,8 +30,17 @@ def add_job_arguments(p: argparse.ArgumentParser, *, job_file: bool) -> None:
         default="",
         help="model file (default: the bundled demo model; with --mode roi the bundled ROI model)",
     )
-    m.add_argument("--sampler", choices=("dpm++", "ddim", "ddpm"), default="dpm++")
-    m.add_argument("--steps", type=int, help="network evaluations (default: dpm++ 20, ddim 50, ddpm all)")
+    m.add_argument(
+        "--sampler",
+        choices=("dpm++", "ddim", "ddpm"),
+        help="default: the model's own - dpm++, or for a student of `lungddpm distill` the sampler it was distilled "
+        "for (another one is allowed, with a warning)",
+    )
+    m.add_argument(
+        "--steps",
+        type=int,
+        help="network evaluations (default: dpm++ 20, ddim 50, ddpm all; a distilled student: its own steps)",
+    )
     m.add_argument("--eta", type=float, default=0.0, help="DDIM stochasticity")
     m.add_argument("--seed", type=int, default=0)
     m.add_argument("--num-samples", type=int, default=1, help="samples per case (seeds SEED..SEED+N-1)")
