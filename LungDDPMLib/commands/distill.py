@@ -112,6 +112,7 @@ def _progress(quiet: bool) -> Callable[..., None]:
 def run(args: argparse.Namespace) -> int:
     from ..checkpoint import load_checkpoint
     from ..distillation import DistillConfig, distill
+    from ..distillation.run import check_teacher, refuse_existing_run
     from ..errors import InputError
     from ..training import TrainConfig
     from .exit_codes import EXIT_CANCELLED
@@ -129,9 +130,11 @@ def run(args: argparse.Namespace) -> int:
         weighting=args.weighting,
     )
     teacher = load_checkpoint(args.checkpoint)  # refuses untrusted or foreign files before any data is prepared
+    check_teacher(teacher, config)
+    run_dir = Path(args.run_dir) if args.run_dir else default_run_dir(args.out)
+    refuse_existing_run(run_dir, args.resume)
     train = TrainConfig(seed=args.seed, **train_fields(args, teacher.provenance))
     dataset = dataset_from_args(args, teacher.config)
-    run_dir = Path(args.run_dir) if args.run_dir else default_run_dir(args.out)
     if not args.quiet:
         print(
             f"distilling {teacher.config.preset or 'custom'} ({args.checkpoint}) from {config.teacher_steps} to "

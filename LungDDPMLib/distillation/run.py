@@ -68,6 +68,15 @@ def check_teacher(teacher: LoadedCheckpoint, distill: DistillConfig) -> None:
         )
 
 
+def refuse_existing_run(run_dir: Union[str, Path], resume: bool) -> None:
+    """Without ``resume`` a new run would overwrite the rounds of the run already in ``run_dir``."""
+    run_dir = Path(run_dir)
+    if not resume and ((run_dir / "distill.json").is_file() or round_dir(run_dir, 1).is_dir()):
+        raise InputError(
+            f"{run_dir} already holds a distillation run; pass --resume to continue it, or choose another run folder"
+        )
+
+
 def _run_record(teacher: LoadedCheckpoint, distill: DistillConfig, train: TrainConfig) -> Dict[str, Any]:
     return {
         "teacher": {"path": teacher.path, "sha256": teacher.sha256, "step": teacher.step},
@@ -130,14 +139,9 @@ def distill(
     run_dir, out = Path(run_dir), Path(out)
     record = _run_record(teacher, distill_config, train_config)
     record_path = run_dir / "distill.json"
-    if record_path.is_file() or round_dir(run_dir, 1).is_dir():
-        if not resume:
-            raise InputError(
-                f"{run_dir} already holds a distillation run; pass --resume to continue it, or choose another run "
-                "folder"
-            )
-        if record_path.is_file():
-            _check_resume(record_path, record)
+    refuse_existing_run(run_dir, resume)
+    if record_path.is_file():
+        _check_resume(record_path, record)
     run_dir.mkdir(parents=True, exist_ok=True)
     write_text_atomic(json.dumps(record, indent=2, sort_keys=True) + "\n", record_path)
     result = DistillResult(rounds_done=0, stopped_early=False)

@@ -10,12 +10,9 @@ from __future__ import annotations
 import json
 import math
 import pickle
-import subprocess
-import sys
 from pathlib import Path
 from typing import Callable, List, Tuple
 
-import numpy as np
 import pytest
 import torch
 
@@ -113,7 +110,7 @@ def test_a_student_matching_the_target_reproduces_the_2n_step_teacher_with_n_ste
 def test_config_refuses_a_step_count_that_is_not_a_halving_of_the_teacher() -> None:
     assert DistillConfig(steps=4, teacher_steps=64).rounds == 4
     for bad in (3, 5, 64, 0, 128):
-        with pytest.raises(InputError, match="power of two|>= 1"):
+        with pytest.raises(InputError, match=r"power of two|>= 1"):
             DistillConfig(steps=bad, teacher_steps=64)
 
 
@@ -212,8 +209,8 @@ def _round_losses(run: Path, rounds: int) -> List[List[float]]:
 
 
 def test_resume_continues_bit_exactly_like_an_uninterrupted_run(tmp_path) -> None:
-    from LungDDPMLib.commands.data_args import dataset_from_args
     from LungDDPMLib.cli import build_parser
+    from LungDDPMLib.commands.data_args import dataset_from_args
 
     teacher = tiny_teacher(tmp_path / "teacher.pt")
     args = build_parser().parse_args(distill_args(teacher, tmp_path / "x.pt", "--steps", "1"))
@@ -247,9 +244,9 @@ def test_training_lowers_the_distillation_loss_on_fixed_draws(tmp_path) -> None:
 
     teacher = load_checkpoint(tiny_teacher(tmp_path / "teacher.pt")).model
     data = make_toy_pairs(2, (16, 16, 16), seed=1)
-    cfg = TrainConfig(lr=3e-3, grad_accum=1, max_steps=25, ema_start=0, log_every=5, checkpoint_every=25)
-    trainer = RoundTrainer(teacher, data, cfg, tmp_path / "r", teacher_steps=4, distill=DistillConfig(1, 4, 25, weighting="eps"),
-                           device="cpu")  # fmt: skip
+    cfg = TrainConfig(lr=3e-3, grad_accum=1, max_steps=15, ema_start=0, log_every=5, checkpoint_every=15)
+    recipe = DistillConfig(1, 4, 15, weighting="eps")
+    trainer = RoundTrainer(teacher, data, cfg, tmp_path / "r", teacher_steps=4, distill=recipe, device="cpu")
     g = torch.Generator().manual_seed(9)
     ct = torch.cat([data[i]["ct"][None] for i in range(2)])
     cond = trainer.model.condition(torch.stack([data[i]["layout"] for i in range(2)]))
@@ -280,11 +277,15 @@ def test_a_published_layout_lung_ddpm_model_distils(tmp_path) -> None:
 
 
 # ----------------------------------------------------------------------------------------------------- bad input
-def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "LungDDPMLib", *args], cwd=cwd, capture_output=True, text=True)
+def cli_error(capsys, *args: str) -> str:
+    """Run the command in-process; it must fail with exit code 1 and one ``error:`` line, never a traceback."""
+    assert main(list(args)) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "\n" not in err and "Traceback" not in err, err
+    return err
 
 
-def test_bad_teachers_and_step_counts_are_one_line_errors(tmp_path) -> None:
+def test_bad_teachers_and_step_counts_are_one_line_errors(tmp_path, capsys) -> None:
     (tmp_path / "notes.pt").write_text("not a model\n")
     torch.save({"weights": torch.zeros(3)}, tmp_path / "plain.pt")
 
@@ -292,7 +293,7 @@ def test_bad_teachers_and_step_counts_are_one_line_errors(tmp_path) -> None:
         def __reduce__(self):
             return (print, ("pwned",))
 
-    (tmp_path / "evil.pt").write_bytes(pickle.dumps({"model": Evil()}))
+    (tmp_path / "evil.pt").write_bytes(pickle.dumps({"model": Evil()}, protocol=2))
     teacher = tiny_teacher(tmp_path / "teacher.pt")
     cases = {
         "notes.pt": "is not a checkpoint",
@@ -301,19 +302,27 @@ def test_bad_teachers_and_step_counts_are_one_line_errors(tmp_path) -> None:
         "missing.pt": "not found",
     }
     for name, message in cases.items():
-        r = run_cli(*distill_args(tmp_path / name, tmp_path / "s.pt", "--steps", "2"), cwd=tmp_path)
-        assert r.returncode == 1 and message in r.stderr and "Traceback" not in r.stderr, (name, r.stderr)
-        assert "pwned" not in r.stdout
-    r = run_cli(*distill_args(teacher, tmp_path / "s.pt", "--steps", "3", "--teacher-steps", "8"), cwd=tmp_path)
-    assert r.returncode == 1 and "power of two (4, 2, 1); got 3" in r.stderr and "Traceback" not in r.stderr
-    r = run_cli(*distill_args(teacher, tmp_path / "s.pt", "--steps", "256", "--teacher-steps", "512"), cwd=tmp_path)
-    assert r.returncode == 1 and "exceeds the model's 250 noise levels" in r.stderr
-    assert not (tmp_path / "s.pt").exists()
-    assert not np.any([p.name.startswith(".s.pt") for p in tmp_path.iterdir()])
+        assert message in cli_error(capsys, *distill_args(tmp_path / name, tmp_path / "s.pt", "--steps", "2")), name
+    assert "pwned" not in capsys.readouterr().out
+    err = cli_error(capsys, *distill_args(teacher, tmp_path / "s.pt", "--steps", "3", "--teacher-steps", "8"))
+    assert "power of two (4, 2, 1); got 3" in err
+    err = cli_error(capsys, *distill_args(teacher, tmp_path / "s.pt", "--steps", "256", "--teacher-steps", "512"))
+    assert "exceeds the model's 250 noise levels" in err
+    assert not (tmp_path / "s.pt").exists() and not (tmp_path / "s.distill").exists()
 
 
-def test_a_damaged_distillation_record_is_refused(tmp_path) -> None:
+def test_an_existing_run_or_student_is_not_overwritten_without_resume(distilled, capsys) -> None:
+    teacher, student = distilled
+    before = student.read_bytes()
+    args = distill_args(teacher, student, "--steps", "2", "--teacher-steps", "8", "--round-steps", "3")
+    assert "already exists" in cli_error(capsys, *args)
+    other = student.with_name("other.pt")
+    run = ["--run-dir", str(student.with_name("student.distill"))]
+    assert "--resume" in cli_error(capsys, *distill_args(teacher, other, "--steps", "2", "--teacher-steps", "8"), *run)
+    assert student.read_bytes() == before and not other.exists()
+
+
+def test_a_damaged_distillation_record_is_refused(tmp_path, capsys) -> None:
     model = seeded_model(preset("tiny", grid=(16, 16, 16)), 0)
     save_checkpoint(tmp_path / "m.pt", model, ema=model, provenance={"distillation": {"method": "progressive"}})
-    r = run_cli("info", str(tmp_path / "m.pt"), cwd=tmp_path)
-    assert r.returncode == 1 and "damaged distillation record" in r.stderr
+    assert "damaged distillation record" in cli_error(capsys, "info", str(tmp_path / "m.pt"))
