@@ -36,10 +36,10 @@ from LungDDPMLib.sampling import SamplerConfig
 from LungDDPMLib.synthesis import synthesize_case
 
 
-def _draw(model, case, seeds, steps):
+def _draw(model, case, seeds, sampler):
     ph = case.phantom
     start = time.perf_counter()
-    result = synthesize_case(ph.ct, ph.layout, model, sampler=SamplerConfig("dpm++", steps=steps), seeds=list(seeds))
+    result = synthesize_case(ph.ct, ph.layout, model, sampler=sampler, seeds=list(seeds))
     return [sitk.GetArrayFromImage(i) for i in result.images], time.perf_counter() - start
 
 
@@ -54,6 +54,21 @@ def main() -> None:
     ap.add_argument("--montages", default=None, help="folder for the montage PNGs")
     args = ap.parse_args()
     models = dict(m.split("=", 1) for m in (args.model or [f"roi={ROI_FILE}"]))
+    samplers = {name: SamplerConfig("dpm++", steps=args.steps) for name in models}
+    report = fidelity_report(models, samplers, range(args.first_case, args.first_case + args.cases), args.seeds,
+                             args.montages)  # fmt: skip
+    report["args"] = vars(args)
+    print(
+        json.dumps({n: {"looks": s["looks"], "targets": s["targets"]} for n, s in report["summary"].items()}, indent=1)
+    )
+    if args.out:
+        Path(args.out).write_text(json.dumps(report, indent=1))
+
+
+def fidelity_report(models, samplers, case_seeds, sampling_seeds, montages=None):
+    """Draw every held-out case with each model (``{name: path}``) and its sampler (``{name: SamplerConfig}``);
+    the report of :func:`main` (``cases``, ``summary`` per model, ``nodules``). Shared with distilled_sampler.py."""
+    seeds = list(sampling_seeds)
     loaded = {name: load_checkpoint(path) for name, path in models.items()}
     first = next(iter(loaded.values())).config
     patch = tuple(native_grid(first.grid, first.array_order))  # (z, y, x) voxels of one ROI patch
@@ -61,7 +76,7 @@ def main() -> None:
     classes = {name: [] for name in models}
     tiles = {name: {k: [] for k in NODULE_TYPES} for name in models}
     cases = []
-    for seed in range(args.first_case, args.first_case + args.cases):
+    for seed in case_seeds:
         case = heldout_case(seed, patch)
         real, lay = sitk.GetArrayFromImage(case.phantom.ct), sitk.GetArrayFromImage(case.phantom.layout)
         spacing = case.phantom.ct.GetSpacing()[::-1]
@@ -71,10 +86,10 @@ def main() -> None:
             "nodules": [{k: n[k] for k in ("kind", "shape", "diameter_mm", "juxta_pleural")} for n in case.nodules],
         }
         for name, ckpt in loaded.items():
-            synths, seconds = _draw(ckpt.model, case, args.seeds, args.steps)
+            synths, seconds = _draw(ckpt.model, case, seeds, samplers[name])
             per_seed = []
             rows_by_seed = []
-            for sampling_seed, synth in zip(args.seeds, synths):
+            for sampling_seed, synth in zip(seeds, synths):
                 fid = layout_fidelity(real, synth, lay, spacing)
                 kept = float(np.abs(real[outside].astype(np.float64) - synth[outside]).max())
                 per_seed.append({"seed": sampling_seed, "seam_score": fid["seam_score"], "kept_max_abs_diff_hu": kept})
@@ -104,6 +119,7 @@ def main() -> None:
         per_seed = [s for c in cases for s in c[name]["per_seed"]]
         summary[name] = {
             "checkpoint": models[name],
+            "sampler": {"name": samplers[name].name, "steps": samplers[name].steps},
             "sha256": loaded[name].sha256,
             "looks": looks_summary,
             "targets": check_targets(looks_summary),
@@ -113,24 +129,15 @@ def main() -> None:
             "kept_max_abs_diff_hu": max(s["kept_max_abs_diff_hu"] for s in per_seed),
             "seconds_per_case": round(float(np.mean([c[name]["seconds"] for c in cases])), 1),
         }
-        if args.montages:
+        if montages:
             for kind in NODULE_TYPES:
                 if tiles[name][kind]:
                     write_montage(
                         tiles[name][kind],
-                        Path(args.montages) / f"{name}-{kind}.png",
-                        f"{name}: {kind} nodules, real | seeds {' '.join(map(str, args.seeds))}",
+                        Path(montages) / f"{name}-{kind}.png",
+                        f"{name}: {kind} nodules, real | seeds {' '.join(map(str, seeds))}",
                     )
-    report = {
-        "command": "benchmarks/roi_model_fidelity.py",
-        "args": vars(args),
-        "cases": cases,
-        "summary": summary,
-        "nodules": looks,
-    }
-    print(json.dumps({n: {"looks": s["looks"], "targets": s["targets"]} for n, s in summary.items()}, indent=1))
-    if args.out:
-        Path(args.out).write_text(json.dumps(report, indent=1))
+    return {"command": "benchmarks/roi_model_fidelity.py", "cases": cases, "summary": summary, "nodules": looks}
 
 
 if __name__ == "__main__":
