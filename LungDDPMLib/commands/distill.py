@@ -50,9 +50,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--run-dir", help="run folder (default: OUT without .pt, plus .distill)")
     p.add_argument(
         "--weighting",
-        choices=("snr-truncated", "eps"),
-        default="snr-truncated",
-        help="loss weighting: the paper's max(SNR,1) on the x0 error (default) or a plain error on the noise",
+        choices=("eps", "snr-truncated"),
+        default="eps",
+        help="loss weighting: a plain error on the predicted noise (default) or the paper's max(SNR,1) on the x0 "
+        "error (see docs/distillation.md)",
     )
     p.add_argument(
         "--no-clip-x0", action="store_true", help="do not clamp x0 estimates to [-1, 1] (teacher and student)"

@@ -21,7 +21,7 @@ from ..config import reject_unknown_fields
 from ..errors import InputError
 
 #: Loss weightings (see :func:`LungDDPMLib.distillation.targets.loss_weight`).
-WEIGHTINGS = ("snr-truncated", "eps")
+WEIGHTINGS = ("eps", "snr-truncated")
 
 
 def _whole(value: Any) -> bool:
@@ -39,8 +39,9 @@ class DistillConfig:
         round_steps: optimiser updates per round.
         clip_x0: clamp x0 estimates to [-1, 1] in the teacher's steps and, recorded, in the student's sampler
             (as the published sampler does).
-        weighting: ``snr-truncated`` (the paper's max(SNR, 1) weight on the x0 error) or ``eps`` (an unweighted
-            error on the predicted noise, i.e. SNR-weighted on x0).
+        weighting: ``eps`` (default: an unweighted error on the predicted noise, i.e. SNR-weighted on x0) or
+            ``snr-truncated`` (the paper's max(SNR, 1) weight on the x0 error, which for a noise-predicting network
+            weighs the top level about 1e7 times the others; see :func:`~.targets.loss_weight`).
         method: ``progressive``.
     """
 
@@ -48,7 +49,7 @@ class DistillConfig:
     teacher_steps: int = 64
     round_steps: int = 2000
     clip_x0: bool = True
-    weighting: str = "snr-truncated"
+    weighting: str = "eps"
     method: str = "progressive"
 
     def __post_init__(self) -> None:

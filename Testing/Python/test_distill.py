@@ -107,6 +107,15 @@ def test_a_student_matching_the_target_reproduces_the_2n_step_teacher_with_n_ste
     assert float((plain - teacher_out).abs().max()) > 1e-3
 
 
+def test_loss_weights_are_one_on_the_noise_or_the_paper_s_truncated_snr_on_x0() -> None:
+    from LungDDPMLib.distillation import loss_weight
+
+    low, top = abar(10), abar(SCHED.num_timesteps - 1)
+    assert loss_weight(low, "eps") == loss_weight(top, "eps") == 1.0
+    assert loss_weight(low, "snr-truncated") == 1.0  # SNR > 1: max(SNR, 1) on x0 is SNR on x0, i.e. 1 on eps
+    assert loss_weight(top, "snr-truncated") == pytest.approx((1 - top) / top) and (1 - top) / top > 1e6
+
+
 def test_config_refuses_a_step_count_that_is_not_a_halving_of_the_teacher() -> None:
     assert DistillConfig(steps=4, teacher_steps=64).rounds == 4
     for bad in (3, 5, 64, 0, 128):
@@ -266,14 +275,12 @@ def test_training_lowers_the_distillation_loss_on_fixed_draws(tmp_path) -> None:
 def test_a_published_layout_lung_ddpm_model_distils(tmp_path) -> None:
     teacher = tiny_teacher(tmp_path / "published.pt", "lung-ddpm")
     out = tmp_path / "student.pt"
-    assert (
-        main([*distill_args(teacher, out, "--steps", "2", "--teacher-steps", "4", "--round-steps", "2"), "--quiet"])
-        == 0
-    )
+    args = distill_args(teacher, out, "--steps", "2", "--teacher-steps", "4", "--round-steps", "2")
+    assert main([*args, "--weighting", "snr-truncated", "--quiet"]) == 0
     ckpt = load_checkpoint(out)
     assert ckpt.config.preset == "lung-ddpm" and ckpt.config.layout_resize == "channels-linear"
     assert ckpt.provenance["augmentation"]["flip_prob"] == 0.0  # the published recipe never flips
-    assert ckpt.distillation.steps == 2
+    assert ckpt.distillation.steps == 2 and ckpt.distillation.weighting == "snr-truncated"
 
 
 # ----------------------------------------------------------------------------------------------------- bad input
