@@ -333,3 +333,18 @@ def test_a_damaged_distillation_record_is_refused(tmp_path, capsys) -> None:
     model = seeded_model(preset("tiny", grid=(16, 16, 16)), 0)
     save_checkpoint(tmp_path / "m.pt", model, ema=model, provenance={"distillation": {"method": "progressive"}})
     assert "damaged distillation record" in cli_error(capsys, "info", str(tmp_path / "m.pt"))
+
+
+# ---------------------------------------------------------------------------------------------- the Slicer module
+def test_the_slicer_module_leaves_the_sampler_to_the_model_by_default() -> None:
+    """The GUI's default sampler 'auto' and steps 0 reach the job as null, so a student runs its own sampler."""
+    import conftest_slicer
+
+    conftest_slicer.add_module_path()
+    from LungDDPMLogic.synthesis_run import RunSettings
+
+    fields = RunSettings().job_fields()
+    assert fields["sampler"] is None and fields["steps"] is None
+    assert RunSettings(sampler="ddim", steps=8).job_fields()["sampler"] == "ddim"
+    text = (Path(conftest_slicer.MODULE_DIR) / "LungDDPMGui" / "parameters.py").read_text()
+    assert 'Choice(["auto", "dpm++", "ddim", "ddpm"])] = "auto"' in text
