@@ -169,11 +169,17 @@ class Job:
 
         return Path(case.out_prefix + LOCK_SUFFIX)
 
-    def completion_key(self, case: Case, model_sha256: str) -> Dict[str, Any]:
-        """Everything that decides a case's outputs: a finished case is skipped only if all of it is unchanged."""
+    def completion_key(self, case: Case, model_sha256: str, distilled: bool = False) -> Dict[str, Any]:
+        """Everything that decides a case's outputs: a finished case is skipped only if all of it is unchanged.
+
+        The default sampler of an ordinary model is recorded by name (``dpm++``, as before students existed, so
+        cases finished then stay finished); a student's default stays null: its model sha256 says which it is.
+        """
         from .outputs import file_identity
 
         settings = self.to_dict()
+        if settings["sampler"] is None and not distilled:
+            settings["sampler"] = "dpm++"
         for name in ("cases", "device", "precision", "channels_last", "compile", "cuda_graphs", "batch_size"):
             settings.pop(name)  # how it ran, not what it computes (precision is recorded in the provenance)
         settings.pop("checkpoint")

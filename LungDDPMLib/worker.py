@@ -108,6 +108,19 @@ def check_case_memory(job: Job, case: Case, voxels: int, pixel: int, grid: Seque
     return need
 
 
+def is_distilled(path: str) -> bool:
+    """Whether a model file is a student of ``lungddpm distill`` (its default sampler is its own); False for a file
+    that cannot be read as a checkpoint (loading it later reports why)."""
+    from .checkpoint import read_checkpoint_file
+    from .sampling.distilled import DISTILLATION_KEY
+
+    try:
+        provenance = json.loads(str(read_checkpoint_file(path).get("provenance", "{}")))
+    except (LungDDPMError, ValueError):
+        return False
+    return isinstance(provenance, dict) and provenance.get(DISTILLATION_KEY) is not None
+
+
 def _load_model(job: Job, emit: Emit) -> Any:
     from .checkpoint import load_checkpoint
     from .device import resolve_device
@@ -243,6 +256,7 @@ def run_job(
     model_path = job.checkpoint or str(bundled_model(job.mode))
     try:
         model_sha = file_sha256(model_path)
+        distilled = is_distilled(model_path)
     except OSError as exc:
         emit({"type": "error", "kind": "checkpoint", "message": f"cannot read the model file {model_path}: {exc}"})
         _finish(emit, start, ok, skipped, [c.name for _, c in mine], False)
@@ -264,7 +278,7 @@ def run_job(
             check_apart([*paths, sidecar, lock_path], [Path(case.ct), Path(case.layout)])
             if Path(case.ct).exists() and same_file(Path(case.ct), Path(case.layout)):
                 raise InputError(f"the CT and the layout of case {case.name!r} are the same file: {case.ct}")
-            key = job.completion_key(case, model_sha)
+            key = job.completion_key(case, model_sha, distilled)
         except (LungDDPMError, OSError) as exc:
             kind = classify_error(exc) if isinstance(exc, LungDDPMError) else "input"
             emit({"type": "error", "kind": kind, "message": error_message(exc, kind), **where})
