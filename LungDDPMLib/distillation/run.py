@@ -96,7 +96,8 @@ def _check_resume(path: Path, record: Dict[str, Any]) -> None:
             "that checkpoint, or choose another run folder"
         )
     mine, theirs = record["distill"], dict(saved.get("distill", {}))
-    changed = sorted(k for k in mine if k != "round_steps" and mine[k] != theirs.get(k))
+    # round_steps too: a longer round 1 after round 2 has started would leave round 2 distilled from another teacher.
+    changed = sorted(k for k in mine if mine[k] != theirs.get(k))
     if changed:
         raise InputError(
             f"{path.parent} was started with other distillation settings ({', '.join(changed)}: "

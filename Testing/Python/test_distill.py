@@ -239,6 +239,9 @@ def test_resume_continues_bit_exactly_like_an_uninterrupted_run(tmp_path) -> Non
     assert not (tmp_path / "b.pt").exists()  # a stopped run leaves no file that looks like a student
     with pytest.raises(InputError, match="--resume"):
         distill(teacher, dataset, cfg, train, tmp_path / "b", tmp_path / "b.pt", device="cpu")
+    longer = DistillConfig(steps=1, teacher_steps=4, round_steps=4)
+    with pytest.raises(InputError, match="other distillation settings"):
+        distill(teacher, dataset, longer, train, tmp_path / "b", tmp_path / "b.pt", device="cpu", resume=True)
     second = distill(teacher, dataset, cfg, train, tmp_path / "b", tmp_path / "b.pt", device="cpu", resume=True)
     assert second.student is not None and len(second.losses[2]) == 2 and second.losses[1] == []
     assert _round_losses(tmp_path / "a", 2) == _round_losses(tmp_path / "b", 2)
