@@ -351,3 +351,32 @@ def test_the_slicer_module_leaves_the_sampler_to_the_model_by_default() -> None:
     assert RunSettings(sampler="ddim", steps=8).job_fields()["sampler"] == "ddim"
     text = (Path(conftest_slicer.MODULE_DIR) / "LungDDPMGui" / "parameters.py").read_text()
     assert 'Choice(["auto", "dpm++", "ddim", "ddpm"])] = "auto"' in text
+
+
+def test_a_roi_model_with_ct_condition_channels_distils_and_synthesize_roi_runs_the_student(tmp_path, capsys) -> None:
+    """The roi-context kind: ROI patches at native spacing with the real-CT channels, made by the teacher's own data
+    handling, then `synthesize --mode roi` with the student's own sampler (the whole path of the bundled model)."""
+    import dataclasses
+
+    from test_roi_training import SIZE, SPACING, SPECS, roi_config
+
+    from LungDDPMLib.config import CONDITION_CHANNELS
+    from LungDDPMLib.data.datasets import PhantomDataset, model_data_options
+    from LungDDPMLib.phantom import make_phantom, save_phantom
+
+    cfg = roi_config(unet=dataclasses.replace(roi_config().unet, layout_channels=CONDITION_CHANNELS))
+    teacher = tmp_path / "roi.pt"
+    model = seeded_model(cfg, 0)
+    save_checkpoint(teacher, model, ema=model, provenance={"kind": "lungddpm-training"})
+    dataset = PhantomDataset(1, SIZE, SPACING, base_seed=5, nodules=SPECS, **model_data_options(cfg))
+    train = TrainConfig(lr=1e-3, grad_accum=1, ema_start=0, log_every=1, checkpoint_every=2)
+    result = distill(teacher, dataset, DistillConfig(2, 4, 2), train, tmp_path / "run", tmp_path / "s.pt", device="cpu")
+    assert result.student is not None and len(result.losses[1]) == 2
+    save_phantom(tmp_path, make_phantom(SIZE, SPACING, seed=7, nodules=SPECS), name="c", seg_nrrd=False)
+    argv = ["synthesize", "--mode", "roi", "--ct", str(tmp_path / "c_ct.nrrd"), "--out", str(tmp_path / "o.nrrd"),
+            "--layout", str(tmp_path / "c_layout.nrrd"), "--checkpoint", str(result.student), "--device", "cpu",
+            "--quiet"]  # fmt: skip
+    assert main(argv) == 0
+    side = json.loads((tmp_path / "o.lungddpm.json").read_text())
+    assert (side["sampler"], side["steps"]) == ("ddim", 2) and side["distilled"]["teacher_sha256"]
+    assert "warning" not in capsys.readouterr().err
