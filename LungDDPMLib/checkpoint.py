@@ -35,6 +35,7 @@ from .diffusion import DiffusionModel
 from .errors import CheckpointError, UnsafeCheckpointError
 from .recognition import recognise, title
 from .registry import file_sha256
+from .sampling.distilled import DistillationRecord
 
 PathLike = Union[str, "os.PathLike[str]"]
 FORMAT_OURS = "lungddpm"
@@ -56,6 +57,8 @@ class LoadedCheckpoint:
     provenance: Dict[str, Any] = field(default_factory=dict)
     #: Which published family the file is (``lung-ddpm``, ``lung-ddpm-plus`` or None) and how that was decided.
     recognition: Dict[str, Any] = field(default_factory=dict)
+    #: Set for a student of ``lungddpm distill``: the sampler and steps it is to be run with, and its teacher.
+    distillation: Optional[DistillationRecord] = None
 
 
 # What torch.save writes first: a zip archive (torch >= 1.6) or a pickle of protocol 2+ (the legacy format); the
@@ -270,6 +273,7 @@ def load_checkpoint(
             raise CheckpointError(f"{path} has a damaged configuration record: {exc}") from None
     else:
         config = infer_published_config(state)
+    distillation = DistillationRecord.from_provenance(provenance, str(path))
     model = DiffusionModel(config)
     check_state_dict(model, state, str(path))
     check_finite([(weights, state)], str(path))
@@ -286,6 +290,7 @@ def load_checkpoint(
         path=str(path),
         provenance=provenance,
         recognition=recognition_of(data, fmt, config, state),
+        distillation=distillation,
     )
 
 

@@ -15,6 +15,7 @@ from . import __version__
 from .commands import (
     augment,
     demo,
+    distill,
     downstream,
     evaluate,
     export,
@@ -42,7 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
 
-    for module in (synthesize, augment, import_lidc, demo, evaluate, train, phantom, info, export, worker):
+    for module in (synthesize, augment, import_lidc, demo, evaluate, train, distill, phantom, info, export, worker):
         module.add_parser(sub)
     for module in (downstream, probe):
         module.add_parser(sub)

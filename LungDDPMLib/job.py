@@ -27,7 +27,7 @@ if TYPE_CHECKING:  # the job module loads without torch
 OUT_FORMATS = {"nrrd": ".nrrd", "nii.gz": ".nii.gz", "nii": ".nii", "mha": ".mha", "dicom": "_dicom"}
 #: Allowed values of the job's string fields.
 CHOICES: Dict[str, tuple] = {
-    "sampler": ("dpm++", "ddim", "ddpm"),
+    "sampler": (None, "dpm++", "ddim", "ddpm"),
     "mode": (None, "full", "roi"),
     "precision": ("auto", "fp32", "bf16"),
     "auto_lung": ("never", "if-missing", "always"),
@@ -87,7 +87,8 @@ class Job:
 
     cases: List[Case]
     checkpoint: str = ""
-    sampler: str = "dpm++"
+    #: None: the model's own (DPM-Solver++ 20; a distilled student: the sampler and steps it records).
+    sampler: Optional[str] = None
     steps: Optional[int] = None
     eta: float = 0.0
     seed: int = 0
@@ -183,11 +184,17 @@ class Job:
 
         return Path(case.out_prefix + LOCK_SUFFIX)
 
-    def completion_key(self, case: Case, model_sha256: str) -> Dict[str, Any]:
-        """Everything that decides a case's outputs: a finished case is skipped only if all of it is unchanged."""
+    def completion_key(self, case: Case, model_sha256: str, distilled: bool = False) -> Dict[str, Any]:
+        """Everything that decides a case's outputs: a finished case is skipped only if all of it is unchanged.
+
+        The default sampler of an ordinary model is recorded by name (``dpm++``, as before students existed, so
+        cases finished then stay finished); a student's default stays null: its model sha256 says which it is.
+        """
         from .outputs import file_identity
 
         settings = self.to_dict()
+        if settings["sampler"] is None and not distilled:
+            settings["sampler"] = "dpm++"
         for name in ("cases", "device", "precision", "channels_last", "compile", "cuda_graphs", "batch_size"):
             settings.pop(name)  # how it ran, not what it computes (precision is recorded in the provenance)
         settings.pop("checkpoint")
@@ -224,7 +231,7 @@ def check_recipe_settings(job: Job) -> None:
     changed = [
         name
         for name, value, default in (
-            ("sampler", job.sampler, "dpm++"),
+            ("sampler", job.sampler or "dpm++", "dpm++"),  # None: the model's own, dpm++ for a published file
             ("steps", job.steps, None),
             ("eta", job.eta, 0.0),
             ("aas", job.aas, True),

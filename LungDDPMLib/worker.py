@@ -108,6 +108,19 @@ def check_case_memory(job: Job, case: Case, voxels: int, pixel: int, grid: Seque
     return need
 
 
+def is_distilled(path: str) -> bool:
+    """Whether a model file is a student of ``lungddpm distill`` (its default sampler is its own); False for a file
+    that cannot be read as a checkpoint (loading it later reports why)."""
+    from .checkpoint import read_checkpoint_file
+    from .sampling.distilled import DISTILLATION_KEY
+
+    try:
+        provenance = json.loads(str(read_checkpoint_file(path).get("provenance", "{}")))
+    except (LungDDPMError, ValueError):
+        return False
+    return isinstance(provenance, dict) and provenance.get(DISTILLATION_KEY) is not None
+
+
 def _load_model(job: Job, emit: Emit) -> Any:
     from .checkpoint import load_checkpoint
     from .device import resolve_device
@@ -148,6 +161,7 @@ def _write_case(
     elapsed: float,
     key: Dict,
     layout_info: Dict,
+    sampler: Any,
     layout: Any = None,
     source: Any = None,
 ) -> Dict:
@@ -159,8 +173,9 @@ def _write_case(
     runtime = job.runtime().resolved(next(ckpt.model.parameters()).device)  # what actually ran, not "auto"
     provenance = {
         "model": {"path": ckpt.path, "sha256": ckpt.sha256, "preset": ckpt.config.preset, "step": ckpt.step},
-        "sampler": job.sampler,
-        "steps": job.steps,
+        "sampler": sampler.name,
+        "steps": sampler.steps,
+        "distilled": ckpt.distillation.to_dict() if ckpt.distillation is not None else None,
         "aas": {"enabled": job.aas, "blend_from": job.blend_from, "feather_voxels": job.feather_voxels},
         "seeds": result.seeds,
         "precision": runtime.precision,
@@ -250,10 +265,11 @@ def run_job(
     from .outputs import CaseLock, check_apart, check_not_foreign, check_writable, is_done, replacement_note, same_file
     from .registry import bundled_model, file_sha256
     from .sampling import AASConfig, SamplerConfig
+    from .sampling.distilled import sampler_for
     from .synthesis import synthesize_case
 
     start = time.perf_counter()
-    sampler = SamplerConfig(job.sampler, steps=job.steps, eta=job.eta)
+    sampler = SamplerConfig(job.sampler or "dpm++", steps=job.steps, eta=job.eta)  # checked before any case runs
     aas = AASConfig(enabled=job.aas, blend_from=job.blend_from, feather_voxels=job.feather_voxels)
     runtime = job.runtime()
     mine = [(i, c) for i, c in enumerate(job.cases) if i % world == rank]
@@ -263,6 +279,7 @@ def run_job(
     model_path = job.checkpoint or str(bundled_model(job.mode))
     try:
         model_sha = file_sha256(model_path)
+        distilled = is_distilled(model_path)
     except OSError as exc:
         emit({"type": "error", "kind": "checkpoint", "message": f"cannot read the model file {model_path}: {exc}"})
         _finish(emit, start, ok, skipped, [c.name for _, c in mine], False)
@@ -293,7 +310,7 @@ def run_job(
             check_apart([*paths, sidecar, lock_path], [Path(case.ct), Path(case.layout)])
             if Path(case.ct).exists() and same_file(Path(case.ct), Path(case.layout)):
                 raise InputError(f"the CT and the layout of case {case.name!r} are the same file: {case.ct}")
-            key = job.completion_key(case, model_sha)
+            key = job.completion_key(case, model_sha, distilled)
         except (LungDDPMError, OSError) as exc:
             kind = classify_error(exc) if isinstance(exc, LungDDPMError) else "input"
             emit({"type": "error", "kind": kind, "message": error_message(exc, kind), **where})
@@ -308,6 +325,11 @@ def run_job(
             try:
                 ckpt = _load_model(job, emit)
                 runtime.check_device(next(ckpt.model.parameters()).device)
+                sampler, warning = sampler_for(ckpt.distillation, job.sampler, job.steps, job.eta)
+                if warning is not None:
+                    emit({"type": "log", "level": "warning", "message": warning})
+                elif ckpt.distillation is not None:
+                    emit({"type": "log", "message": f"distilled model: {sampler.name} with {sampler.steps} steps"})
             except (LungDDPMError, RuntimeError, OSError, MemoryError) as exc:  # nothing can run without the model
                 kind = classify_error(exc)
                 emit({"type": "error", "kind": kind, "message": error_message(exc, kind)})
@@ -370,7 +392,9 @@ def run_job(
                 if replacing is not None:
                     emit({"type": "log", "level": "warning", **where, "message": f"{case.name}: {replacing['message']}",
                           "replaced": replacing["replaced"]})  # fmt: skip
-                provenance = _write_case(job, case, result, ckpt, paths, elapsed, key, layout_info, layout, source)
+                provenance = _write_case(
+                    job, case, result, ckpt, paths, elapsed, key, layout_info, sampler, layout, source
+                )
             ok += 1
             emit({"type": "result", **where, "paths": [str(p) for p in paths], "provenance": provenance})
         except SamplingCancelled:

@@ -38,10 +38,9 @@ from LungDDPMLib.sampling import SamplerConfig
 from LungDDPMLib.synthesis import synthesize_case
 
 
-def _draw(model, case, seeds, steps, density):
+def _draw(model, case, seeds, sampler, density):
     ph = case.phantom
     start = time.perf_counter()
-    sampler = SamplerConfig("dpm++", steps=steps)
     result = synthesize_case(ph.ct, ph.layout, model, sampler=sampler, seeds=list(seeds), density=density)
     return [sitk.GetArrayFromImage(i) for i in result.images], time.perf_counter() - start
 
@@ -64,20 +63,38 @@ def main() -> None:
     ap.add_argument("--montages", default=None, help="folder for the montage PNGs")
     args = ap.parse_args()
     models = dict(m.split("=", 1) for m in (args.model or [f"roi={ROI_FILE}"]))
-    loaded = {name: load_checkpoint(path) for name, path in models.items()}
-    density = {name: parse_density("off") for name in models}
+    samplers = {name: SamplerConfig("dpm++", steps=args.steps) for name in models}
+    densities = {}
     for item in args.density:
         name, _, spec = item.partition("=")
         if name not in models:
             raise SystemExit(f"--density names model {name!r}, which no --model gives")
-        density[name] = parse_density(spec)
+        densities[name] = spec
+    report = fidelity_report(models, samplers, range(args.first_case, args.first_case + args.cases), args.seeds,
+                             args.montages, densities)  # fmt: skip
+    report["args"] = vars(args)
+    print(
+        json.dumps({n: {"looks": s["looks"], "targets": s["targets"]} for n, s in report["summary"].items()}, indent=1)
+    )
+    if args.out:
+        Path(args.out).write_text(json.dumps(report, indent=1))
+
+
+def fidelity_report(models, samplers, case_seeds, sampling_seeds, montages=None, densities=None):
+    """Draw every held-out case with each model (``{name: path}``), its sampler (``{name: SamplerConfig}``) and its
+    density control (``{name: --density text}``, default off); the report of :func:`main` (``cases``, ``summary``
+    per model, ``nodules``). Shared with distilled_sampler.py."""
+    seeds = list(sampling_seeds)
+    densities = dict(densities or {})
+    loaded = {name: load_checkpoint(path) for name, path in models.items()}
+    density = {name: parse_density(densities.get(name, "off")) for name in models}
     first = next(iter(loaded.values())).config
     patch = tuple(native_grid(first.grid, first.array_order))  # (z, y, x) voxels of one ROI patch
     looks = {name: [] for name in models}
     classes = {name: [] for name in models}
     tiles = {name: {k: [] for k in NODULE_TYPES} for name in models}
     cases = []
-    for seed in range(args.first_case, args.first_case + args.cases):
+    for seed in case_seeds:
         case = heldout_case(seed, patch)
         real, lay = sitk.GetArrayFromImage(case.phantom.ct), sitk.GetArrayFromImage(case.phantom.layout)
         spacing = case.phantom.ct.GetSpacing()[::-1]
@@ -87,10 +104,10 @@ def main() -> None:
             "nodules": [{k: n[k] for k in ("kind", "shape", "diameter_mm", "juxta_pleural")} for n in case.nodules],
         }
         for name, ckpt in loaded.items():
-            synths, seconds = _draw(ckpt.model, case, args.seeds, args.steps, density[name])
+            synths, seconds = _draw(ckpt.model, case, seeds, samplers[name], density[name])
             per_seed = []
             rows_by_seed = []
-            for sampling_seed, synth in zip(args.seeds, synths):
+            for sampling_seed, synth in zip(seeds, synths):
                 fid = layout_fidelity(real, synth, lay, spacing)
                 kept = float(np.abs(real[outside].astype(np.float64) - synth[outside]).max())
                 per_seed.append({"seed": sampling_seed, "seam_score": fid["seam_score"], "kept_max_abs_diff_hu": kept})
@@ -120,7 +137,8 @@ def main() -> None:
         per_seed = [s for c in cases for s in c[name]["per_seed"]]
         summary[name] = {
             "checkpoint": models[name],
-            "density": [a.partition("=")[2] for a in args.density if a.partition("=")[0] == name] or ["off"],
+            "sampler": {"name": samplers[name].name, "steps": samplers[name].steps},
+            "density": densities.get(name, "off"),
             "sha256": loaded[name].sha256,
             "looks": looks_summary,
             "targets": check_targets(looks_summary),
@@ -130,24 +148,15 @@ def main() -> None:
             "kept_max_abs_diff_hu": max(s["kept_max_abs_diff_hu"] for s in per_seed),
             "seconds_per_case": round(float(np.mean([c[name]["seconds"] for c in cases])), 1),
         }
-        if args.montages:
+        if montages:
             for kind in NODULE_TYPES:
                 if tiles[name][kind]:
                     write_montage(
                         tiles[name][kind],
-                        Path(args.montages) / f"{name}-{kind}.png",
-                        f"{name}: {kind} nodules, real | seeds {' '.join(map(str, args.seeds))}",
+                        Path(montages) / f"{name}-{kind}.png",
+                        f"{name}: {kind} nodules, real | seeds {' '.join(map(str, seeds))}",
                     )
-    report = {
-        "command": "benchmarks/roi_model_fidelity.py",
-        "args": vars(args),
-        "cases": cases,
-        "summary": summary,
-        "nodules": looks,
-    }
-    print(json.dumps({n: {"looks": s["looks"], "targets": s["targets"]} for n, s in summary.items()}, indent=1))
-    if args.out:
-        Path(args.out).write_text(json.dumps(report, indent=1))
+    return {"command": "benchmarks/roi_model_fidelity.py", "cases": cases, "summary": summary, "nodules": looks}
 
 
 if __name__ == "__main__":

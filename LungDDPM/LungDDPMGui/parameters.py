@@ -32,8 +32,9 @@ class LungDDPMParameterNode:
     noduleShape: Annotated[str, Choice(["round", "lobulated", "spiculated"])] = "round"
     noduleType: Annotated[str, Choice(["solid", "part-solid", "ground-glass"])] = "solid"
     checkpoint: str = ""
-    sampler: Annotated[str, Choice(["dpm++", "ddim", "ddpm"])] = "dpm++"
-    steps: Annotated[int, WithinRange(0, 250)] = 20
+    # auto: the model's own sampler - dpm++, or for a distilled student the sampler and steps it was distilled for.
+    sampler: Annotated[str, Choice(["auto", "dpm++", "ddim", "ddpm"])] = "auto"
+    steps: Annotated[int, WithinRange(0, 250)] = 0
     seed: Annotated[int, WithinRange(0, 2**31 - 1)] = 0
     numSamples: Annotated[int, WithinRange(1, 16)] = 1
     mode: Annotated[str, Choice(["auto", "full", "roi"])] = "auto"

@@ -49,7 +49,7 @@ class RunSettings:
     """What the GUI's parameter node holds about the model and the sampler (0 means 'the default')."""
 
     checkpoint: str = ""
-    sampler: str = "dpm++"
+    sampler: str = "auto"  # the model's own: dpm++, or a distilled student's sampler and steps
     steps: int = 0
     seed: int = 0
     num_samples: int = 1
@@ -69,7 +69,7 @@ class RunSettings:
             return fields
         return {
             "checkpoint": self.checkpoint or "",
-            "sampler": self.sampler,
+            "sampler": None if self.sampler in ("", "auto") else self.sampler,
             "steps": self.steps or None,
             "seed": int(self.seed),
             "num_samples": int(self.num_samples),

@@ -102,7 +102,8 @@ def run(args: argparse.Namespace) -> int:
     from ..errors import SamplingCancelled
     from ..nodule_density import resolve_density
     from ..registry import bundled_model
-    from ..sampling import AASConfig, RuntimeOptions, SamplerConfig
+    from ..sampling import AASConfig, RuntimeOptions
+    from ..sampling.distilled import sampler_for
 
     settings = AugmentSettings.create(
         variants=args.variants,
@@ -126,12 +127,14 @@ def run(args: argparse.Namespace) -> int:
             "density": args.density,
         },
     )
-    sampler = SamplerConfig(args.sampler, steps=args.steps, eta=args.eta)
     aas = AASConfig(enabled=not args.no_aas, blend_from=args.blend_from)
     runtime = RuntimeOptions(precision=args.precision, channels_last=args.channels_last, compile=args.compile)
     cases = cases_from_folders(Path(args.ct_dir), Path(args.layout_dir) if args.layout_dir else None)
     device = resolve_device(args.device)
     ckpt = load_checkpoint(args.checkpoint or str(bundled_model("roi")), map_location=device)
+    sampler, warning = sampler_for(ckpt.distillation, args.sampler, args.steps, args.eta)  # a student: its own
+    if warning:
+        print(f"warning: {warning}", file=sys.stderr)
     runtime = runtime.resolved(device)
     should_stop, restore = cancel_on_signals()
     try:

@@ -38,7 +38,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--roi-checkpoint", help="nodule ROI model to use instead of the bundled one")
     p.add_argument("--seed", type=int, default=0, help="seed of the phantom and of the sample")
-    p.add_argument("--sampler", choices=("dpm++", "ddim", "ddpm"), default="dpm++")
+    p.add_argument(
+        "--sampler", choices=("dpm++", "ddim", "ddpm"), help="default: each model's own (dpm++; distilled: its own)"
+    )
     p.add_argument("--steps", type=int, default=None, help="network evaluations (default: the sampler's)")
     p.add_argument("--device", default="auto")
     p.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto")
@@ -209,7 +211,8 @@ def run(args: argparse.Namespace) -> int:
     from ..evaluation import layout_fidelity, paired_metrics
     from ..evaluation.report import json_safe
     from ..nodule_density import density_record, resolve_density
-    from ..sampling import SamplerConfig, StepInfo
+    from ..sampling import StepInfo
+    from ..sampling.distilled import sampler_for
     from ..sampling.runtime import RuntimeOptions
     from ..synthesis import synthesize_case
 
@@ -247,7 +250,12 @@ def run(args: argparse.Namespace) -> int:
     write_image(ph.ct, out / "real_ct.nrrd")
     write_image(ph.layout, out / "layout.nrrd")
 
-    sampler = SamplerConfig(args.sampler, steps=args.steps)
+    samplers = {}
+    for role, ckpt in loaded.items():  # a distilled student runs with its own sampler unless one is asked for
+        samplers[role], warning = sampler_for(ckpt.distillation, args.sampler, args.steps)
+        if warning is not None:
+            _log(f"warning: {role} model: {warning}")
+    sampler = samplers["full" if "full" in loaded else "roi"]
     last = [0.0]
 
     def progress(info: StepInfo) -> None:
@@ -267,7 +275,7 @@ def run(args: argparse.Namespace) -> int:
             synth,
             layout,
             ckpt.model,
-            sampler=sampler,
+            sampler=samplers[role],
             seeds=[args.seed],
             precision=args.precision,
             callback=progress,

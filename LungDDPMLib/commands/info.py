@@ -34,6 +34,8 @@ def run(args: argparse.Namespace) -> int:
         "step": ckpt.step,
         "weights": ckpt.weights,
         "sha256": ckpt.sha256,
+        # A student of `lungddpm distill`: its teacher, and the sampler and steps synthesis runs it with.
+        "distilled": ckpt.distillation.to_dict() if ckpt.distillation is not None else None,
         "provenance": ckpt.provenance,
     }
     # What the weights are (family, from the key layout or the config record) and what the file is (checksum or

@@ -115,8 +115,17 @@ def add_job_arguments(p: argparse.ArgumentParser, *, job_file: bool) -> None:
 
 def add_sampler_arguments(m: argparse._ArgumentGroup) -> None:
     """How the model samples and runs (shared by ``synthesize``, ``worker`` and ``augment``)."""
-    m.add_argument("--sampler", choices=("dpm++", "ddim", "ddpm"), default="dpm++")
-    m.add_argument("--steps", type=int, help="network evaluations (default: dpm++ 20, ddim 50, ddpm all)")
+    m.add_argument(
+        "--sampler",
+        choices=("dpm++", "ddim", "ddpm"),
+        help="default: the model's own - dpm++, or for a student of `lungddpm distill` the sampler it was distilled "
+        "for (another one is allowed, with a warning)",
+    )
+    m.add_argument(
+        "--steps",
+        type=int,
+        help="network evaluations (default: dpm++ 20, ddim 50, ddpm all; a distilled student: its own steps)",
+    )
     m.add_argument(
         "--density",
         default="auto",

@@ -11,6 +11,9 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Dict, Optional
 
+from .data_args import add_data_arguments, dataset_from_args
+from .data_args import augmentation_options as data_augmentation_options
+
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -23,26 +26,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "(Ctrl-C) finishes the current update, writes a checkpoint at that step and exits with code 130; "
         "continue with --resume. Exit codes: 0 done, 1 error, 130 stopped by a signal (checkpoint written).",
     )
-    src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument("--data", help="folder of paired CTs and layouts (or CT folder with --layout-dir)")
-    src.add_argument("--phantom", type=int, metavar="N", help="train on N generated phantoms")
-    p.add_argument("--layout-dir", help="layouts in a separate folder, matched by name")
+    add_data_arguments(p)
     p.add_argument(
         "--init-from",
         metavar="CHECKPOINT",
         help="start from this trained model (same architecture; condition channels it lacks start at zero weight, "
         "so step 0 computes what it computes); ignored by --resume, which continues the run's own weights",
-    )
-    p.add_argument("--phantom-size", type=int, nargs=3, default=(128, 128, 80), metavar=("X", "Y", "Z"))
-    p.add_argument("--phantom-spacing", type=float, nargs=3, default=(1.6, 1.6, 3.0), metavar=("X", "Y", "Z"))
-    p.add_argument(
-        "--phantom-nodule-mix",
-        metavar="TYPE=P,...",
-        help="class mix of the random phantom nodules, e.g. solid=0.34,part-solid=0.33,ground-glass=0.33 "
-        "(default: solid=0.6,part-solid=0.2,ground-glass=0.2, as in screening cohorts)",
-    )
-    p.add_argument(
-        "--phantom-nodules", type=int, default=None, metavar="N", help="random nodules per phantom (default 2)"
     )
     p.add_argument(
         "--out",
@@ -68,20 +57,6 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--nodule-weight-margin", type=int, help="voxels around each nodule that share its weight (default 2)"
     )
-    p.add_argument(
-        "--flip",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help="flip half of the items left-right (x, NIfTI i) at random; default: off for the published presets "
-        "(lung-ddpm, lung-ddpm-plus: the published training never flips), on for ours (--no-flip turns it off)",
-    )
-    p.add_argument(
-        "--roi-crop",
-        choices=("ours", "published"),
-        help="how roi items are cut: published (Lung-DDPM+'s dataset.py: the CT min-max scaled per axial slice over "
-        "the whole volume, a cube around a random nodule voxel clipped inside the volume; the default for "
-        "lung-ddpm-plus) or ours (a patch centred on a nodule, shifted, scaled on its own; the default otherwise)",
-    )
     p.add_argument("--ema-decay", type=float)
     p.add_argument("--ema-every", type=int)
     p.add_argument("--ema-start", type=int)
@@ -100,26 +75,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-#: Presets that train by the published recipe, which never flips an item; ours flip half of them along x.
-PUBLISHED_RECIPE_PRESETS = ("lung-ddpm", "lung-ddpm-plus")
-#: How often an item is flipped left-right (x, NIfTI i) when flipping is on.
-FLIP_PROB = 0.5
-
-
-def flip_prob(preset_name: str, flip: Optional[bool]) -> float:
-    """The chance that a training item is flipped left-right: ``--flip``/``--no-flip`` if given, else the
-    preset's recipe (never for the published presets, :data:`FLIP_PROB` for ours)."""
-    if flip is None:
-        flip = preset_name not in PUBLISHED_RECIPE_PRESETS
-    return FLIP_PROB if flip else 0.0
-
-
 def augmentation_options(args: argparse.Namespace) -> Dict[str, Any]:
     """The dataset options the command adds to the model's data handling: the seed and the preset's flips."""
-    options: Dict[str, Any] = {"seed": args.seed, "flip_prob": flip_prob(args.preset, args.flip)}
-    if getattr(args, "roi_crop", None) is not None:
-        options["roi_crop"] = args.roi_crop
-    return options
+    return data_augmentation_options(args, args.preset)
 
 
 _TRAIN_FIELDS = (
@@ -219,7 +177,6 @@ def run(args: argparse.Namespace) -> int:
 
 def _train(args: argparse.Namespace, should_stop: Callable[[], bool]) -> int:
     from ..config import preset
-    from ..data.datasets import PairedFolderDataset, PhantomDataset, model_data_options
     from ..errors import InputError
     from ..phantom.nodules import parse_nodule_mix
     from ..training import TrainConfig, Trainer, seeded_model
@@ -239,23 +196,7 @@ def _train(args: argparse.Namespace, should_stop: Callable[[], bool]) -> int:
     if args.steps is not None:
         fields["max_steps"] = args.steps
     config = TrainConfig(seed=args.seed, **fields)
-    data_kwargs = {**model_data_options(model_cfg), **augmentation_options(args)}
-    if args.phantom_nodule_mix and args.phantom is None:
-        raise InputError("--phantom-nodule-mix sets the nodules of generated phantoms: it needs --phantom N")
-    if args.phantom is not None:
-        if args.phantom < 1:
-            raise InputError(f"--phantom needs at least 1 phantom, got {args.phantom}")
-        dataset = PhantomDataset(
-            args.phantom,
-            phantom_size=tuple(args.phantom_size),
-            phantom_spacing=tuple(args.phantom_spacing),
-            base_seed=args.seed,
-            nodules=args.phantom_nodules,
-            nodule_mix=parse_nodule_mix(args.phantom_nodule_mix),
-            **data_kwargs,
-        )
-    else:
-        dataset = PairedFolderDataset(args.data, args.layout_dir, **data_kwargs)
+    dataset = dataset_from_args(args, model_cfg)
     model = seeded_model(model_cfg, args.seed)
     warm = None
     if args.init_from and not args.resume:

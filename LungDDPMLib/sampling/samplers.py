@@ -103,11 +103,15 @@ def sample_ddim(
     hook: StepHook,
     eta: float = 0.0,
     clip_x0: bool = True,
+    end: int = -1,
 ) -> torch.Tensor:
-    """DDIM (Song et al. 2021) over the given levels, ending at the clean image; ``eta=1`` is DDPM-like."""
+    """DDIM (Song et al. 2021) over the given levels, ending at level ``end`` (default -1: the clean image);
+    ``eta=1`` is DDPM-like. Progressive distillation runs two teacher steps that end at a noisy level."""
+    if timesteps and not -1 <= end < timesteps[-1]:
+        raise InputError(f"DDIM must end below its last level {timesteps[-1]} (at -1 or more), got end={end}")
     host = schedule.host()
     for i, t in enumerate(timesteps):
-        s = timesteps[i + 1] if i + 1 < len(timesteps) else -1
+        s = timesteps[i + 1] if i + 1 < len(timesteps) else end
         a_t, a_s = host.alpha_bar(t), host.alpha_bar(s)
         x0 = _x0(x, eps_fn(x, _levels(x, t)), a_t, clip_x0)
         eps = (x - math.sqrt(a_t) * x0) / math.sqrt(1.0 - a_t)  # consistent with the clipped x0
