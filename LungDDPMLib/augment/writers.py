@@ -9,8 +9,8 @@ interrupted run never looks like a complete dataset.
   ``OUT/<case>_v<k>.json``; the real cases stay where they are.
 * ``nnunet``: ``OUT/DatasetNNN_NAME/`` in nnU-Net v2's raw layout with the real cases and their variants,
   ``dataset.json``, ``splits_final.json`` and a MONAI datalist (:mod:`.folds`); sidecars under ``provenance/``.
-* ``dicom``: **hook for the DICOM writer** (issue 22, item 3): register a factory with :func:`register_writer`
-  (``register_writer("dicom", DicomWriter)``); until then ``--format dicom`` is refused with one line.
+* ``dicom``: ``OUT/<case>_v<k>_dicom/`` (a CT series marked synthetic) and ``OUT/<case>_v<k>_seg.dcm`` (the
+  layout as a DICOM SEG), :class:`DicomWriter`; another format plugs in with :func:`register_writer`.
 """
 
 from __future__ import annotations
@@ -173,10 +173,39 @@ class NnunetWriter(OutputWriter):
             )
 
 
-# DICOM HOOK (issue 22, item 3): the DICOM series writer registers itself here, e.g.
-#     register_writer("dicom", DicomWriter)   # a subclass of OutputWriter
-# and `--format dicom` then works for augment with no other change.
-WRITERS: Dict[str, Callable[[Path, AugmentSettings], OutputWriter]] = {"nifti": NiftiWriter, "nnunet": NnunetWriter}
+class DicomWriter(OutputWriter):
+    """``OUT/<case>_dicom/``: the synthetic CT as a DICOM series marked synthetic on every slice, and
+    ``OUT/<case>_seg.dcm``: its layout as a DICOM SEG referencing that series (:mod:`LungDDPMLib.dicom.case`). The
+    inputs are image files, so each series starts a new patient and study (``SYNTHETIC^LUNGDDPM``); the sidecar names
+    the source case."""
+
+    def __init__(self, out: Path, settings: AugmentSettings) -> None:
+        from ..dicom.uids import require_dicom
+
+        require_dicom()  # a missing extra is one line before any sampling
+        super().__init__(out, settings)
+
+    def files(self, case_id: str) -> List[Path]:
+        from ..dicom.case import dicom_paths
+
+        return list(dicom_paths(self.root / case_id))
+
+    def write(self, case_id: str, ct: sitk.Image, layout: sitk.Image) -> List[Path]:
+        from ..dicom.case import write_dicom_case
+
+        folder, seg = self.files(case_id)
+        # overwrite: the run claimed these names for this case first, so a leftover of an interrupted try is its own
+        record = {"case": case_id, "sidecar": self.sidecar(case_id).name}
+        write_dicom_case(ct, sitk.Cast(layout, sitk.sitkUInt8), folder, seg, description=f"LungDDPM augment {case_id}",
+                         provenance=record, overwrite=True)  # fmt: skip
+        return [folder, seg]
+
+
+WRITERS: Dict[str, Callable[[Path, AugmentSettings], OutputWriter]] = {
+    "nifti": NiftiWriter,
+    "nnunet": NnunetWriter,
+    "dicom": DicomWriter,
+}
 
 
 def register_writer(name: str, factory: Callable[[Path, AugmentSettings], OutputWriter]) -> None:

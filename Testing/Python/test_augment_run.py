@@ -245,7 +245,6 @@ def test_bad_inputs_are_one_line_and_write_nothing(user_folder, tmp_path, capsys
     )
     refused(_args(f, out, "--diameter-mm", "25:25"), "does not fit the model's patch")
     refused(_args(f, out, "--format", "nnunet", "--name", "Lung"), "--dataset-id")
-    refused(_args(f, out, "--format", "dicom"), "--format dicom is not available")
 
     lonely = tmp_path / "lonely"
     shutil.copytree(f["cts"], lonely / "cts")
@@ -280,3 +279,28 @@ def test_an_output_of_another_run_is_refused_untouched(user_folder, tmp_path, ca
     err = capsys.readouterr().err
     assert "holds the output of another augment run (seed 0 -> 3)" in err
     assert {p: p.stat().st_mtime_ns for p in other.rglob("*")} == before
+
+
+def test_dicom_variants_are_marked_synthetic_series_with_their_layout_as_seg(user_folder, tmp_path) -> None:
+    """--format dicom: each variant a CT series whose HU are the variant's, every slice marked synthetic, and a SEG
+    whose masks are its layout; the NIfTI run of the same settings gives the same voxels."""
+    pydicom = pytest.importorskip("pydicom")
+    pytest.importorskip("highdicom")
+    out = tmp_path / "dicom"
+    assert main(_args(user_folder, out, "--format", "dicom")) == 0
+    nifti = tmp_path / "nifti"
+    assert main(_args(user_folder, nifti)) == 0
+    folders = sorted(out.glob("*_dicom"))
+    assert [f.name for f in folders] == [f"{c}_v{k}_dicom" for c in ("alpha", "beta", "gamma") for k in (1, 2)]
+    for folder in folders:
+        case = folder.name[: -len("_dicom")]
+        reader = sitk.ImageSeriesReader()
+        reader.SetFileNames(reader.GetGDCMSeriesFileNames(str(folder)))
+        series = sitk.GetArrayFromImage(reader.Execute())
+        assert np.array_equal(series, _array(nifti / f"{case}_ct.nii.gz").astype(series.dtype))
+        for path in folder.iterdir():
+            ds = pydicom.dcmread(str(path), stop_before_pixels=True)
+            assert ds.SyntheticData == "YES" and ds.SeriesDescription.startswith("SYNTHETIC")
+        seg = pydicom.dcmread(str(out / f"{case}_seg.dcm"))
+        assert seg.Modality == "SEG"
+        assert json.loads((out / f"{case}.json").read_text())["source_case"] == case.rsplit("_v", 1)[0]
