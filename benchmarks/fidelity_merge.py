@@ -51,6 +51,7 @@ def main() -> None:
     merged = {
         "command": "benchmarks/fidelity_merge.py " + " ".join(args.chunks),
         "chunks": [{"command": r["command"], "args": r["args"]} for r in runs],
+        "args": {**first["args"], "first_case": min(seeds), "cases": len(seeds), "out": args.out, "montages": None},
         "cases": cases,
         "summary": summary,
         "nodules": nodules,
