@@ -117,6 +117,8 @@ class Job:
     density: str = "auto"
     #: ``lungddpm`` (ours) or ``published`` (the authors' sample.py; Lung-DDPM and Lung-DDPM+ files only).
     recipe: str = "lungddpm"
+    #: Also write each sample as a DICOM series marked synthetic, with its layout as a SEG, into this folder.
+    dicom_dir: Optional[str] = None
 
     def __post_init__(self) -> None:
         check_job_values({f.name: getattr(self, f.name) for f in dataclasses.fields(self)})
@@ -170,6 +172,15 @@ class Job:
 
             return [path for name in names for path in dicom_paths(name)]
         return [Path(name + OUT_FORMATS[self.out_format]) for name in names]
+
+    def dicom_copy_paths(self, case: Case) -> List[Path]:
+        """Series folder and SEG of each sample's DICOM copy in :attr:`dicom_dir` (named as the outputs)."""
+        from .dicom.case import dicom_paths
+
+        names = [Path(case.out_prefix).name]
+        if self.num_samples > 1:
+            names = [f"{names[0]}_{k}" for k in range(self.num_samples)]
+        return [path for name in names for path in dicom_paths(Path(str(self.dicom_dir)) / name)]
 
     @staticmethod
     def sidecar(case: Case) -> Path:

@@ -152,6 +152,22 @@ def _write_dicom(job: Job, case: Case, result: Any, ckpt: Any, paths: List[Path]
                          description=what, overwrite=True)  # fmt: skip
 
 
+def _check_dicom_copies(job: Job, case: Case, sidecar: Path) -> None:
+    """Refuse DICOM copies that would replace a folder or file this case's earlier run did not write."""
+    if not job.dicom_dir:
+        return
+    try:
+        ours = set(json.loads(sidecar.read_text()).get("dicom_copies") or [])
+    except (OSError, ValueError, AttributeError):
+        ours = set()  # no earlier run of this case (or an unreadable record): nothing there is ours
+    clash = [p for p in job.dicom_copy_paths(case) if p.exists() and str(p) not in ours]
+    if clash:
+        raise InputError(
+            f"{clash[0]} exists and was not written by LungDDPM for {case.name}; it is never replaced: choose another "
+            "DICOM folder or move it away"
+        )
+
+
 def _write_case(
     job: Job,
     case: Case,
@@ -210,6 +226,10 @@ def _write_case(
     else:
         for image, path in zip(result.images, paths):
             write_image(image, path)
+    if job.dicom_dir:  # a marked DICOM copy beside the images (the Slicer module's "Save DICOM copies to")
+        copies = job.dicom_copy_paths(case)
+        _write_dicom(job, case, result, ckpt, copies, layout, source)
+        provenance["dicom_copies"] = [str(p) for p in copies]
     provenance["completion"] = completion_record(key, paths)
     write_sidecar(Job.sidecar(case), provenance)
     return provenance
@@ -284,7 +304,7 @@ def run_job(
         emit({"type": "error", "kind": "checkpoint", "message": f"cannot read the model file {model_path}: {exc}"})
         _finish(emit, start, ok, skipped, [c.name for _, c in mine], False)
         return len(mine)
-    if job.out_format == "dicom":
+    if job.out_format == "dicom" or job.dicom_dir:
         from .dicom.uids import require_dicom
 
         try:
@@ -342,6 +362,7 @@ def run_job(
                     emit({"type": "skipped", "reason": "done", **where, "paths": [str(p) for p in paths]})
                     continue
                 check_not_foreign(paths, sidecar)
+                _check_dicom_copies(job, case, sidecar)
                 replacing = replacement_note(sidecar, key, paths)  # read before the claim overwrites the record
                 for folder in {p.parent for p in (*paths, sidecar)} - cleaned:
                     for orphan in clean_orphans(folder):
@@ -349,7 +370,7 @@ def run_job(
                     cleaned.add(folder)
                 ct, layout, layout_info = read_case(job, case)
                 source = None
-                if job.out_format == "dicom":  # a DICOM --ct: its headers, read (and checked) before sampling
+                if job.out_format == "dicom" or job.dicom_dir:  # a DICOM --ct: its headers, read before sampling
                     from .dicom.source import read_source_headers
 
                     source = read_source_headers(case.ct)

@@ -85,6 +85,7 @@ class LungDDPMLogic(ScriptedLoadableModuleLogic):
             auto_lung=p.autoLung,
             recipe=p.recipe,
             density=p.densityCustom.strip() if p.density == "custom" else p.density,
+            dicom_dir=p.dicomFolder,
         )
 
     def startRun(self, p: LungDDPMParameterNode, device: str = "auto"):

@@ -46,3 +46,5 @@ class LungDDPMParameterNode:
     # of `lungddpm synthesize --density`, e.g. "ground-glass=-650,part-solid=-600/0@0.5".
     density: Annotated[str, Choice(["auto", "off", "custom"])] = "auto"
     densityCustom: str = ""
+    # A folder for marked DICOM copies of each synthetic CT (series + SEG, `LungDDPMLib.dicom`); empty: none.
+    dicomFolder: str = ""

@@ -61,6 +61,7 @@ class RunSettings:
     auto_lung: bool = False
     recipe: str = "lungddpm"  # "published": the authors' sample.py, which fixes the sampler and the blending
     density: str = "auto"  # the --density text: auto, off or per-class targets
+    dicom_dir: str = ""  # also write each sample as a marked DICOM series + SEG here (the job's dicom_dir)
 
     def job_fields(self) -> Dict[str, Any]:
         if self.recipe == "published":  # the job refuses sampler settings the published recipe would ignore
@@ -80,6 +81,7 @@ class RunSettings:
             "precision": self.precision,
             "recipe": self.recipe,
             "density": self.density or "auto",
+            "dicom_dir": self.dicom_dir.strip() or None,
         }
 
 

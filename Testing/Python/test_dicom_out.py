@@ -438,3 +438,36 @@ def test_without_the_dicom_extra_the_run_stops_before_sampling_with_the_install_
     err = capsys.readouterr().err
     assert "pip install 'lungddpm[dicom]'" in err
     assert list(tmp_path.iterdir()) == []
+
+
+# ------------------------------------------------------------------- DICOM copies beside a job's images (Slicer)
+def test_a_job_s_dicom_copies_are_the_outputs_marked_and_never_replace_foreign_files(ws: Path, tmp_path: Path) -> None:
+    """The Slicer module's "DICOM copies" folder: each sample also as a marked series + SEG, HU equal to the image
+    output; a folder of that name that the case's earlier run did not write is refused, untouched."""
+    from LungDDPMLib.job import Case, Job
+    from LungDDPMLib.worker import run_job
+
+    case = Case("case", str(ws / "src"), str(ws / "layout.nrrd"), str(tmp_path / "out" / "case"))
+    job = Job(cases=[case], checkpoint=str(ws / "model.pt"), steps=2, device="cpu", precision="fp32",
+              num_samples=2, dicom_dir=str(tmp_path / "dicom"))  # fmt: skip
+    events: List[Dict[str, Any]] = []
+    assert run_job(job, events.append) == 0
+    for k in range(2):
+        series = read_series(tmp_path / "dicom" / f"case_{k}_dicom")
+        image = sitk.ReadImage(str(tmp_path / "out" / f"case_{k}.nrrd"))
+        assert np.array_equal(sitk.GetArrayFromImage(series).astype(np.int32), sitk.GetArrayFromImage(image))
+        assert_marked(slices(tmp_path / "dicom" / f"case_{k}_dicom"))
+        assert pydicom.dcmread(str(tmp_path / "dicom" / f"case_{k}_seg.dcm")).Modality == "SEG"
+    result = next(e for e in events if e["type"] == "result")
+    assert len(result["provenance"]["dicom_copies"]) == 4
+    other = tmp_path / "other"
+    (other / "case_0_dicom").mkdir(parents=True)
+    (other / "case_0_dicom" / "mine.txt").write_text("a user's file")
+    events.clear()
+    moved = Case("case", case.ct, case.layout, str(tmp_path / "out2" / "case"))
+    clash = Job(cases=[moved], checkpoint=str(ws / "model.pt"), steps=2, device="cpu", num_samples=2,
+                dicom_dir=str(other))  # fmt: skip
+    assert run_job(clash, events.append) == 1
+    error = next(e for e in events if e["type"] == "error")
+    assert "was not written by LungDDPM" in error["message"] and "case_0_dicom" in error["message"]
+    assert (other / "case_0_dicom" / "mine.txt").read_text() == "a user's file"

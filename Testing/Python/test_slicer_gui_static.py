@@ -439,6 +439,24 @@ def test_slicer_nodule_density_is_a_choice_and_a_text_that_reach_the_job(tmp_pat
         Job(cases=case, **RunSettings(density="glass=-650").job_fields())
 
 
+def test_slicer_dicom_copies_folder_reaches_the_job(tmp_path):
+    """The module saves its results as marked DICOM through the worker's own writer: a folder bound to the
+    parameter node travels in the job as ``dicom_dir`` (empty: none)."""
+    _, widgets = _ui_widgets()
+    assert widgets["dicomFolderLineEdit"] == ("QLineEdit", "dicomFolder")
+    assert "dicom_dir=p.dicomFolder" in (MODULE / "LungDDPMGui" / "module_logic.py").read_text()
+    _logic_importable()
+    from LungDDPMLogic.synthesis_run import RunSettings
+
+    from LungDDPMLib.job import Case, Job
+
+    case = [Case("a", "ct.nrrd", "lay.nrrd", str(tmp_path / "a"))]
+    assert Job(cases=case, **RunSettings().job_fields()).dicom_dir is None
+    job = Job(cases=case, **RunSettings(dicom_dir=f" {tmp_path} ").job_fields())
+    assert job.dicom_dir == str(tmp_path)
+    assert [p.name for p in job.dicom_copy_paths(case[0])] == ["a_dicom", "a_seg.dcm"]
+
+
 def _logic_importable():
     import sys
 
