@@ -5,12 +5,12 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 from pathlib import Path
 from typing import Any, Dict
 
 from .exit_codes import EXIT_CANCELLED, EXIT_OK
 from .job_args import add_sampler_arguments, cancel_on_signals
+from .terminal import ProgressLine
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -58,29 +58,19 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 class _Progress:
-    """Events as a person reads them: an overwritten progress line on a terminal, a line every 10 s otherwise."""
+    """Events as a person reads them: the progress line of :mod:`.terminal`, results as JSON lines on stdout."""
 
     def __init__(self, quiet: bool) -> None:
         self.quiet = quiet
-        self.tty = sys.stderr.isatty()
-        self.last = 0.0
+        self.line = ProgressLine(quiet)
 
     def __call__(self, event: Dict[str, Any]) -> None:
         kind = event["type"]
         if kind == "progress":
-            final = event["step"] == event["total"]
-            if self.quiet or (not self.tty and time.monotonic() - self.last < 10 and not final):
-                return
-            self.last = time.monotonic()
-            bar = "#" * int(30 * event["step"] / event["total"])
-            line = (
-                f"[{event['item']}/{event['items']}] {event['name']}  [{bar:<30}] {event['step']}/{event['total']}"
-                f"  eta {event['eta_s']:.0f} s"
-            )
-            print(("\r" + line) if self.tty else line, end="" if self.tty else "\n", file=sys.stderr, flush=True)
+            where = f"[{event['item']}/{event['items']}] {event['name']}"
+            self.line.show(where, event["step"], event["total"], event["eta_s"])
         elif kind == "result":
-            if self.tty and not self.quiet:
-                print(file=sys.stderr)
+            self.line.end()
             print(json.dumps({"name": event["name"], "paths": event["paths"]}), flush=True)
         elif kind == "skipped" and not self.quiet:
             print(f"{event['name']}: skipped (already done by this run)", file=sys.stderr, flush=True)

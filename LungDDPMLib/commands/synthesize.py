@@ -5,11 +5,11 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 from typing import Any, Dict
 
 from .exit_codes import EXIT_CANCELLED, EXIT_ERROR, EXIT_LOCKED, EXIT_OK, job_exit_code
 from .job_args import add_job_arguments, cancel_on_signals, job_from_args, rank_and_world, remember_done
+from .terminal import ProgressLine
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -30,28 +30,19 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 class _Terminal:
-    """Human-readable rendering of the worker's events: one overwritten progress line on a terminal."""
+    """Human-readable rendering of the worker's events: the progress line of :mod:`.terminal`, results as JSON."""
 
     def __init__(self, quiet: bool) -> None:
         self.quiet = quiet
-        self.tty = sys.stderr.isatty()
-        self.last = 0.0
+        self.line = ProgressLine(quiet)
 
     def __call__(self, event: Dict[str, Any]) -> None:
         kind = event["type"]
         if kind == "progress":
-            if self.quiet or (not self.tty and time.monotonic() - self.last < 10 and event["step"] != event["total"]):
-                return
-            self.last = time.monotonic()
-            bar = "#" * int(30 * event["step"] / event["total"])
-            line = (
-                f"[{event['case'] + 1}/{event['cases']}] {event['name']}  [{bar:<30}] "
-                f"{event['step']}/{event['total']}  eta {event['eta_s']:.0f} s"
-            )
-            print(("\r" + line) if self.tty else line, end="" if self.tty else "\n", file=sys.stderr, flush=True)
+            where = f"[{event['case'] + 1}/{event['cases']}] {event['name']}"
+            self.line.show(where, event["step"], event["total"], event["eta_s"])
         elif kind == "result":
-            if self.tty and not self.quiet:
-                print(file=sys.stderr)
+            self.line.end()
             print(json.dumps({"name": event["name"], "paths": event["paths"]}), flush=True)
         elif kind == "skipped" and (not self.quiet or event.get("reason") != "done"):  # locked: not a success
             if event.get("reason") == "done":
