@@ -183,7 +183,7 @@ def tiny_run(tiny_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory) ->
 
 def test_tiny_experiment_writes_both_arms(tiny_run: Dict[str, Any]) -> None:
     out = Path(tiny_run["outputs"]["json"]).parent
-    assert sorted(p.name for p in out.iterdir()) == ["downstream.csv", "downstream.json", "synthetic-cache"]
+    assert sorted(p.name for p in out.iterdir()) == ["downstream.csv", "downstream.json", "runs", "synthetic-cache"]
     assert not [p for p in out.rglob("*") if ".tmp" in p.name]  # no temporary left
     saved = json.loads((out / "downstream.json").read_text())
     assert [r["arm"] for r in saved["runs"]] == ["real", "real+1x"]
@@ -245,12 +245,12 @@ def test_roi_synthetic_cases_are_new_nodules_in_the_real_phantoms(tmp_path: Path
     from scipy import ndimage as ndi
 
     from LungDDPMLib.data.spatial import nodule_boxes
-    from LungDDPMLib.downstream.experiment import _load_model, make_synthetic
+    from LungDDPMLib.downstream.cases import load_model, make_synthetic
     from LungDDPMLib.phantom import make_phantom
 
     ckpt = _roi_checkpoint(tmp_path)
     cfg = DownstreamConfig(**{**TINY, "mode": "roi", "multiples": (0, 2)}, checkpoint=str(ckpt))
-    model, _ = _load_model(cfg, None, torch.device("cpu"))
+    model, _ = load_model(cfg, None, torch.device("cpu"))
     cases = [make_synthetic(cfg, model, i, None) for i in range(3)]
     # Withholding the classes: the model is given the nodules as label 2 only, the target keeps the classes.
     import LungDDPMLib.synthesis as synthesis
