@@ -17,7 +17,7 @@ import numpy as np
 
 from ..errors import InputError
 from .data import Case, make_case
-from .design import synthetic_source, test_specs
+from .design import held_out_specs, synthetic_source
 
 #: Bumped whenever what decides a synthetic case changes, so an old cache is never read as a new one.
 CACHE_VERSION = 2
@@ -39,11 +39,11 @@ def _fits(layout: Any, patch_zyx: Tuple[int, ...]) -> bool:
 
 def make_test_phantom(config: Any, seed: int, index: int = 0, patch_zyx: Optional[Tuple[int, ...]] = None) -> Any:
     """Phantom ``seed``, the ``index``-th of its set, with ``config.test_nodules`` nodules whose classes and size
-    bins follow :func:`~LungDDPMLib.downstream.design.test_specs`; redrawn (same classes and bins) until they fit
+    bins follow :func:`~LungDDPMLib.downstream.design.held_out_specs`; redrawn (same classes and bins) until they fit
     the lungs (and with ``patch_zyx`` each fits such a patch). Used for the test and the validation phantoms."""
     rng = np.random.default_rng([seed, 17])
     for _ in range(40):
-        specs = test_specs(index, config.test_nodules, rng)
+        specs = held_out_specs(index, config.test_nodules, rng)
         try:
             ph = _phantom(config, seed, specs)
         except InputError:  # a drawn nodule did not fit this lung: draw again

@@ -60,20 +60,20 @@ def synthetic_seed_span(n_synthetic: int, n_real: int) -> int:
     return ROUND * max(math.ceil(n_synthetic / n_real), 1) if n_synthetic else 0
 
 
-def test_cell(global_index: int) -> Tuple[str, int]:
+def held_out_cell(global_index: int) -> Tuple[str, int]:
     """(class, size-bin index) of the ``global_index``-th test nodule of the whole test set."""
     return NODULE_TYPES[global_index % len(NODULE_TYPES)], (global_index // len(NODULE_TYPES)) % len(SIZE_BINS)
 
 
-def test_specs(phantom_index: int, per_phantom: int, rng: np.random.Generator) -> List[Any]:
+def held_out_specs(phantom_index: int, per_phantom: int, rng: np.random.Generator) -> List[Any]:
     """The nodule specs of test phantom ``phantom_index`` (0-based in the test set): classes and size bins from
-    :func:`test_cell`, diameter uniform in the bin, shape, side and juxta-pleural position drawn as the phantom
+    :func:`held_out_cell`, diameter uniform in the bin, shape, side and juxta-pleural position drawn as the phantom
     does (a quarter juxta-pleural)."""
     from ..phantom.nodules import SHAPES, SIDES, NoduleSpec
 
     specs = []
     for j in range(per_phantom):
-        kind, b = test_cell(phantom_index * per_phantom + j)
+        kind, b = held_out_cell(phantom_index * per_phantom + j)
         lo, hi = TEST_DIAMETERS[b]
         specs.append(
             NoduleSpec(

@@ -199,6 +199,7 @@ def train_and_score(
             cases["validation"], config.validation_patches, tuple(config.patch), config.positive_fraction, 0
         )
     load = [round(v, 2) for v in os.getloadavg()]
+    cpu = time.process_time()  # CPU seconds: on a shared machine a steadier cost than the wall clock
     trained = train_segnet(
         pools,
         weights,
@@ -216,7 +217,7 @@ def train_and_score(
         eval_every=config.eval_every,
         patience=config.patience,
     )
-    t = time.perf_counter()
+    t, cpu_train = time.perf_counter(), time.process_time() - cpu
     histogram: Dict[str, List[int]] = {}
     metrics = evaluate(trained.net, cases["test"], tuple(config.patch), device, config.overlap, histogram)
     n_syn = sum(len(p) for p in pools[1:])
@@ -237,6 +238,7 @@ def train_and_score(
         "train_s": round(trained.seconds, 2),
         "validation_s": round(trained.validation_s, 2),
         "eval_s": round(time.perf_counter() - t, 2),
+        "cpu_s": {"train": round(cpu_train, 1), "eval": round(time.process_time() - cpu - cpu_train, 1)},
         "load_average": {"start": load, "end": [round(v, 2) for v in os.getloadavg()]},
         "torch_threads": torch.get_num_threads(),
         "probability_histogram": histogram,
