@@ -106,6 +106,17 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="the powered design (20 test phantoms, 4 validation phantoms, early stopping, arms 0 1 2 4, 5 seeds); "
         "pick the chunk with --segnet, --real, --seed, --repeats; finished runs in --out are skipped",
     )
+    p.add_argument(
+        "--time-budget",
+        type=float,
+        metavar="MIN",
+        help="start no new run after about MIN minutes (rerun the same command to go on; finished runs are kept)",
+    )
+    p.add_argument(
+        "--prepare-only",
+        action="store_true",
+        help="make and cache the phantoms and synthetic cases, train nothing (the synthesis chunk)",
+    )
     p.add_argument("--validation", type=int, help="validation phantoms for early stopping (seeds 2500...)")
     p.add_argument("--test-nodules", type=int, help="nodules per validation/test phantom (classes, sizes cycle)")
     p.add_argument("--patience", type=int, help="stop after this many validations without improvement")
@@ -186,7 +197,19 @@ def run(args: argparse.Namespace) -> int:
         if args.threads < 1:
             raise InputError(f"--threads must be >= 1, got {args.threads}")
         torch.set_num_threads(args.threads)
-    result = run_downstream(config, log=_log)
+    if args.prepare_only:
+        from ..downstream.experiment import prepare_cases
+
+        made = prepare_cases(config, log=_log)
+        new = [c for c in made["synthetic_cases"] if not c["cached"]]
+        print(f"{len(made['synthetic_cases'])} synthetic cases in {made['cache']} ({len(new)} made now)")
+        return 0
+    budget = None
+    if args.time_budget is not None:
+        if not args.time_budget > 0:
+            raise InputError(f"--time-budget must be > 0 minutes, got {args.time_budget}")
+        budget = 60.0 * args.time_budget
+    result = run_downstream(config, log=_log, time_budget_s=budget)
     model = result["model"]
     print(format_table(result))
     print(
@@ -197,4 +220,6 @@ def run(args: argparse.Namespace) -> int:
     )
     for name, path in result["outputs"].items():
         print(f"{name}: {path}")
+    if result["left"]:
+        print(f"time budget reached: {len(result['left'])} runs left; rerun the same command to go on")
     return 0

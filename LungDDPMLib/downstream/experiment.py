@@ -247,8 +247,25 @@ def train_and_score(
     }
 
 
+def prepare_cases(config: DownstreamConfig, *, log: Optional[Callable[[str], None]] = None) -> Dict[str, Any]:
+    """Make (and cache) the phantoms and synthetic cases of ``config`` without training: the synthesis chunk of the
+    powered design (``--real 8 --multiples 4`` makes all 32 synthetic cases the design uses)."""
+    from ..device import resolve_device
+    from .cases import build_cases, load_model
+
+    say = log if log is not None else (lambda message: None)
+    device = resolve_device(config.device)
+    diffusion, model_info = load_model(config, None, device)
+    _, made = build_cases(config, diffusion, model_info, say)
+    return made
+
+
 def run_downstream(
-    config: DownstreamConfig, *, model: Any = None, log: Optional[Callable[[str], None]] = None
+    config: DownstreamConfig,
+    *,
+    model: Any = None,
+    log: Optional[Callable[[str], None]] = None,
+    time_budget_s: Optional[float] = None,
 ) -> Dict[str, Any]:
     """Run the experiment (resuming the finished runs of ``config.out``); return and write what it measured.
 
@@ -256,6 +273,9 @@ def run_downstream(
         config: the settings.
         model: a :class:`~LungDDPMLib.diffusion.DiffusionModel` to use instead of ``config.checkpoint``.
         log: receives progress lines (the CLI prints them to stderr).
+        time_budget_s: start no new run once the time spent plus the longest run so far would pass this; the
+            runs not started are listed in ``result["left"]`` (rerun the same command to go on). At least one run
+            is always started.
     Returns:
         ``{"config", "model", "sampler", "seeds", "runs", "summary", "timing_s", ...}``; ``runs`` has one entry per
         arm and training seed with its per-case metrics (see :mod:`LungDDPMLib.downstream.report`).
@@ -286,6 +306,9 @@ def run_downstream(
     cases: Optional[Dict[str, Any]] = None
     made: Dict[str, Any] = {"timing": {}, "synthetic_cases": [], "cache": None}
     runs: List[Dict[str, Any]] = []
+    left: List[str] = []
+    longest = 0.0
+    trained_any = False
     for seed in range(config.seed, config.seed + config.repeats):
         for multiple in config.multiples:
             arm = arm_name(multiple)
@@ -295,10 +318,16 @@ def run_downstream(
                 say(f"  {path.name}: finished before, read back")  # type: ignore[union-attr]
                 runs.append(done)
                 continue
+            spent = time.perf_counter() - started
+            if time_budget_s is not None and trained_any and spent + longest > time_budget_s:
+                left.append(f"{config.segnet}-real{config.n_real}-{arm}-seed{seed}")
+                continue
             if cases is None:  # built only when a run is left to do
                 cases, made = build_cases(config, diffusion, model_info, say)
             say(f"  training {config.segnet} arm {arm!r} ({config.n_real} real cases), seed {seed}")
+            t_run = time.perf_counter()
             record = train_and_score(config, cases, multiple, seed, device, say)
+            longest, trained_any = max(longest, time.perf_counter() - t_run), True
             record.update(fingerprint=key, command=command, config=dataclasses.asdict(config))
             if path is not None:
                 save_run(path, record)
@@ -325,6 +354,7 @@ def run_downstream(
         "synthetic_cases": made["synthetic_cases"],
         "synthetic_cache": made["cache"],
         "runs": runs,
+        "left": left,
         "summary": summarize(runs),
         "timing_s": {k: round(v, 2) for k, v in timing.items()},
     }

@@ -325,6 +325,16 @@ def test_resume_skips_finished_runs_and_redoes_a_half_written_one(tmp_path: Path
     assert summary["groups"]["own/real4"]["arms"]["real"]["seeds"] == [0, 1, 2]
 
 
+def test_time_budget_stops_between_runs_and_the_rerun_goes_on(tmp_path: Path, fake_experiment: list) -> None:
+    cfg = DownstreamConfig(segnet="own", multiples=(0, 1), repeats=2, device="cpu", out=str(tmp_path))
+    first = run_downstream(cfg, time_budget_s=1e-9)  # one run always starts; then the budget is spent
+    assert len(first["runs"]) == 1 and first["left"] == [
+        "own-real4-real+1x-seed0", "own-real4-real-seed1", "own-real4-real+1x-seed1"
+    ]  # fmt: skip
+    second = run_downstream(cfg)
+    assert fake_experiment == [(0, 0), (1, 0), (0, 1), (1, 1)] and not second["left"] and len(second["runs"]) == 4
+
+
 def test_combine_numbers_and_the_table_reproduce_the_json(tmp_path: Path, fake_experiment: list) -> None:
     combine_script, table_script = _script("downstream_combine"), _script("downstream_table")
     cfg = DownstreamConfig(segnet="own", multiples=(0, 2), repeats=3, device="cpu", out=str(tmp_path / "a"))
