@@ -364,6 +364,10 @@ def test_combine_numbers_and_the_table_reproduce_the_json(tmp_path: Path, fake_e
         assert f"{stats['false_positives']['estimate']:.1f} [" in rows[arm]
     diff = group["differences"]["real+2x"]["dice"]
     assert f"{diff['estimate']:+.3f} [{diff['low']:+.3f}, {diff['high']:+.3f}]" in rows["real+2x - real"]
+    doc = tmp_path / "doc.md"
+    doc.write_text("intro\n<!-- BEGIN downstream-table -->\nold table\n<!-- END downstream-table -->\nrest\n")
+    assert table_script.main([str(summary_path), "--into", str(doc)]) == 0
+    assert doc.read_text() == f"intro\n<!-- BEGIN downstream-table -->\n{text}<!-- END downstream-table -->\nrest\n"
     assert "missing: 74" in text  # 80 runs in the design, 6 done (own, 4 real, real and +2x, seeds 0-2)
 
 
