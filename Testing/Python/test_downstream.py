@@ -322,3 +322,31 @@ def test_summary_compares_each_arm_with_real_only_and_the_seed_spread() -> None:
     assert diffs["off real+2x"]["dice"]["mean"] == pytest.approx(0.01)
     assert diffs["off real+2x"]["dice"]["larger_than_seed_spread"] is False  # inside the spread: no finding
     assert "off real+2x - real" in format_table(combined)
+
+
+def test_early_stopped_run_records_its_curves_and_evidence(tiny_checkpoint: Path, tmp_path: Path) -> None:
+    """Real components end to end: validation phantoms, early stopping, the per-run file and its evidence."""
+    cfg = DownstreamConfig(
+        **{**TINY, "steps": 8, "test_nodules": 3},
+        n_validation=1,
+        patience=2,
+        eval_every=2,
+        validation_patches=4,
+        checkpoint=str(tiny_checkpoint),
+        out=str(tmp_path),
+    )
+    result = run_downstream(cfg)
+    saved = json.loads((tmp_path / "runs" / "own-real2-real+1x-seed0.json").read_text())
+    assert saved["complete"] is True and saved["fingerprint"] == result["fingerprint"]
+    steps = [s for s, *_ in saved["validation_curve"]]
+    assert steps[0] == 2 and saved["best_step"] in steps and saved["steps_run"] == steps[-1] <= 8
+    best = min(saved["validation_curve"], key=lambda p: p[1])
+    assert saved["best_step"] == best[0]
+    voxels = sum(sum(saved["probability_histogram"][k]) for k in ("nodule", "background"))
+    assert voxels > 0 and sum(saved["probability_histogram"]["nodule"]) == sum(c["true_voxels"] for c in saved["cases"])
+    assert set(saved["training_intensity"]) == {"real", "synthetic"}
+    records = [n for c in saved["cases"] for n in c["nodule_list"]]
+    # 6 asked; at these 3.2 x 3.2 x 5 mm test voxels a 3.5-6 mm nodule may fall between voxel centres.
+    assert 4 <= len(records) <= 6 and {n["class"] for n in records} <= {"solid", "part-solid", "ground-glass"}
+    assert all(n["size_bin"] in ("3-6", "6-10", "10-20", ">20") for n in records)
+    assert result["seeds"]["validation"] == [2500] and saved["cpu_s"]["train"] > 0
