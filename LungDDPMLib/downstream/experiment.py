@@ -39,7 +39,7 @@ import numpy as np
 
 from ..errors import InputError
 from .design import ROUND, check_disjoint, synthetic_seed_span, synthetic_source
-from .train import SEGNETS
+from .train import MONAI_DICE, SEGNETS
 
 MODES = ("roi", "full")
 INTENSITY = ("as-drawn", "matched")
@@ -67,6 +67,7 @@ class DownstreamConfig:
         synthetic_fraction: share of an arm's patches that come from synthetic cases (``None``: pooled, i.e. in
             proportion to the numbers of cases, as if the two sets were merged).
         synthetic_intensity: ``as-drawn`` or ``matched`` (ablation: class mean and SD moved to the real ones).
+        monai_dice: ``per-patch`` (MONAI's default) or ``batch`` (ablation: one Dice over the batch, like ours).
         repeats, seed: training seeds ``seed ... seed + repeats - 1``, each used by every arm.
         real_seed, validation_seed, test_seed, synthetic_seed: first phantom / layout seed of each set (ranges
             must not overlap).
@@ -114,6 +115,7 @@ class DownstreamConfig:
     validation_patches: int = 64
     overlap: Optional[float] = None
     synthetic_intensity: str = "as-drawn"
+    monai_dice: str = "per-patch"
 
     def __post_init__(self) -> None:
         for name in ("n_real", "n_test", "steps", "batch_size", "repeats", "test_nodules", "eval_every"):
@@ -149,6 +151,7 @@ class DownstreamConfig:
             ("types", self.types, ("on", "off")),
             ("synthetic_intensity", self.synthetic_intensity, INTENSITY),
             ("segnet", self.segnet, SEGNETS),
+            ("monai_dice", self.monai_dice, MONAI_DICE),
         ):
             if value not in choices:
                 raise InputError(f"{name} must be one of {', '.join(choices)}, got {value!r}")
@@ -216,6 +219,7 @@ def train_and_score(
         validation=validation,
         eval_every=config.eval_every,
         patience=config.patience,
+        monai_dice=config.monai_dice,
     )
     t, cpu_train = time.perf_counter(), time.process_time() - cpu
     histogram: Dict[str, List[int]] = {}

@@ -29,7 +29,14 @@ SEGNETS = ("monai", "own")
 MONAI_CHANNELS = (16, 32, 64, 128)
 
 
-def make_segnet(kind: str, seed: int, channels: Sequence[int] = (8, 16, 32)) -> Tuple[nn.Module, Callable]:
+#: How MONAI's Dice term is reduced: ``per-patch`` (MONAI's default: every patch its own Dice, so a nodule-free patch
+#: scores about 1 whatever is predicted) or ``batch`` (one Dice over the batch, as our own loss does).
+MONAI_DICE = ("per-patch", "batch")
+
+
+def make_segnet(
+    kind: str, seed: int, channels: Sequence[int] = (8, 16, 32), monai_dice: str = "per-patch"
+) -> Tuple[nn.Module, Callable]:
     """A fresh network with weights drawn from ``seed`` (the global RNG is restored), and its loss."""
     if kind == "own":
         return SegNet3D(channels, seed=seed), dice_bce_loss
@@ -53,7 +60,9 @@ def make_segnet(kind: str, seed: int, channels: Sequence[int] = (8, 16, 32)) -> 
             num_res_units=1,
             norm="instance",
         )
-    return net, DiceCELoss(sigmoid=True)
+    if monai_dice not in MONAI_DICE:
+        raise InputError(f"monai_dice must be one of {', '.join(MONAI_DICE)}, got {monai_dice!r}")
+    return net, DiceCELoss(sigmoid=True, batch=monai_dice == "batch")
 
 
 @dataclass
@@ -102,6 +111,7 @@ def train_segnet(
     eval_every: int = 100,
     patience: Optional[int] = None,
     min_delta: float = 0.0,
+    monai_dice: str = "per-patch",
 ) -> TrainResult:
     """Train a fresh network (``segnet``: ``own`` or ``monai``) with Adam (cosine-decayed learning rate over
     ``steps``) on Dice plus cross-entropy.
@@ -116,12 +126,13 @@ def train_segnet(
         validation: fixed validation patches (:func:`~LungDDPMLib.downstream.early_stop.validation_set`), scored
             every ``eval_every`` steps; with ``patience`` training stops after that many evaluations without
             improvement and the best evaluation's weights are returned (:class:`~.early_stop.EarlyStopping`).
+        monai_dice: the reduction of MONAI's Dice term (:data:`MONAI_DICE`; an ablation of the MONAI collapse).
     """
     from .early_stop import EarlyStopping, validation_score
 
     rng = np.random.default_rng(seed)
     device = device if device is not None else torch.device("cpu")
-    net, loss_fn = make_segnet(segnet, seed, channels)
+    net, loss_fn = make_segnet(segnet, seed, channels, monai_dice)
     net = net.to(device)
     opt = torch.optim.Adam(net.parameters(), lr=lr)
     result = TrainResult(net=net, items_per_pool=[0] * len(pools))

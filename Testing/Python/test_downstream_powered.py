@@ -3,6 +3,7 @@ ranges, resume, the combine step and the generated tables."""
 
 from __future__ import annotations
 
+import importlib.util
 import itertools
 import json
 import math
@@ -390,3 +391,19 @@ def _capture(fn, argv) -> str:
     with contextlib.redirect_stdout(buffer):
         assert fn(argv) == 0
     return buffer.getvalue()
+
+
+@pytest.mark.skipif(importlib.util.find_spec("monai") is None, reason="MONAI (the seg extra) is not installed")
+def test_monai_dice_reduction_hook_scores_a_nodule_free_patch_differently() -> None:
+    """A perfect prediction on one nodule patch and one empty patch: MONAI's default per-patch Dice calls the empty
+    patch a near-total miss (loss about 0.5 over the two), the batch reduction does not."""
+    from LungDDPMLib.downstream.train import make_segnet
+
+    target = torch.zeros(2, 1, 8, 16, 16)
+    target[0, 0, 2:6, 4:12, 4:12] = 1.0
+    logits = target * 20 - 10  # background probability 4.5e-5: what a trained network gives
+    _, per_patch = make_segnet("monai", 0, monai_dice="per-patch")
+    _, batch = make_segnet("monai", 0, monai_dice="batch")
+    assert float(per_patch(logits, target)) > 0.45 and float(batch(logits, target)) < 0.05
+    with pytest.raises(InputError, match="monai_dice"):
+        make_segnet("monai", 0, monai_dice="both")
