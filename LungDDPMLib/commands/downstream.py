@@ -124,6 +124,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--validation-patches", type=int, help="fixed validation patches (default 64)")
     p.add_argument("--overlap", type=float, help="inference tile overlap (default 0.25 MONAI, 0.5 own)")
     p.add_argument(
+        "--stop-on", choices=("loss", "dice"), help="early stopping watches the validation loss (default) or Dice"
+    )
+    p.add_argument(
         "--monai-dice",
         choices=("per-patch", "batch"),
         help="ablation: MONAI's Dice term per patch (default, MONAI's own) or over the whole batch (like ours)",
@@ -173,7 +176,7 @@ def config_from_args(args: argparse.Namespace):  # -> DownstreamConfig (imported
         values["n_validation"] = args.validation
     if args.overlap is not None:
         values["overlap"] = args.overlap
-    for option in ("mode", "types", "segnet", "cache", "synthetic_intensity", "monai_dice"):
+    for option in ("mode", "types", "segnet", "cache", "synthetic_intensity", "monai_dice", "stop_on"):
         if getattr(args, option) is not None:
             values[option] = getattr(args, option)
     if args.lr is not None:

@@ -63,6 +63,7 @@ class DownstreamConfig:
         patience, eval_every, validation_patches: early stopping: the validation loss over
             ``validation_patches`` fixed patches every ``eval_every`` steps, stop after ``patience`` evaluations
             without improvement, keep the best weights (``patience`` None: train ``steps`` steps, no validation).
+        stop_on: what early stopping watches: ``loss`` (validation loss) or ``dice`` (validation patch Dice).
         overlap: tile overlap of inference (None: 0.25 MONAI, 0.5 own).
         synthetic_fraction: share of an arm's patches that come from synthetic cases (``None``: pooled, i.e. in
             proportion to the numbers of cases, as if the two sets were merged).
@@ -116,6 +117,7 @@ class DownstreamConfig:
     overlap: Optional[float] = None
     synthetic_intensity: str = "as-drawn"
     monai_dice: str = "per-patch"
+    stop_on: str = "loss"
 
     def __post_init__(self) -> None:
         for name in ("n_real", "n_test", "steps", "batch_size", "repeats", "test_nodules", "eval_every"):
@@ -152,6 +154,7 @@ class DownstreamConfig:
             ("synthetic_intensity", self.synthetic_intensity, INTENSITY),
             ("segnet", self.segnet, SEGNETS),
             ("monai_dice", self.monai_dice, MONAI_DICE),
+            ("stop_on", self.stop_on, ("loss", "dice")),
         ):
             if value not in choices:
                 raise InputError(f"{name} must be one of {', '.join(choices)}, got {value!r}")
@@ -220,6 +223,7 @@ def train_and_score(
         eval_every=config.eval_every,
         patience=config.patience,
         monai_dice=config.monai_dice,
+        stop_on=config.stop_on,
     )
     t, cpu_train = time.perf_counter(), time.process_time() - cpu
     histogram: Dict[str, List[int]] = {}

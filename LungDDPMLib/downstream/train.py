@@ -112,6 +112,7 @@ def train_segnet(
     patience: Optional[int] = None,
     min_delta: float = 0.0,
     monai_dice: str = "per-patch",
+    stop_on: str = "loss",
 ) -> TrainResult:
     """Train a fresh network (``segnet``: ``own`` or ``monai``) with Adam (cosine-decayed learning rate over
     ``steps``) on Dice plus cross-entropy.
@@ -127,6 +128,7 @@ def train_segnet(
             every ``eval_every`` steps; with ``patience`` training stops after that many evaluations without
             improvement and the best evaluation's weights are returned (:class:`~.early_stop.EarlyStopping`).
         monai_dice: the reduction of MONAI's Dice term (:data:`MONAI_DICE`; an ablation of the MONAI collapse).
+        stop_on: ``loss`` (the validation loss) or ``dice`` (the validation patches' pooled Dice, higher better).
     """
     from .early_stop import EarlyStopping, validation_score
 
@@ -170,7 +172,7 @@ def train_segnet(
             if log is not None:
                 log(f"    step {done}  validation loss {score['loss']:.4f}  Dice {score['dice']:.3f}")
             if stopper is not None:
-                stop = stopper.update(done, score["loss"])
+                stop = stopper.update(done, score["loss"] if stop_on == "loss" else -score["dice"])
                 if stopper.improved:
                     best_state = _copy_state(net)
                 if stop:

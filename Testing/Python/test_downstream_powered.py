@@ -183,24 +183,37 @@ def test_early_stopping_picks_the_best_step_of_a_scripted_curve() -> None:
         EarlyStopping(patience=0)
 
 
-def test_training_returns_the_weights_of_the_best_validation(monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("stop_on", ["loss", "dice"])
+def test_training_returns_the_weights_of_the_best_validation(monkeypatch: pytest.MonkeyPatch, stop_on: str) -> None:
     """A scripted validation curve: training stops after ``patience`` evaluations without improvement and the
-    network holds exactly the weights it had at the best evaluation."""
+    network holds exactly the weights it had at the best evaluation (lowest loss, or highest Dice)."""
     import LungDDPMLib.downstream.early_stop as early_stop
     from LungDDPMLib.downstream.train import train_segnet
 
-    script = iter([1.0, 0.7, 0.5, 0.6, 0.55, 0.52, 0.9, 0.1])
+    losses = [1.0, 0.7, 0.5, 0.6, 0.55, 0.52, 0.9, 0.1]
+    script = iter(losses)
     seen: List[Dict[str, torch.Tensor]] = []
 
     def scripted(net, patches, loss_fn, device, batch=8):
         seen.append({k: v.clone() for k, v in net.state_dict().items()})
-        return {"loss": next(script), "dice": 0.0}
+        value = next(script)
+        # with stop_on="dice" the loss is flat and the Dice carries the curve (1 - loss: best at the same point)
+        return {"loss": value if stop_on == "loss" else 0.3, "dice": 1.0 - value}
 
     monkeypatch.setattr(early_stop, "validation_score", scripted)
     case = _case(True, 0)
     val = (np.zeros((2, 1, 8, 8, 8), np.float32), np.zeros((2, 1, 8, 8, 8), np.float32))
     result = train_segnet(
-        [[case]], [1.0], steps=100, batch_size=1, patch=(8, 8, 8), seed=0, validation=val, eval_every=2, patience=3
+        [[case]],
+        [1.0],
+        steps=100,
+        batch_size=1,
+        patch=(8, 8, 8),
+        seed=0,
+        validation=val,
+        eval_every=2,
+        patience=3,
+        stop_on=stop_on,
     )
     assert result.best_step == 6 and result.steps_run == 12  # evaluations at 2, 4, ... ; best the third
     assert [s for s, *_ in result.validation_curve] == [2, 4, 6, 8, 10, 12]
