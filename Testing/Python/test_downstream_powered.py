@@ -420,3 +420,21 @@ def test_monai_dice_reduction_hook_scores_a_nodule_free_patch_differently() -> N
     assert float(per_patch(logits, target)) > 0.45 and float(batch(logits, target)) < 0.05
     with pytest.raises(InputError, match="monai_dice"):
         make_segnet("monai", 0, monai_dice="both")
+
+
+def test_cli_powered_design_selects_a_chunk() -> None:
+    import argparse
+
+    from LungDDPMLib.commands import downstream as command
+
+    parser = argparse.ArgumentParser()
+    command.add_parser(parser.add_subparsers())
+    args = parser.parse_args(
+        ["downstream", "--powered", "--segnet", "own", "--real", "8", "--seed", "3", "--repeats", "2"]
+    )
+    cfg = command.config_from_args(args)
+    assert (cfg.segnet, cfg.n_real, cfg.seed, cfg.repeats) == ("own", 8, 3, 2)
+    assert (cfg.n_test, cfg.test_nodules, cfg.n_validation, cfg.multiples) == (20, 3, 4, (0, 1, 2, 4))
+    assert cfg.patience is not None and cfg.n_test * cfg.test_nodules >= 60
+    with pytest.raises(InputError, match="exclude"):
+        command.config_from_args(parser.parse_args(["downstream", "--powered", "--quick"]))
