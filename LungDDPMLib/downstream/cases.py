@@ -107,6 +107,37 @@ def cache_dir(config: Any, model_info: Dict[str, Any]) -> Optional[Path]:
     return Path(root) / digest
 
 
+def phantom_dir(config: Any) -> Optional[Path]:
+    """Where the real, validation and test phantoms of a setting are cached (beside the synthetic cases): every
+    chunk of the design reads them instead of generating 28 phantoms again."""
+    root = config.cache or (str(Path(config.out) / "synthetic-cache") if config.out else None)
+    if root is None:
+        return None
+    key = {
+        "phantom": [list(config.phantom_size), list(config.phantom_spacing), config.nodules, config.test_nodules],
+        "seeds": [config.real_seed, config.validation_seed, config.test_seed],
+        "version": CACHE_VERSION,
+    }
+    return Path(root) / ("phantoms-" + hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16])
+
+
+def _cached_phantom(folder: Optional[Path], name: str, make: Callable[[], Any]) -> Tuple[Any, Any]:
+    """(CT, layout) of a phantom: read from ``folder``, or made and written there (the CT last)."""
+    from ..data.io import read_image, write_image
+
+    if folder is None:
+        ph = make()
+        return ph.ct, ph.layout
+    ct_path, layout_path = folder / f"{name}_ct.nrrd", folder / f"{name}_layout.nrrd"
+    if ct_path.is_file() and layout_path.is_file():
+        return read_image(ct_path), read_image(layout_path)
+    ph = make()
+    folder.mkdir(parents=True, exist_ok=True)
+    write_image(ph.layout, layout_path)
+    write_image(ph.ct, ct_path)
+    return ph.ct, ph.layout
+
+
 def make_synthetic(config: Any, model: Any, index: int, cache: Optional[Path]) -> Tuple[Case, Dict[str, Any]]:
     """Synthetic case ``index``: from the cache, or made now (and cached)."""
     from ..data.io import read_image, write_image
@@ -147,16 +178,17 @@ def build_cases(
     cases: Dict[str, List[Case]] = {"real": [], "validation": [], "test": [], "synthetic": []}
     timing: Dict[str, Any] = {}
     t0 = time.perf_counter()
+    folder = phantom_dir(config)
     for seed in range(config.real_seed, config.real_seed + config.n_real):
-        ph = _phantom(config, seed, config.nodules)
-        cases["real"].append(make_case(ph.ct, ph.layout, "real", seed))
+        ct, layout = _cached_phantom(folder, f"real{seed}", lambda s=seed: _phantom(config, s, config.nodules))
+        cases["real"].append(make_case(ct, layout, "real", seed))
     for kind, first, count in (
         ("validation", config.validation_seed, config.n_validation),
         ("test", config.test_seed, config.n_test),
     ):
         for i, seed in enumerate(range(first, first + count)):
-            ph = make_test_phantom(config, seed, i)
-            cases[kind].append(make_case(ph.ct, ph.layout, kind, seed))
+            ct, layout = _cached_phantom(folder, f"{kind}{seed}", lambda s=seed, i=i: make_test_phantom(config, s, i))
+            cases[kind].append(make_case(ct, layout, kind, seed))
     timing["phantoms"] = time.perf_counter() - t0
     log(
         f"  {config.n_real} real, {config.n_validation} validation and {config.n_test} test phantoms in "

@@ -350,3 +350,7 @@ def test_early_stopped_run_records_its_curves_and_evidence(tiny_checkpoint: Path
     assert 4 <= len(records) <= 6 and {n["class"] for n in records} <= {"solid", "part-solid", "ground-glass"}
     assert all(n["size_bin"] in ("3-6", "6-10", "10-20", ">20") for n in records)
     assert result["seeds"]["validation"] == [2500] and saved["cpu_s"]["train"] > 0
+    (phantoms,) = (tmp_path / "synthetic-cache").glob("phantoms-*")  # the next chunk reads them back
+    assert sorted(p.name for p in phantoms.glob("*_ct.nrrd")) == [
+        "real2000_ct.nrrd", "real2001_ct.nrrd", "test3000_ct.nrrd", "test3001_ct.nrrd", "validation2500_ct.nrrd"
+    ]  # fmt: skip
