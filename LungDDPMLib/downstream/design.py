@@ -33,7 +33,7 @@ from ..config import NODULE_TYPES
 SIZE_EDGES = (6.0, 10.0, 20.0)
 SIZE_BINS = ("3-6", "6-10", "10-20", ">20")
 #: Diameters (mm) the test nodules are drawn from, per bin (the phantom draws 3-30 mm).
-TEST_DIAMETERS = ((3.5, 5.8), (6.2, 9.8), (10.5, 19.5), (20.5, 25.0))
+TEST_DIAMETERS = ((3.8, 5.6), (6.6, 9.4), (11.0, 18.0), (22.5, 27.0))
 #: Layout seeds per synthetic round: n_real must stay below it.
 ROUND = 100
 
