@@ -156,9 +156,14 @@ def _evidence(runs: Sequence[Dict[str, Any]]) -> Dict[str, Any]:
             old = hist.get(name, [0] * len(counts))
             hist[name] = [a + b for a, b in zip(old, counts)]
     above = {name: (float(np.sum(c[len(c) // 2 :]) / max(np.sum(c), 1)) if c else None) for name, c in hist.items()}
+    near = {  # just under the threshold: a network that sees the nodules but never calls them
+        name: (float(np.sum(c[len(c) // 4 : len(c) // 2]) / max(np.sum(c), 1)) if c else None)
+        for name, c in hist.items()
+    }
     return {
         "probability_histogram": hist,
         "share_above_0.5": above,
+        "share_0.25_to_0.5": near,
         "training_intensity": runs[0].get("training_intensity") if runs else None,
         "final_validation": [(r.get("validation_curve") or [[None, None, None]])[-1] for r in runs],
     }

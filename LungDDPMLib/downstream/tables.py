@@ -84,10 +84,19 @@ def group_tables(name: str, group: Dict[str, Any]) -> List[str]:
                 f"{train / 60:.1f}",
                 f"{sum(v['eval_s']) / max(len(v['eval_s']), 1) / 60:.1f}",
                 _num(above.get("nodule"), 3, False),
+                _num(ev.get("share_0.25_to_0.5", {}).get("nodule"), 3, False),
                 _num(above.get("background"), 5, False),
             ]
         )
-    head = ["arm", "best step, median (range)", "train min", "eval min", "nodule voxels p>0.5", "other voxels p>0.5"]
+    head = [
+        "arm",
+        "best step, median (range)",
+        "train min",
+        "eval min",
+        "nodule voxels p > 0.5",
+        "nodule voxels 0.25-0.5",
+        "other voxels p > 0.5",
+    ]
     lines += [*_table(cost, head), ""]
     return lines
 
