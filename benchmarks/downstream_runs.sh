@@ -13,7 +13,8 @@
 # skips finished runs, redoes a half-written one and refuses files made with other settings. Each chunk's command
 # line and log are kept beside its runs (chunk-<date>.cmd / .log). Runs go seed by seed (all arms of seed 0 first),
 # so a partial design is always paired. OUT defaults to runs/downstream-powered; BUDGET (minutes, default 55) is
-# when a chunk stops starting new runs.
+# when a chunk stops starting new runs; EXTRA (options appended to every lungddpm command, last wins) is for smoke
+# runs, e.g. EXTRA="--test 2 --validation 1 --steps 20 --phantom-size 128 128 80 ..." (see the report's smoke run).
 set -euo pipefail
 what=${1:?usage: downstream_runs.sh synth|own-real4|own-real8|monai-real4|monai-real8|combine|status}
 OUT=${OUT:-runs/downstream-powered}
@@ -31,11 +32,11 @@ keep() { # run a command, keeping its command line and log in folder $1
 case $what in
   synth)
     keep "$OUT/synth" lungddpm downstream --powered --segnet own --real 8 --multiples 4 --prepare-only \
-      --out "$OUT/synth" --cache "$OUT/cache" --threads 1 ;;
+      --out "$OUT/synth" --cache "$OUT/cache" --threads 1 ${EXTRA:-} ;;
   own-real4|own-real8|monai-real4|monai-real8)
     segnet=${what%%-*}; real=${what##*real}
     keep "$OUT/$what" lungddpm downstream --powered --segnet "$segnet" --real "$real" \
-      --out "$OUT/$what" --cache "$OUT/cache" --threads 1 --time-budget "$BUDGET" ;;
+      --out "$OUT/$what" --cache "$OUT/cache" --threads 1 --time-budget "$BUDGET" ${EXTRA:-} ;;
   combine|status)
     python benchmarks/downstream_combine.py "$OUT"/*-real? --out "$OUT/summary.json"
     if [ "$what" = combine ]; then python benchmarks/downstream_table.py "$OUT/summary.json" > "$OUT/table.md"; fi ;;
