@@ -191,7 +191,9 @@ def test_tiny_experiment_writes_both_arms(tiny_run: Dict[str, Any]) -> None:
     assert saved["seeds"]["real"] == [2000, 2001] and saved["seeds"]["test"] == [3000, 3001]
     rows = list(csv.DictReader((out / "downstream.csv").open()))
     assert len(rows) == 2 * 2 and {r["arm"] for r in rows} == {"real", "real+1x"}
-    assert {r["sensitivity_part-solid"] for r in rows} <= {"0.0", "1.0"}  # one nodule of each class per test case
+    # One nodule of each class per test case; at these 3.2 x 3.2 x 5 mm voxels a 4-6 mm one may leave no voxel ("").
+    part_solid = [r["sensitivity_part-solid"] for r in rows]
+    assert set(part_solid) <= {"", "0.0", "1.0"} and any(part_solid)
     assert set(saved["summary"]["arms"]) == {"real", "real+1x"}
     assert saved["summary"]["differences"]["real+1x"]["dice"]["n"] == 1
     real, mixed = saved["runs"]
