@@ -1,18 +1,44 @@
 #!/usr/bin/env bash
-# The downstream experiment of docs/evaluation.md: scarce real data (4 phantoms), synthetic nodules from the bundled
-# ROI model, MONAI U-Net, three training seeds; then the ablations. Synthetic cases are cached in $OUT/cache and
-# shared by the runs that use the same model and settings. Usage: bash benchmarks/downstream_runs.sh [OUT]
-# (about 75 min on a 2-core CPU). To repeat the step-1600 rows, add --checkpoint with that model (see the doc).
+# The powered downstream experiment of docs/evaluation.md (issue 21): own and MONAI U-Nets x 4 and 8 real cases x
+# arms real / +1x / +2x / +4x x training seeds 0-4 = 80 runs, each early-stopped on 4 validation phantoms and scored
+# on 20 test phantoms (60 nodules), in chunks of at most about an hour on the 2-core machine.
+#
+#   bash benchmarks/downstream_runs.sh synth          # the 32 synthetic cases (bundled ROI model), cached
+#   bash benchmarks/downstream_runs.sh own-real4      # <= ~55 min of the own/4-real runs; rerun until "0 left"
+#   bash benchmarks/downstream_runs.sh own-real8 | monai-real4 | monai-real8
+#   bash benchmarks/downstream_runs.sh combine        # summary.json + table.md from whatever runs are done
+#   bash benchmarks/downstream_runs.sh status         # which runs are done and which are missing
+#
+# Every run writes OUT/<segnet>-real<n>/runs/<segnet>-real<n>-<arm>-seed<s>.json the moment it is scored; a rerun
+# skips finished runs, redoes a half-written one and refuses files made with other settings. Each chunk's command
+# line and log are kept beside its runs (chunk-<date>.cmd / .log). Runs go seed by seed (all arms of seed 0 first),
+# so a partial design is always paired. OUT defaults to runs/downstream-powered; BUDGET (minutes, default 55) is
+# when a chunk stops starting new runs; EXTRA (options appended to every lungddpm command, last wins) is for smoke
+# runs, e.g. EXTRA="--test 2 --validation 1 --steps 20 --phantom-size 128 128 80 ..." (see the report's smoke run).
 set -euo pipefail
-OUT=${1:-runs/downstream}
+what=${1:?usage: downstream_runs.sh synth|own-real4|own-real8|monai-real4|monai-real8|combine|status}
+OUT=${OUT:-runs/downstream-powered}
+BUDGET=${BUDGET:-55}
+export OMP_NUM_THREADS=1
 mkdir -p "$OUT"
-run() { name=$1; shift; lungddpm downstream --out "$OUT/$name" --cache "$OUT/cache" --threads 2 "$@" 2> "$OUT/$name.log"; }
-run main --multiples 0 1 2 4                 # real only, +1x, +2x, +4x synthetic (ROI model, classes given)
-run types-off --multiples 2 --types off      # ablation: the model is not told the classes
-run full --multiples 2 --mode full           # ablation: the whole-lung demo model instead of the ROI model
-run long --multiples 0 1 2 --steps 1200      # a three times longer segmentation training
-run own-net --multiples 0 2 --segnet own     # the same question with our small U-Net
-python benchmarks/downstream_compare.py "$OUT/main/downstream.json" "types-off=$OUT/types-off/downstream.json" \
-  "full=$OUT/full/downstream.json" --out "$OUT/combined.json" | tee "$OUT/combined.txt"
-python benchmarks/downstream_compare.py "$OUT/long/downstream.json" --out "$OUT/long-combined.json" \
-  | tee "$OUT/long-combined.txt"
+stamp=$(date +%Y%m%d-%H%M%S)
+keep() { # run a command, keeping its command line and log in folder $1
+  dir=$1; shift; mkdir -p "$dir"
+  printf '%q ' "$@" > "$dir/chunk-$stamp.cmd"; echo >> "$dir/chunk-$stamp.cmd"
+  uptime > "$dir/chunk-$stamp.log"
+  "$@" 2>> "$dir/chunk-$stamp.log" | tee -a "$dir/chunk-$stamp.out"
+  uptime >> "$dir/chunk-$stamp.log"
+}
+case $what in
+  synth)
+    keep "$OUT/synth" lungddpm downstream --powered --segnet own --real 8 --multiples 4 --prepare-only \
+      --out "$OUT/synth" --cache "$OUT/cache" --threads 1 ${EXTRA:-} ;;
+  own-real4|own-real8|monai-real4|monai-real8)
+    segnet=${what%%-*}; real=${what##*real}
+    keep "$OUT/$what" lungddpm downstream --powered --segnet "$segnet" --real "$real" \
+      --out "$OUT/$what" --cache "$OUT/cache" --threads 1 --time-budget "$BUDGET" ${EXTRA:-} ;;
+  combine|status)
+    python benchmarks/downstream_combine.py "$OUT"/*-real? --out "$OUT/summary.json"
+    if [ "$what" = combine ]; then python benchmarks/downstream_table.py "$OUT/summary.json" > "$OUT/table.md"; fi ;;
+  *) echo "unknown chunk $what" >&2; exit 2 ;;
+esac

@@ -26,6 +26,22 @@ QUICK = {
     "phantom_spacing": (1.6, 1.6, 3.0),
     "patch": (16, 32, 32),
 }
+#: ``--powered``: the powered design of docs/evaluation.md (issue 21), one (segnet, n_real) chunk at a time; with
+#: ``--real``, ``--segnet``, ``--seed`` and ``--repeats`` a command selects its chunk. Sized on the 2-core CPU
+#: (see benchmarks/downstream_runs.sh for the chunks and what each took).
+POWERED = {
+    "n_test": 20,
+    "test_nodules": 3,
+    "n_validation": 4,
+    "multiples": (0, 1, 2, 4),
+    "repeats": 5,
+    "steps": 2000,
+    "patience": 4,
+    "eval_every": 100,
+    "validation_patches": 48,
+    "phantom_size": (256, 256, 112),
+    "overlap": 0.25,
+}
 #: CLI option -> DownstreamConfig field, for the options whose value must be >= 1.
 COUNTS = {
     "real": "n_real",
@@ -34,6 +50,10 @@ COUNTS = {
     "batch_size": "batch_size",
     "repeats": "repeats",
     "sampler_steps": "sampler_steps",
+    "test_nodules": "test_nodules",
+    "eval_every": "eval_every",
+    "validation_patches": "validation_patches",
+    "patience": "patience",
 }
 
 
@@ -58,7 +78,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         nargs="+",
         help="one arm per value: real + value x real synthetic cases (0: real only; default 0 2)",
     )
-    p.add_argument("--test", type=int, help="held-out test phantoms (seeds 3000...), one nodule of each class")
+    p.add_argument(
+        "--test", type=int, help="held-out test phantoms (seeds 3000...), --test-nodules each (classes and sizes cycle)"
+    )
     p.add_argument("--steps", type=int, help="optimisation steps per arm")
     p.add_argument("--batch-size", type=int, help="patches per step")
     p.add_argument("--repeats", type=int, help="training seeds SEED..SEED+R-1, each used by every arm")
@@ -78,6 +100,42 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N, mps")
     p.add_argument("--threads", type=int, help="torch CPU threads (1 is often faster on a machine others share)")
     p.add_argument("--quick", action="store_true", help="tiny smoke run (2 real, 2 test, 20 steps, small phantoms)")
+    p.add_argument(
+        "--powered",
+        action="store_true",
+        help="the powered design (20 test phantoms, 4 validation phantoms, early stopping, arms 0 1 2 4, 5 seeds); "
+        "pick the chunk with --segnet, --real, --seed, --repeats; finished runs in --out are skipped",
+    )
+    p.add_argument(
+        "--time-budget",
+        type=float,
+        metavar="MIN",
+        help="start no new run after about MIN minutes (rerun the same command to go on; finished runs are kept)",
+    )
+    p.add_argument(
+        "--prepare-only",
+        action="store_true",
+        help="make and cache the phantoms and synthetic cases, train nothing (the synthesis chunk)",
+    )
+    p.add_argument("--validation", type=int, help="validation phantoms for early stopping (seeds 2500...)")
+    p.add_argument("--test-nodules", type=int, help="nodules per validation/test phantom (classes, sizes cycle)")
+    p.add_argument("--patience", type=int, help="stop after this many validations without improvement")
+    p.add_argument("--eval-every", type=int, help="steps between validations (default 100)")
+    p.add_argument("--validation-patches", type=int, help="fixed validation patches (default 64)")
+    p.add_argument("--overlap", type=float, help="inference tile overlap (default 0.25 MONAI, 0.5 own)")
+    p.add_argument(
+        "--stop-on", choices=("loss", "dice"), help="early stopping watches the validation loss (default) or Dice"
+    )
+    p.add_argument(
+        "--monai-dice",
+        choices=("per-patch", "batch"),
+        help="ablation: MONAI's Dice term per patch (default, MONAI's own) or over the whole batch (like ours)",
+    )
+    p.add_argument(
+        "--synthetic-intensity",
+        choices=("as-drawn", "matched"),
+        help="ablation: move synthetic nodules to the real class mean and SD (matched)",
+    )
     p.set_defaults(func=run)
 
 
@@ -90,7 +148,9 @@ def config_from_args(args: argparse.Namespace):  # -> DownstreamConfig (imported
     from ..downstream import DownstreamConfig
     from ..errors import InputError
 
-    values = dict(QUICK) if args.quick else {}
+    if args.quick and args.powered:
+        raise InputError("--quick and --powered exclude each other")
+    values = dict(QUICK) if args.quick else dict(POWERED) if args.powered else {}
     for option, field in COUNTS.items():
         value = getattr(args, option)
         if value is not None:
@@ -110,7 +170,13 @@ def config_from_args(args: argparse.Namespace):  # -> DownstreamConfig (imported
     for option in ("patch", "phantom_size", "phantom_spacing", "multiples"):
         if getattr(args, option) is not None:
             values[option] = tuple(getattr(args, option))
-    for option in ("mode", "types", "segnet", "cache"):
+    if args.validation is not None:
+        if args.validation < 0:
+            raise InputError(f"--validation must be >= 0, got {args.validation}")
+        values["n_validation"] = args.validation
+    if args.overlap is not None:
+        values["overlap"] = args.overlap
+    for option in ("mode", "types", "segnet", "cache", "synthetic_intensity", "monai_dice", "stop_on"):
         if getattr(args, option) is not None:
             values[option] = getattr(args, option)
     if args.lr is not None:
@@ -139,7 +205,19 @@ def run(args: argparse.Namespace) -> int:
         if args.threads < 1:
             raise InputError(f"--threads must be >= 1, got {args.threads}")
         torch.set_num_threads(args.threads)
-    result = run_downstream(config, log=_log)
+    if args.prepare_only:
+        from ..downstream.experiment import prepare_cases
+
+        made = prepare_cases(config, log=_log)
+        new = [c for c in made["synthetic_cases"] if not c["cached"]]
+        print(f"{len(made['synthetic_cases'])} synthetic cases in {made['cache']} ({len(new)} made now)")
+        return 0
+    budget = None
+    if args.time_budget is not None:
+        if not args.time_budget > 0:
+            raise InputError(f"--time-budget must be > 0 minutes, got {args.time_budget}")
+        budget = 60.0 * args.time_budget
+    result = run_downstream(config, log=_log, time_budget_s=budget)
     model = result["model"]
     print(format_table(result))
     print(
@@ -150,4 +228,6 @@ def run(args: argparse.Namespace) -> int:
     )
     for name, path in result["outputs"].items():
         print(f"{name}: {path}")
+    if result["left"]:
+        print(f"time budget reached: {len(result['left'])} runs left; rerun the same command to go on")
     return 0

@@ -39,7 +39,8 @@ class Case:
         classes: the layout's label on nodule voxels (2 unstated, 3 solid, 4 part-solid, 5 ground-glass), 0 elsewhere.
         lung_index: flat indices of the lung voxels (layout > 0), where negative patches are centred.
         nodule_index: flat indices of the nodule voxels, where positive patches are centred.
-        kind: ``real``, ``synthetic`` or ``test``; ``seed``: the phantom seed of its layout.
+        kind: ``real``, ``synthetic``, ``validation`` or ``test``; ``seed``: the phantom seed of its layout.
+        spacing: voxel size in mm ``(z, y, x)`` (nodule sizes are scored in mm).
     """
 
     image: np.ndarray
@@ -49,6 +50,7 @@ class Case:
     kind: str
     seed: int
     classes: Optional[np.ndarray] = None
+    spacing: Tuple[float, float, float] = (1.0, 1.0, 1.0)
 
 
 def make_case(ct: sitk.Image, layout: sitk.Image, kind: str, seed: int) -> Case:
@@ -65,6 +67,7 @@ def make_case(ct: sitk.Image, layout: sitk.Image, kind: str, seed: int) -> Case:
         kind=kind,
         seed=int(seed),
         classes=np.where(nodule, lay, 0).astype(np.uint8),
+        spacing=tuple(float(v) for v in ct.GetSpacing()[::-1]),  # type: ignore[arg-type]
     )
 
 

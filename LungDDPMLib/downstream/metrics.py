@@ -18,12 +18,13 @@ Example:
 
 from __future__ import annotations
 
-from typing import Any, Dict, Iterable, Optional, Tuple, Union
+from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 from scipy import ndimage as ndi
 
 from ..config import TYPE_OF_LABEL
+from .design import equivalent_diameter_mm, size_bin
 
 _CONNECTIVITY = ndi.generate_binary_structure(3, 3)
 
@@ -59,36 +60,55 @@ def detection(pred: np.ndarray, truth: np.ndarray) -> Dict[str, Optional[Union[i
     }
 
 
-def by_class(pred: np.ndarray, classes: np.ndarray, margin: int = 3) -> Dict[str, Dict[str, Optional[float]]]:
-    """Per nodule class: how many true nodules, how many the prediction touches, and their mean per-nodule Dice.
+def nodule_records(
+    pred: np.ndarray, classes: np.ndarray, spacing: Sequence[float] = (1.0, 1.0, 1.0), margin: int = 3
+) -> List[Dict[str, Any]]:
+    """One record per true nodule: its class, equivalent diameter (mm, from its labelled voxels and ``spacing``
+    ``(z, y, x)``), size bin, whether the prediction touches it, and its Dice in its own neighbourhood.
 
     ``classes`` holds each nodule voxel's layout label (3 solid, 4 part-solid, 5 ground-glass; 2 or 0 elsewhere).
-    A nodule's class is the label most of its voxels carry; its Dice is computed in its bounding box grown by
-    ``margin`` voxels, so that a neighbour's prediction does not count against it.
+    A nodule is a connected component; its class is the label most of its voxels carry (components of label 2
+    only are left out); its Dice is computed in its bounding box grown by ``margin`` voxels, so that a neighbour's
+    prediction does not count against it.
     """
     p = np.asarray(pred, dtype=bool)
     parts, _ = ndi.label(np.asarray(classes) > 0, structure=_CONNECTIVITY)
-    out: Dict[str, Dict[str, Any]] = {k: {"nodules": 0, "detected": 0, "dice": []} for k in TYPE_OF_LABEL.values()}
+    out: List[Dict[str, Any]] = []
     for index, box in enumerate(ndi.find_objects(parts), start=1):
-        values = np.asarray(classes)[box][parts[box] == index]
-        label = int(np.bincount(values).argmax())
+        inside = parts[box] == index
+        label = int(np.bincount(np.asarray(classes)[box][inside]).argmax())
         if label not in TYPE_OF_LABEL:
             continue
         grown = tuple(slice(max(s.start - margin, 0), s.stop + margin) for s in box)
         truth = parts[grown] == index
-        entry = out[TYPE_OF_LABEL[label]]
-        entry["nodules"] += 1
-        entry["detected"] += int((p[grown] & truth).any())
-        entry["dice"].append(dice(p[grown], truth))
-    return {
-        k: {
-            "nodules": v["nodules"],
-            "detected": v["detected"],
-            "sensitivity": v["detected"] / v["nodules"] if v["nodules"] else None,
-            "dice": float(np.mean(v["dice"])) if v["dice"] else None,
+        diameter = equivalent_diameter_mm(int(inside.sum()), spacing)
+        out.append(
+            {
+                "class": TYPE_OF_LABEL[label],
+                "diameter_mm": round(diameter, 2),
+                "size_bin": size_bin(diameter),
+                "detected": bool((p[grown] & truth).any()),
+                "dice": dice(p[grown], truth),
+            }
+        )
+    return out
+
+
+def by_class(pred: np.ndarray, classes: np.ndarray, margin: int = 3) -> Dict[str, Dict[str, Optional[float]]]:
+    """Per nodule class: how many true nodules, how many the prediction touches, and their mean per-nodule Dice
+    (from :func:`nodule_records`)."""
+    records = nodule_records(pred, classes, margin=margin)
+    out = {}
+    for kind in TYPE_OF_LABEL.values():
+        mine = [r for r in records if r["class"] == kind]
+        found = sum(r["detected"] for r in mine)
+        out[kind] = {
+            "nodules": len(mine),
+            "detected": found,
+            "sensitivity": found / len(mine) if mine else None,
+            "dice": float(np.mean([r["dice"] for r in mine])) if mine else None,
         }
-        for k, v in out.items()
-    }
+    return out
 
 
 def case_metrics(
