@@ -70,6 +70,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--checkpoint", help="diffusion model (default: the bundled model of --mode)")
     p.add_argument("--mode", choices=("roi", "full"), help="roi: nodule patches (default); full: the whole lung")
     p.add_argument("--types", choices=("on", "off"), help="tell the model each nodule's class (default on)")
+    p.add_argument(
+        "--density",
+        help="nodule density of the synthetic cases, as synthesize --density (default auto; off: the model alone)",
+    )
     p.add_argument("--segnet", choices=("monai", "own"), help="MONAI 3D U-Net (default) or our small U-Net")
     p.add_argument("--real", type=int, help="real training phantoms (seeds 2000...)")
     p.add_argument(
@@ -176,7 +180,7 @@ def config_from_args(args: argparse.Namespace):  # -> DownstreamConfig (imported
         values["n_validation"] = args.validation
     if args.overlap is not None:
         values["overlap"] = args.overlap
-    for option in ("mode", "types", "segnet", "cache", "synthetic_intensity", "monai_dice", "stop_on"):
+    for option in ("mode", "types", "segnet", "cache", "synthetic_intensity", "monai_dice", "stop_on", "density"):
         if getattr(args, option) is not None:
             values[option] = getattr(args, option)
     if args.lr is not None:

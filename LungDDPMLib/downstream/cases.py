@@ -98,6 +98,7 @@ def cache_dir(config: Any, model_info: Dict[str, Any]) -> Optional[Path]:
     key = {
         "model": model_info["sha256"],
         "types": config.types,
+        "density": config.density,
         "sampler": [config.sampler, config.sampler_steps],
         "phantom": [list(config.phantom_size), list(config.phantom_spacing), config.nodules],
         "seeds": [config.real_seed, config.synthetic_seed],
@@ -142,6 +143,7 @@ def make_synthetic(config: Any, model: Any, index: int, cache: Optional[Path]) -
     """Synthetic case ``index``: from the cache, or made now (and cached)."""
     from ..data.io import read_image, write_image
     from ..data.nodule_types import retype_image
+    from ..nodule_density import resolve_density
     from ..sampling import SamplerConfig
     from ..synthesis import synthesize_case
 
@@ -157,7 +159,8 @@ def make_synthetic(config: Any, model: Any, index: int, cache: Optional[Path]) -
     if config.types == "off":  # the model is not told the classes; the target mask is the same
         layout = retype_image(ph.layout, None)
     sampler = SamplerConfig(config.sampler, steps=config.sampler_steps)
-    result = synthesize_case(ph.ct, layout, model, sampler=sampler, seeds=[seed])
+    density = resolve_density(config.density, model.config)
+    result = synthesize_case(ph.ct, layout, model, sampler=sampler, seeds=[seed], density=density)
     if paths:
         write_image(ph.layout, paths[1])
         write_image(result.images[0], paths[0])  # the CT last: a pair is complete only when both exist

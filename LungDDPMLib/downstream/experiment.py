@@ -68,6 +68,8 @@ class DownstreamConfig:
         synthetic_fraction: share of an arm's patches that come from synthetic cases (``None``: pooled, i.e. in
             proportion to the numbers of cases, as if the two sets were merged).
         synthetic_intensity: ``as-drawn`` or ``matched`` (ablation: class mean and SD moved to the real ones).
+        density: the diffusion model's nodule density control (``lungddpm synthesize --density``: ``auto``, the
+            class densities, is the default of every command; ``off``: the model alone, as the earlier runs).
         monai_dice: ``per-patch`` (MONAI's default) or ``batch`` (ablation: one Dice over the batch, like ours).
         repeats, seed: training seeds ``seed ... seed + repeats - 1``, each used by every arm.
         real_seed, validation_seed, test_seed, synthetic_seed: first phantom / layout seed of each set (ranges
@@ -116,10 +118,14 @@ class DownstreamConfig:
     validation_patches: int = 64
     overlap: Optional[float] = None
     synthetic_intensity: str = "as-drawn"
+    density: str = "auto"
     monai_dice: str = "per-patch"
     stop_on: str = "loss"
 
     def __post_init__(self) -> None:
+        from ..nodule_density import parse_density
+
+        parse_density(self.density)  # a misspelt density fails before minutes of phantoms
         for name in ("n_real", "n_test", "steps", "batch_size", "repeats", "test_nodules", "eval_every"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
