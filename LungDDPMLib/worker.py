@@ -138,36 +138,6 @@ def _load_model(job: Job, emit: Emit) -> Any:
     return ckpt
 
 
-def _write_dicom(job: Job, case: Case, result: Any, ckpt: Any, paths: List[Path], layout: Any, source: Any) -> None:
-    """Each sample as a marked DICOM series plus its layout as a SEG; ``source``: the headers of a DICOM ``--ct``.
-
-    Our own earlier outputs may be replaced (:func:`~LungDDPMLib.outputs.check_not_foreign` refused any other)."""
-    from .dicom.case import write_dicom_case
-
-    for k, (image, seed) in enumerate(zip(result.images, result.seeds)):
-        facts = {"model_sha256": ckpt.sha256, "model": ckpt.config.preset, "seed": seed, "sampler": job.sampler,
-                 "steps": job.steps, "aas": job.aas, "provenance": Job.sidecar(case).name}  # fmt: skip
-        what = f"LungDDPM {ckpt.config.preset or 'model'} seed {seed}"
-        write_dicom_case(image, layout, paths[2 * k], paths[2 * k + 1], source=source, provenance=facts,
-                         description=what, overwrite=True)  # fmt: skip
-
-
-def _check_dicom_copies(job: Job, case: Case, sidecar: Path) -> None:
-    """Refuse DICOM copies that would replace a folder or file this case's earlier run did not write."""
-    if not job.dicom_dir:
-        return
-    try:
-        ours = set(json.loads(sidecar.read_text()).get("dicom_copies") or [])
-    except (OSError, ValueError, AttributeError):
-        ours = set()  # no earlier run of this case (or an unreadable record): nothing there is ours
-    clash = [p for p in job.dicom_copy_paths(case) if p.exists() and str(p) not in ours]
-    if clash:
-        raise InputError(
-            f"{clash[0]} exists and was not written by LungDDPM for {case.name}; it is never replaced: choose another "
-            "DICOM folder or move it away"
-        )
-
-
 def _write_case(
     job: Job,
     case: Case,
@@ -183,6 +153,7 @@ def _write_case(
 ) -> Dict:
     """Write the images (each verified and renamed into place), then the sidecar with the completion record."""
     from .data.io import write_image
+    from .dicom.job_outputs import write_job_dicom
     from .nodule_density import density_record, resolve_density
     from .outputs import claim_record, completion_record, write_sidecar
 
@@ -222,13 +193,13 @@ def _write_case(
     # Claim the output names first: a run killed between two images leaves files a later run knows as its own.
     write_sidecar(Job.sidecar(case), {"completion": claim_record(key, paths)})
     if job.out_format == "dicom":
-        _write_dicom(job, case, result, ckpt, paths, layout, source)
+        write_job_dicom(job, case, result, ckpt, paths, layout, source)
     else:
         for image, path in zip(result.images, paths):
             write_image(image, path)
     if job.dicom_dir:  # a marked DICOM copy beside the images (the Slicer module's "Save DICOM copies to")
         copies = job.dicom_copy_paths(case)
-        _write_dicom(job, case, result, ckpt, copies, layout, source)
+        write_job_dicom(job, case, result, ckpt, copies, layout, source)
         provenance["dicom_copies"] = [str(p) for p in copies]
     provenance["completion"] = completion_record(key, paths)
     write_sidecar(Job.sidecar(case), provenance)
@@ -281,6 +252,7 @@ def run_job(
     the model (nothing can run) is reported for every case. A failure in one case is reported and the next runs.
     """
     from .data.io import clean_orphans, header_size
+    from .dicom.job_outputs import check_dicom_copies
     from .nodule_density import resolve_density
     from .outputs import CaseLock, check_apart, check_not_foreign, check_writable, is_done, replacement_note, same_file
     from .registry import bundled_model, file_sha256
@@ -362,7 +334,7 @@ def run_job(
                     emit({"type": "skipped", "reason": "done", **where, "paths": [str(p) for p in paths]})
                     continue
                 check_not_foreign(paths, sidecar)
-                _check_dicom_copies(job, case, sidecar)
+                check_dicom_copies(job, case, sidecar)
                 replacing = replacement_note(sidecar, key, paths)  # read before the claim overwrites the record
                 for folder in {p.parent for p in (*paths, sidecar)} - cleaned:
                     for orphan in clean_orphans(folder):
