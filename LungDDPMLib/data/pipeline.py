@@ -19,6 +19,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import SimpleITK as sitk
+from scipy import ndimage as ndi
 
 from ..config import AXIS_ORDERS, LABEL_LUNG, LAYOUT_CHANNELS, LAYOUT_RESIZES, is_nodule
 from ..errors import InputError
@@ -301,6 +302,15 @@ def to_native_hu(output: np.ndarray, record: PreprocessRecord, patch: int = 0) -
     return N.inverse(resample(x, p.grid_geometry, crop_geo, linear=True, fill=-1.0), p.norm)
 
 
+def _owned(components: np.ndarray, ids: Sequence[int], spacing_zyx: Sequence[float]) -> np.ndarray:
+    """Voxels whose nearest nodule (component label, 0 = none) is one of ``ids``."""
+    if not components.any():
+        return np.ones(components.shape, bool)
+    nearest = ndi.distance_transform_edt(components == 0, sampling=spacing_zyx, return_distances=False,
+                                         return_indices=True)  # fmt: skip
+    return np.isin(components[tuple(nearest)], list(ids))
+
+
 def postprocess(
     outputs: Sequence[np.ndarray],
     record: PreprocessRecord,
@@ -321,12 +331,20 @@ def postprocess(
     shape = record.native.size[::-1]
     synthetic = np.zeros(shape, dtype=np.float32)
     coverage = np.zeros(shape, dtype=bool)
+    components = None
+    if any(p.nodule_ids for p in record.patches):
+        components = ndi.label(is_nodule(sitk.GetArrayViewFromImage(layout)))[0]
     for i, out in enumerate(outputs):
-        box = record.patches[i].box
-        hu = to_native_hu(np.asarray(out), record, i)
-        vol, inner = box.slices_zyx(shape)
-        synthetic[vol] = hu[inner]
-        coverage[vol] = True
+        patch = record.patches[i]
+        hu = to_native_hu(np.asarray(out), record, i)[patch.box.slices_zyx(shape)[1]]
+        vol = patch.box.slices_zyx(shape)[0]
+        write = np.ones(hu.shape, bool)
+        if components is not None and patch.nodule_ids:
+            # A patch also draws the pieces of neighbouring nodules its box cuts; where patches overlap, each voxel
+            # comes from the patch of the nodule nearest to it, which drew that nodule whole.
+            write = ~coverage[vol] | _owned(components[vol], patch.nodule_ids, record.native.spacing[::-1])
+        synthetic[vol][write] = hu[write]
+        coverage[vol] |= True
     if region is None:
         region = layout_region(sitk.GetArrayViewFromImage(layout))
     return composite(original, synthetic, region, feather_mm, coverage)

@@ -205,3 +205,33 @@ def test_a_model_on_the_published_scale_refuses_a_density_target():
     model = seeded_model(dataclasses.replace(preset("tiny"), normalization="lungddpm-compat"), 0)
     with pytest.raises(InputError, match="hu-window"):
         _synth(model, ph, {"solid": NoduleDensity(0.0)})
+
+
+def test_where_roi_patches_overlap_each_nodule_comes_from_its_own_patch():
+    """A patch also draws the cut pieces of a neighbour: compositing must take each nodule (and the voxels nearest
+    to it) from the patch that drew it whole, whatever the patches' order, or a neighbour's fragment - drawn without
+    its own core or density - would overwrite it."""
+    import SimpleITK as sitk
+    from test_roi_training import roi_config
+
+    from LungDDPMLib.data.pipeline import model_options, postprocess, preprocess
+
+    shape = (16, 24, 48)  # (z, y, x), 2 mm voxels: the patch is (8, 16, 16)
+    labels = np.full(shape, LABEL_LUNG, np.uint8)
+    labels[6:10, 10:14, 14:18] = LABEL_OF_TYPE["solid"]
+    labels[6:10, 10:14, 20:31] = LABEL_OF_TYPE["ground-glass"]  # each patch cuts a piece of the other nodule
+    ct = sitk.GetImageFromArray(np.full(shape, -850.0, np.float32))
+    ct.SetSpacing((2.0, 2.0, 2.0))
+    layout = sitk.GetImageFromArray(labels)
+    layout.CopyInformation(ct)
+    cfg = roi_config()
+    items, record = preprocess(ct, layout, **model_options(cfg))
+    boxes = [p.box for p in record.patches]
+    assert len(boxes) == 2 and boxes[0].start[0] + boxes[0].size[0] > boxes[1].start[0]  # they overlap in x
+    for order in ((0, 1), (1, 0)):
+        rec = dataclasses.replace(record, patches=[record.patches[k] for k in order])
+        fills = {0: -0.2, 1: 0.4}  # model units; patch 0 holds the solid nodule
+        outs = [np.full(items[k].ct.shape, fills[k], np.float32) for k in order]
+        out = sitk.GetArrayFromImage(postprocess(outs, rec, ct, layout))
+        assert np.allclose(out[labels == LABEL_OF_TYPE["solid"]], -200.0)
+        assert np.allclose(out[labels == LABEL_OF_TYPE["ground-glass"]], 400.0)
