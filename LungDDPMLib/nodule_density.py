@@ -87,6 +87,7 @@ def parse_density(text: str) -> Dict[str, Optional[NoduleDensity]]:
             interior_hu=numbers[0],
             core_hu=numbers[1] if core else (base.core_hu if kind == "part-solid" else None),
             core_fraction=numbers[2] if fraction else base.core_fraction,
+            texture_sd_hu=base.texture_sd_hu,  # a new level keeps the class's texture cap
         )
         if core_part and kind != "part-solid":
             raise InputError(f"--density entry {item!r}: only part-solid nodules have a solid core")

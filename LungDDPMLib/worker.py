@@ -191,15 +191,16 @@ def _write_case(
         "recipe": result.recipe,
     }
     # Claim the output names first: a run killed between two images leaves files a later run knows as its own.
-    write_sidecar(Job.sidecar(case), {"completion": claim_record(key, paths)})
+    copies = job.dicom_copy_paths(case) if job.dicom_dir else []
+    # The copies are named in the claim too: after a kill while they are written, they are known as this case's.
+    write_sidecar(Job.sidecar(case), {"completion": claim_record(key, paths), "dicom_copies": [str(p) for p in copies]})
     if job.out_format == "dicom":
-        write_job_dicom(job, case, result, ckpt, paths, layout, source)
+        write_job_dicom(job, case, result, ckpt, paths, layout, source, sampler)
     else:
         for image, path in zip(result.images, paths):
             write_image(image, path)
-    if job.dicom_dir:  # a marked DICOM copy beside the images (the Slicer module's "Save DICOM copies to")
-        copies = job.dicom_copy_paths(case)
-        write_job_dicom(job, case, result, ckpt, copies, layout, source)
+    if copies:  # a marked DICOM copy beside the images (the Slicer module's "DICOM copies to")
+        write_job_dicom(job, case, result, ckpt, copies, layout, source, sampler)
         provenance["dicom_copies"] = [str(p) for p in copies]
     provenance["completion"] = completion_record(key, paths)
     write_sidecar(Job.sidecar(case), provenance)
@@ -317,6 +318,11 @@ def run_job(
             try:
                 ckpt = _load_model(job, emit)
                 runtime.check_device(next(ckpt.model.parameters()).device)
+                if job.recipe == "published" and ckpt.distillation is not None:
+                    raise InputError(
+                        "--recipe published runs the authors' full sampler; this file is a distilled student, which "
+                        "is run with its own few steps: use --recipe lungddpm (or the teacher)"
+                    )
                 sampler, warning = sampler_for(ckpt.distillation, job.sampler, job.steps, job.eta)
                 if warning is not None:
                     emit({"type": "log", "level": "warning", "message": warning})

@@ -69,7 +69,7 @@ class LungDDPMLogic(ScriptedLoadableModuleLogic):
 
     @staticmethod
     def runSettings(p: LungDDPMParameterNode, device: str = "auto"):
-        from LungDDPMLogic.synthesis_run import RunSettings
+        from LungDDPMLogic.synthesis_run import RunSettings, dicom_run_folder
 
         return RunSettings(
             checkpoint="" if p.checkpoint in ("", ".") else p.checkpoint,
@@ -85,7 +85,7 @@ class LungDDPMLogic(ScriptedLoadableModuleLogic):
             auto_lung=p.autoLung,
             recipe=p.recipe,
             density=p.densityCustom.strip() if p.density == "custom" else p.density,
-            dicom_dir=p.dicomFolder,
+            dicom_dir=dicom_run_folder(p.dicomFolder),
         )
 
     def startRun(self, p: LungDDPMParameterNode, device: str = "auto"):

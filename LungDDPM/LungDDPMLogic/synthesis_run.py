@@ -44,6 +44,17 @@ class WorkerError(LungDDPMError):
         self.kind = kind
 
 
+def dicom_run_folder(folder: str) -> str:
+    """Where one run's marked DICOM copies go: a new ``LungDDPM-<date>-<time>`` folder inside the user's ``folder``
+    (every run's outputs are named alike, so a shared folder would clash), or ``""`` for no copies."""
+    import datetime
+
+    folder = (folder or "").strip()
+    if not folder:
+        return ""
+    return str(Path(folder) / datetime.datetime.now().strftime("LungDDPM-%Y%m%d-%H%M%S-%f"))
+
+
 @dataclass
 class RunSettings:
     """What the GUI's parameter node holds about the model and the sampler (0 means 'the default')."""

@@ -263,6 +263,10 @@ def run(args: argparse.Namespace) -> int:
             last[0] = time.monotonic()
             _log(f"  sampling step {info.step}/{info.total}  eta {info.eta_s:.0f} s")
 
+    def density_of(role: str) -> Any:
+        # With the ROI model, the whole-lung pass draws no nodules: the density is the ROI model's to apply.
+        return None if role == "full" and "roi" in loaded else resolve_density(args.density, loaded[role].config)
+
     synth, timing = ph.ct, {}
     for role, ckpt in loaded.items():  # the whole lung first, then the ROI model draws each nodule as its class
         layout = ph.layout
@@ -279,7 +283,7 @@ def run(args: argparse.Namespace) -> int:
             seeds=[args.seed],
             precision=args.precision,
             callback=progress,
-            density=resolve_density(args.density, ckpt.config),
+            density=density_of(role),
         )
         synth = result.images[0]
         timing.update({f"{role}_{k}": v for k, v in result.timing_s.items()})
@@ -291,7 +295,7 @@ def run(args: argparse.Namespace) -> int:
         ckpt = loaded[role]
         path, source = models[role]
         info = {"path": str(path), "source": source, "sha256": ckpt.sha256, "preset": ckpt.config.preset}
-        density = density_record(resolve_density(args.density, ckpt.config))
+        density = density_record(density_of(role))
         return {**info, "grid": list(ckpt.config.grid), "step": ckpt.step, "density": density}
 
     summary = {

@@ -12,15 +12,18 @@ from ..errors import InputError
 from ..job import Case, Job
 
 
-def write_job_dicom(job: Job, case: Case, result: Any, ckpt: Any, paths: List[Path], layout: Any, source: Any) -> None:
+def write_job_dicom(
+    job: Job, case: Case, result: Any, ckpt: Any, paths: List[Path], layout: Any, source: Any, sampler: Any = None
+) -> None:
     """Each sample as a marked DICOM series plus its layout as a SEG; ``source``: the headers of a DICOM ``--ct``.
 
     Our own earlier outputs may be replaced (:func:`~LungDDPMLib.outputs.check_not_foreign` refused any other)."""
     from .case import write_dicom_case
 
     for k, (image, seed) in enumerate(zip(result.images, result.seeds)):
-        facts = {"model_sha256": ckpt.sha256, "model": ckpt.config.preset, "seed": seed, "sampler": job.sampler,
-                 "steps": job.steps, "aas": job.aas, "provenance": Job.sidecar(case).name}  # fmt: skip
+        ran = {"sampler": sampler.name, "steps": sampler.steps} if sampler is not None else {"sampler": job.sampler}
+        facts = {"model_sha256": ckpt.sha256, "model": ckpt.config.preset, "seed": seed, **ran, "aas": job.aas,
+                 "recipe": job.recipe, "density": job.density, "provenance": Job.sidecar(case).name}  # fmt: skip
         what = f"LungDDPM {ckpt.config.preset or 'model'} seed {seed}"
         write_dicom_case(image, layout, paths[2 * k], paths[2 * k + 1], source=source, provenance=facts,
                          description=what, overwrite=True)  # fmt: skip

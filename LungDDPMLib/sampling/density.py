@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Callable, Dict, List, Mapping, Sequence
+from typing import Any, Callable, Dict, List, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -130,15 +130,21 @@ class DensityControl:
 
     def __init__(self, schedule: NoiseSchedule, nodules: Sequence[_Nodule], device: torch.device) -> None:
         self.host = schedule.host()
+        device = torch.device(device)
+        # The statistics in float64 where the device has it (MPS has none): sums over thousands of voxels.
+        self.dtype = torch.float32 if device.type == "mps" else torch.float64
         self.nodules = []
+        self.support: Any = None  # (1, 1, D, H, W) bool: where any basis field acts
         for n in nodules:
             basis = torch.from_numpy(n.basis).to(device)
             regions = torch.from_numpy(n.regions).to(device).flatten(1)
-            counts = regions.sum(1).double()
+            counts = regions.sum(1).to(self.dtype)
             # a[j, m]: mean over region j of basis field m, the same at every step
-            a = (basis.flatten(1)[None] * regions[:, None]).double().sum(-1) / counts[:, None]
-            targets, spread = (torch.from_numpy(v).to(device) for v in (n.targets, n.spread))
-            self.nodules.append((basis, regions.double(), counts, a, targets, spread))
+            a = (basis.flatten(1)[None] * regions[:, None]).to(self.dtype).sum(-1) / counts[:, None]
+            targets, spread = (torch.from_numpy(v).to(self.dtype).to(device) for v in (n.targets, n.spread))
+            self.nodules.append((basis, regions.to(self.dtype), counts, a, targets, spread))
+            acts = (basis > 0).any(0)[None, None]
+            self.support = acts if self.support is None else self.support | acts
 
     def __bool__(self) -> bool:
         return bool(self.nodules)
@@ -148,7 +154,7 @@ class DensityControl:
         mean, the image clipped to [-1, 1] as every sampler clips it, equals its target."""
         out = x0
         for basis, regions, counts, a, targets, spread in self.nodules:
-            flat = out[:, 0].flatten(1).double()
+            flat = out[:, 0].flatten(1).to(self.dtype)
             means = (flat @ regions.T) / counts  # (B, K)
             if not torch.isnan(spread).all():
                 sd = ((flat**2 @ regions.T) / counts - means**2).clamp_min(1e-12).sqrt()
@@ -156,7 +162,7 @@ class DensityControl:
                 for k in range(basis.shape[0]):
                     centred = out[:, 0] - means[:, k].float().reshape(-1, 1, 1, 1)
                     out = out + (basis[k] * centred * (scale[:, k].float().reshape(-1, 1, 1, 1) - 1.0))[:, None]
-                means = (out[:, 0].flatten(1).double() @ regions.T) / counts
+                means = (out[:, 0].flatten(1).to(self.dtype) @ regions.T) / counts
             # Without clipping the offsets solve a K x K system; clipping (a saturated estimate of the noisiest
             # steps) makes each region mean a monotone function of its own offset, solved by bisection in turn.
             coef = torch.linalg.solve(a, (targets[None] - means).T).T  # (B, K)
@@ -173,8 +179,8 @@ class DensityControl:
         the regions, bisection for each: the fields of one nodule barely overlap, so two sweeps settle it)."""
         coef = coef.clone()
         k_count = basis.shape[0]
-        flat_basis = basis.flatten(1).double()
-        flat_x = x0[:, 0].flatten(1).double()
+        flat_basis = basis.flatten(1).to(coef.dtype)
+        flat_x = x0[:, 0].flatten(1).to(coef.dtype)
         for _ in range(2 if k_count > 1 else 1):
             for k in range(k_count):
                 where = regions[k] > 0
@@ -199,7 +205,10 @@ class DensityControl:
             eps = eps_fn(x, t, *args)
             abar = self.host.alpha_bar(int(t[0]))
             x0 = (x - math.sqrt(1.0 - abar) * eps) / math.sqrt(abar)
-            x0 = self.project(x0.float().clamp(-1.0, 1.0))  # on the image's range, which every sampler clips to
+            # Solved on the image's range, which the samplers clip to; outside the nodules the estimate is left as it
+            # is, so a sampler that does not clip (a student distilled without clipping) keeps its own there.
+            clipped = x0.float().clamp(-1.0, 1.0)
+            x0 = torch.where(self.support, self.project(clipped), x0.float())
             return ((x - math.sqrt(abar) * x0) / math.sqrt(1.0 - abar)).to(eps.dtype)
 
         return controlled

@@ -175,7 +175,7 @@ def test_density_text_defaults_and_models_it_applies_to():
     assert parse_density("auto") == DEFAULT_DENSITY
     assert all(v is None for v in parse_density("off").values())
     mixed = parse_density("ground-glass=-650,part-solid=-600/0@0.5,solid=off")
-    assert mixed["ground-glass"] == NoduleDensity(-650.0)
+    assert mixed["ground-glass"] == NoduleDensity(-650.0, texture_sd_hu=DEFAULT_DENSITY["ground-glass"].texture_sd_hu)
     assert mixed["part-solid"] == NoduleDensity(-600.0, 0.0, 0.5)
     assert mixed["solid"] is None
     for bad, why in (("glass=-600", "CLASS=HU"), ("solid=hard", "not HU"), ("solid=-600/0", "only part-solid"),

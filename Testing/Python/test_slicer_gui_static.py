@@ -444,9 +444,13 @@ def test_slicer_dicom_copies_folder_reaches_the_job(tmp_path):
     parameter node travels in the job as ``dicom_dir`` (empty: none)."""
     _, widgets = _ui_widgets()
     assert widgets["dicomFolderLineEdit"] == ("QLineEdit", "dicomFolder")
-    assert "dicom_dir=p.dicomFolder" in (MODULE / "LungDDPMGui" / "module_logic.py").read_text()
+    assert "dicom_dir=dicom_run_folder(p.dicomFolder)" in (MODULE / "LungDDPMGui" / "module_logic.py").read_text()
     _logic_importable()
-    from LungDDPMLogic.synthesis_run import RunSettings
+    from LungDDPMLogic.synthesis_run import RunSettings, dicom_run_folder
+
+    assert dicom_run_folder("  ") == ""
+    first, second = dicom_run_folder(str(tmp_path)), dicom_run_folder(str(tmp_path))
+    assert first != second and Path(first).parent == tmp_path  # every run its own folder: no clash between runs
 
     from LungDDPMLib.job import Case, Job
 
