@@ -275,7 +275,7 @@ def test_training_lowers_the_distillation_loss_on_fixed_draws(tmp_path) -> None:
     assert after < 0.7 * before
 
 
-def test_a_published_layout_lung_ddpm_model_distils(tmp_path) -> None:
+def test_a_published_layout_lung_ddpm_model_distils(tmp_path, capsys) -> None:
     teacher = tiny_teacher(tmp_path / "published.pt", "lung-ddpm")
     out = tmp_path / "student.pt"
     args = distill_args(teacher, out, "--steps", "2", "--teacher-steps", "4", "--round-steps", "2")
@@ -284,6 +284,28 @@ def test_a_published_layout_lung_ddpm_model_distils(tmp_path) -> None:
     assert ckpt.config.preset == "lung-ddpm" and ckpt.config.layout_resize == "channels-linear"
     assert ckpt.provenance["augmentation"]["flip_prob"] == 0.0  # the published recipe never flips
     assert ckpt.distillation.steps == 2 and ckpt.distillation.weighting == "snr-truncated"
+    # The authors' full sampler is not what a few-step student is for: --recipe published refuses it in one line.
+    from LungDDPMLib.phantom import make_phantom, save_phantom
+
+    save_phantom(tmp_path, make_phantom((48, 48, 32), (4.0, 4.0, 6.0), seed=3, nodules=1), name="c", seg_nrrd=False)
+    argv = [
+        "synthesize",
+        "--ct",
+        str(tmp_path / "c_ct.nrrd"),
+        "--layout",
+        str(tmp_path / "c_layout.nrrd"),
+        "--checkpoint",
+        str(out),
+        "--device",
+        "cpu",
+        "--recipe",
+        "published",
+        "--out",
+        str(tmp_path / "p.nrrd"),
+    ]
+    capsys.readouterr()
+    assert main(argv) == 1
+    assert "distilled student" in capsys.readouterr().err and not (tmp_path / "p.nrrd").exists()
 
 
 # ----------------------------------------------------------------------------------------------------- bad input
