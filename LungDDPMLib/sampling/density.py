@@ -166,9 +166,11 @@ class DensityControl:
             # Without clipping the offsets solve a K x K system; clipping (a saturated estimate of the noisiest
             # steps) makes each region mean a monotone function of its own offset, solved by bisection in turn.
             coef = torch.linalg.solve(a, (targets[None] - means).T).T  # (B, K)
-            if float(out.abs().max()) > 1.0 - 1e-3 or float(coef.abs().max()) > 1e-3:
+            shifted = out + torch.einsum("bk,kdhw->bdhw", coef.float(), basis)[:, None]
+            if bool((shifted.abs() > 1.0).any()):  # the linear answer is exact unless clipping cuts into it
                 coef = self._clipped_solve(out, coef, basis, regions, targets)
-            out = (out + torch.einsum("bk,kdhw->bdhw", coef.float(), basis)[:, None]).clamp(-1.0, 1.0)
+                shifted = out + torch.einsum("bk,kdhw->bdhw", coef.float(), basis)[:, None]
+            out = shifted.clamp(-1.0, 1.0)
         return out
 
     @staticmethod
