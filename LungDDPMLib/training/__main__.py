@@ -76,7 +76,10 @@ def main(argv: Optional[List[str]] = None) -> int:
             resume=resume,
         )
         result = trainer.fit()
-        print(f"rank {info.rank} done at step {result.step}", flush=True)
+        # One write per line: the ranks share a pipe, and print() under PYTHONUNBUFFERED writes the text and its
+        # newline separately, so another rank's line could land between them.
+        sys.stdout.write(f"rank {info.rank} done at step {result.step}\n")
+        sys.stdout.flush()
         if info.is_main:
             summary = {
                 "step": result.step,
@@ -84,7 +87,8 @@ def main(argv: Optional[List[str]] = None) -> int:
                 "last_loss": result.last_loss,
                 "checkpoint": str(result.checkpoint),
             }
-            print(json.dumps(summary), flush=True)
+            sys.stdout.write(json.dumps(summary) + "\n")
+            sys.stdout.flush()
     except LungDDPMError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

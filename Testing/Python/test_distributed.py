@@ -67,7 +67,10 @@ def test_two_cpu_processes_average_gradients_like_one_double_batch(tmp_path):
     for rank in (0, 1):
         assert f"rank {rank} of world_size 2 (backend gloo)" in output
         assert f"rank {rank} done at step 3" in output
-    summary = json.loads([line for line in proc.stdout.splitlines() if line.startswith("{")][-1])
+    # The two ranks share one stdout pipe, so another rank's line can land right after the summary before its
+    # newline: decode the first JSON object on the line and ignore what follows it.
+    summary_line = [line for line in proc.stdout.splitlines() if line.startswith("{")][-1]
+    summary, _ = json.JSONDecoder().raw_decode(summary_line)
     assert summary["world_size"] == 2 and summary["step"] == 3
     assert load_checkpoint(ddp_dir / "last.pt").step == 3  # the EMA weights load
     assert len(losses(ddp_dir)) == 3  # only rank 0 wrote the log
