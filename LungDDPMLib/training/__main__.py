@@ -64,7 +64,8 @@ def main(argv: Optional[List[str]] = None) -> int:
             log_every=args.log_every,
             seed=args.seed,
         )
-        print(f"rank {info.rank} of world_size {info.world_size} (backend {info.backend or 'none'})", flush=True)
+        sys.stdout.write(f"rank {info.rank} of world_size {info.world_size} (backend {info.backend or 'none'})\n")
+        sys.stdout.flush()
         resume = {"no": False, "yes": True, "auto": "auto"}[args.resume]
         trainer = Trainer(
             seeded_model(model_cfg, args.seed),
