@@ -35,7 +35,11 @@ case $what in
       --out "$OUT/synth" --cache "$OUT/cache" --threads 1 ${EXTRA:-} ;;
   own-real4|own-real8|monai-real4|monai-real8)
     segnet=${what%%-*}; real=${what##*real}
-    keep "$OUT/$what" lungddpm downstream --powered --segnet "$segnet" --real "$real" \
+    # MONAI's DiceCELoss takes one Dice over the batch here (like ours), fixed before the powered test set was
+    # scored: with its per-patch default the pilot's +2x network collapsed to "no nodule" on the *validation*
+    # phantoms from step 300 on (docs/evaluation.md, "Pilot"), so that setting cannot be trained to a stop.
+    dice=(); [ "$segnet" = monai ] && dice=(--monai-dice batch)
+    keep "$OUT/$what" lungddpm downstream --powered --segnet "$segnet" --real "$real" "${dice[@]}" \
       --out "$OUT/$what" --cache "$OUT/cache" --threads 1 --time-budget "$BUDGET" ${EXTRA:-} ;;
   combine|status)
     python benchmarks/downstream_combine.py "$OUT"/*-real? --out "$OUT/summary.json"

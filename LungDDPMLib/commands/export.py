@@ -11,12 +11,18 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("source", help="a training checkpoint (e.g. RUN/last.pt)")
     p.add_argument("target", help="the file to write")
     p.add_argument("--weights", choices=("ema", "model"), default="ema")
+    p.add_argument(
+        "--storage",
+        choices=("float32", "float16"),
+        default="float32",
+        help="how the parameters are stored; float16 halves the file (loading casts back to float32)",
+    )
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from ..checkpoint import export_weights, file_sha256
 
-    path = export_weights(args.source, args.target, weights=args.weights)
+    path = export_weights(args.source, args.target, weights=args.weights, storage=args.storage)
     print(json.dumps({"path": str(path), "bytes": path.stat().st_size, "sha256": file_sha256(path)}))
     return 0

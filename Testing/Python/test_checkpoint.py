@@ -230,3 +230,40 @@ def test_saved_checkpoints_get_the_users_file_mode(tmp_path):
     finally:
         os.umask(old)
     assert stat.S_IMODE((tmp_path / "m.pt").stat().st_mode) == 0o644
+
+
+def test_float16_export_halves_the_file_and_loads_back_as_float32(tmp_path: Path) -> None:
+    """The bundle's size budget: a half-precision copy is half the bytes, loads into a float32 model, and differs
+    from the float32 weights by no more than half precision's rounding; buffers stay as they were."""
+    from LungDDPMLib.checkpoint import export_weights
+
+    model = DiffusionModel(preset("small"))
+    with torch.no_grad():
+        for p in model.parameters():
+            p.normal_(0, 0.05)
+    source = save_checkpoint(tmp_path / "last.pt", model, ema=model, step=4)
+    full = export_weights(source, tmp_path / "f32.pt")
+    half = export_weights(source, tmp_path / "f16.pt", storage="float16")
+    assert 0.45 < half.stat().st_size / full.stat().st_size < 0.55
+    stored = torch.load(half, weights_only=True)["ema"]
+    names = {n for n, _ in model.named_parameters()}
+    assert {str(v.dtype) for k, v in stored.items() if k in names} == {"torch.float16"}
+    assert all(v.dtype == model.state_dict()[k].dtype for k, v in stored.items() if k not in names)
+    got = load_checkpoint(half)
+    assert got.provenance["stored_as"] == "float16"
+    for (name, a), b in zip(got.model.state_dict().items(), model.state_dict().values()):
+        assert a.dtype == b.dtype, name
+        torch.testing.assert_close(a, b, rtol=2**-11, atol=6e-8)
+    assert any(not torch.equal(a, b) for a, b in zip(got.model.parameters(), model.parameters()))
+
+
+def test_float16_export_refuses_weights_it_would_turn_into_inf(tmp_path: Path) -> None:
+    from LungDDPMLib.checkpoint import export_weights
+
+    model = DiffusionModel(preset("small"))
+    with torch.no_grad():
+        next(model.parameters()).view(-1)[0] = 1e5
+    source = save_checkpoint(tmp_path / "last.pt", model, ema=model, step=1)
+    with pytest.raises(CheckpointError, match=r"beyond torch\.float16 range"):
+        export_weights(source, tmp_path / "f16.pt", storage="float16")
+    assert not (tmp_path / "f16.pt").exists()
