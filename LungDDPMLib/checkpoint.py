@@ -354,9 +354,7 @@ def save_checkpoint(
 STORAGE_DTYPES = {"float32": torch.float32, "float16": torch.float16}
 
 
-def export_weights(
-    source: PathLike, target: PathLike, *, weights: str = "ema", storage: str = "float32"
-) -> Path:
+def export_weights(source: PathLike, target: PathLike, *, weights: str = "ema", storage: str = "float32") -> Path:
     """Write a small inference-only file: one set of weights, the configuration and the provenance.
 
     The chosen weights are stored under both ``model`` and ``ema``; the two dicts share their tensors, which
