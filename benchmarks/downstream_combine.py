@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 
 from LungDDPMLib.downstream.combine import DESIGN, DESIGN_SEEDS, combine_runs, design_grid, load_runs
+from LungDDPMLib.errors import LungDDPMError
 
 
 def main(argv=None) -> int:
@@ -28,7 +29,11 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     runs = load_runs(args.folders)
     expected = design_grid(*DESIGN.values(), range(args.seeds))
-    summary = combine_runs(runs, expected, n_boot=args.replicates, seed=args.seed)
+    try:
+        summary = combine_runs(runs, expected, n_boot=args.replicates, seed=args.seed)
+    except LungDDPMError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     tmp = args.out.with_name(f".{args.out.name}.tmp")
     tmp.write_text(json.dumps(summary, indent=1), encoding="utf-8")
     tmp.replace(args.out)

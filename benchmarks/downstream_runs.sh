@@ -42,7 +42,10 @@ case $what in
     keep "$OUT/$what" lungddpm downstream --powered --segnet "$segnet" --real "$real" "${dice[@]}" \
       --out "$OUT/$what" --cache "$OUT/cache" --threads 1 --time-budget "$BUDGET" ${EXTRA:-} ;;
   combine|status)
-    python benchmarks/downstream_combine.py "$OUT"/*-real? --out "$OUT/summary.json"
+    # the four chunk folders by name: pilots and ablations kept beside them (pilot-*-real4 ...) are not the design
+    folders=(); for f in own-real4 own-real8 monai-real4 monai-real8; do [ -d "$OUT/$f" ] && folders+=("$OUT/$f"); done
+    [ ${#folders[@]} -gt 0 ] || { echo "no chunk folders under $OUT yet" >&2; exit 2; }
+    python benchmarks/downstream_combine.py "${folders[@]}" --out "$OUT/summary.json"
     if [ "$what" = combine ]; then python benchmarks/downstream_table.py "$OUT/summary.json" > "$OUT/table.md"; fi ;;
   *) echo "unknown chunk $what" >&2; exit 2 ;;
 esac

@@ -40,6 +40,8 @@ METRICS = (
     *(f"nodule_dice_{k}" for k in NODULE_TYPES),
 )
 Cell = Tuple[int, int, float, float]
+#: Key under which :func:`load_runs` notes the file a record came from, so errors can name it.
+SOURCE = "_source"
 
 
 def design_grid(
@@ -63,6 +65,7 @@ def load_runs(folders: Iterable[Path]) -> List[Dict[str, Any]]:
             except (OSError, ValueError):
                 continue
             if isinstance(record, dict) and record.get("complete") is True:
+                record[SOURCE] = str(path)
                 runs.append(record)
     return runs
 
@@ -108,9 +111,19 @@ def _check_cases(runs: Sequence[Dict[str, Any]]) -> List[int]:
 
 def summarize_group(runs: Sequence[Dict[str, Any]], n_boot: int, seed: int) -> Dict[str, Any]:
     """Per arm and metric the estimate and interval; per arm the paired difference from ``real``."""
-    prints = {r.get("fingerprint") for r in runs}
+    prints: Dict[Any, List[str]] = {}
+    for r in runs:
+        prints.setdefault(r.get("fingerprint"), []).append(
+            r.get(SOURCE, run_name(r["segnet"], r["n_real"], r["arm"], r["seed"]))
+        )
     if len(prints) > 1:
-        raise InputError(f"runs of one (segnet, n_real) group were made with different settings: {sorted(prints)}")
+        which = "; ".join(
+            f"{key}: {len(files)} runs, e.g. {files[0]}" for key, files in sorted(prints.items(), key=str)
+        )
+        raise InputError(
+            f"runs of one (segnet, n_real) group were made with different settings ({which}); "
+            "combine only the folders of one design (move pilots and ablations elsewhere)"
+        )
     cases = _check_cases(runs)
     by_arm: Dict[str, List[Dict[str, Any]]] = {}
     for r in sorted(runs, key=lambda r: (float(r["multiple"]), int(r["seed"]))):
@@ -177,7 +190,12 @@ def combine_runs(
 ) -> Dict[str, Any]:
     """The summary of whatever runs are done, per (segnet, n_real) group, and the list of missing runs."""
     expected = expected if expected is not None else design_grid(*DESIGN.values(), DESIGN_SEEDS)
-    done = {run_name(r["segnet"], int(r["n_real"]), r["arm"], int(r["seed"])): r for r in runs}
+    done: Dict[str, Dict[str, Any]] = {}
+    for r in runs:
+        name = run_name(r["segnet"], int(r["n_real"]), r["arm"], int(r["seed"]))
+        if name in done:  # counting one run twice would narrow every interval
+            raise InputError(f"run {name} found twice: {done[name].get(SOURCE, '?')} and {r.get(SOURCE, '?')}")
+        done[name] = r
     groups: Dict[str, Any] = {}
     for key in sorted({(r["segnet"], int(r["n_real"])) for r in done.values()}):
         mine = [r for r in done.values() if (r["segnet"], int(r["n_real"])) == key]

@@ -311,6 +311,26 @@ def test_combine_numbers_and_the_table_reproduce_the_json(tmp_path: Path, fake_e
     assert "missing: 74" in text  # 80 runs in the design, 6 done (own, 4 real, real and +2x, seeds 0-2)
 
 
+def test_combine_refuses_a_run_counted_twice_or_a_pilot_with_other_settings(
+    tmp_path: Path, fake_experiment: list, capsys: pytest.CaptureFixture
+) -> None:
+    combine_script = _script("downstream_combine")
+    run_downstream(DownstreamConfig(segnet="own", multiples=(0,), repeats=1, device="cpu", out=str(tmp_path / "a")))
+    pilot = tmp_path / "pilot-real4" / "runs"
+    pilot.mkdir(parents=True)
+    record = json.loads((tmp_path / "a" / "runs" / "own-real4-real-seed0.json").read_text())
+    (pilot / "own-real4-real-seed0.json").write_text(json.dumps(record))
+    argv = [str(tmp_path / "a"), str(tmp_path / "pilot-real4"), "--out", str(tmp_path / "s.json")]
+    assert combine_script.main(argv) == 2
+    assert "own-real4-real-seed0 found twice" in capsys.readouterr().err
+    record.update(seed=1, fingerprint="0123456789abcdef")  # a pilot's run made with other settings
+    (pilot / "own-real4-real-seed0.json").write_text(json.dumps(record))
+    assert combine_script.main(argv) == 2
+    err = capsys.readouterr().err
+    assert "different settings" in err and str(pilot / "own-real4-real-seed0.json") in err
+    assert not (tmp_path / "s.json").exists()
+
+
 def _script(name: str) -> Any:
     """A benchmarks/ script as a module (benchmarks/ is not a package)."""
     import importlib.util
