@@ -40,12 +40,27 @@ class KnownModel:
 DEMO_FILE = Path(__file__).resolve().parent / "models" / "lungddpm-demo.pt"
 #: The bundled native-resolution nodule model (``roi`` mode, conditioned on nodule type).
 ROI_FILE = Path(__file__).resolve().parent / "models" / "lungddpm-roi.pt"
-BUNDLED_FILES = {"lungddpm-demo": DEMO_FILE, "lungddpm-roi": ROI_FILE}
+#: Its few-step student (progressive distillation, docs/distillation.md): what ``roi`` mode runs by default.
+ROI_FAST_FILE = Path(__file__).resolve().parent / "models" / "lungddpm-roi-fast.pt"
+BUNDLED_FILES = {"lungddpm-demo": DEMO_FILE, "lungddpm-roi": ROI_FILE, "lungddpm-roi-fast": ROI_FAST_FILE}
 
 
 def bundled_model(mode: Optional[str] = None) -> Path:
-    """The bundled model for a spatial mode: the ROI model for ``roi``, the whole-lung demo model otherwise."""
-    return ROI_FILE if mode == "roi" else DEMO_FILE
+    """The bundled model for a spatial mode: for ``roi`` the fast student (the teacher where no student ships),
+    the whole-lung demo model otherwise."""
+    if mode == "roi":
+        return ROI_FAST_FILE if ROI_FAST_FILE.is_file() else ROI_FILE
+    return DEMO_FILE
+
+
+def model_file(checkpoint: Optional[str], mode: Optional[str] = None) -> Path:
+    """The file a run uses: ``checkpoint`` as given; a bundled model's name (``lungddpm-roi`` is the teacher, one
+    option away from the default student) where no file of that name exists; the mode's bundled model when empty."""
+    if not checkpoint:
+        return bundled_model(mode)
+    if checkpoint in BUNDLED_FILES and not Path(checkpoint).exists():
+        return BUNDLED_FILES[checkpoint]
+    return Path(checkpoint)
 
 
 KNOWN_MODELS: Tuple[KnownModel, ...] = (
@@ -71,6 +86,18 @@ KNOWN_MODELS: Tuple[KnownModel, ...] = (
         source="bundled with LungDDPM (LungDDPMLib/models/)",
         notes="trained on procedural phantoms; draws solid, part-solid and ground-glass nodules in patches at the "
         "CT's own spacing, seeing the real CT around them and the vessels through them; not for clinical use",
+    ),
+    KnownModel(
+        key="lungddpm-roi-fast",
+        title="LungDDPM nodule ROI model, 4-step student (bundled; distilled from lungddpm-roi)",
+        file_names=("lungddpm-roi-fast.pt",),
+        sha256=None,
+        preset="roi-context",
+        normalization="hu-window",
+        grid=(32, 48, 48),
+        source="bundled with LungDDPM (LungDDPMLib/models/)",
+        notes="progressive distillation of the bundled ROI model to 4 DDIM steps, weights stored in float16; the "
+        "default of roi mode; the teacher is --checkpoint lungddpm-roi",
     ),
     KnownModel(
         key="lung-ddpm",

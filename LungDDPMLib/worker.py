@@ -124,9 +124,9 @@ def is_distilled(path: str) -> bool:
 def _load_model(job: Job, emit: Emit) -> Any:
     from .checkpoint import load_checkpoint
     from .device import resolve_device
-    from .registry import bundled_model
+    from .registry import model_file
 
-    path = job.checkpoint or str(bundled_model(job.mode))
+    path = str(model_file(job.checkpoint, job.mode))
     device = resolve_device(job.device)
     ckpt = load_checkpoint(path, map_location=device)
     if job.mode is not None and job.mode != ckpt.config.spatial_mode:
@@ -256,7 +256,7 @@ def run_job(
     from .dicom.job_outputs import check_dicom_copies
     from .nodule_density import resolve_density
     from .outputs import CaseLock, check_apart, check_not_foreign, check_writable, is_done, replacement_note, same_file
-    from .registry import bundled_model, file_sha256
+    from .registry import file_sha256, model_file
     from .sampling import AASConfig, SamplerConfig
     from .sampling.distilled import sampler_for
     from .synthesis import synthesize_case
@@ -269,7 +269,7 @@ def run_job(
     ok, skipped, failed = 0, 0, []
     held: List[Tuple[str, Path, Dict[str, Any], List[Path]]] = []  # skipped because another process has them
     ckpt = None
-    model_path = job.checkpoint or str(bundled_model(job.mode))
+    model_path = str(model_file(job.checkpoint, job.mode))
     try:
         model_sha = file_sha256(model_path)
         distilled = is_distilled(model_path)

@@ -16,9 +16,10 @@ from .engine_probe import Probe
 
 Key = Tuple[str, int, int]
 CHECKING = "Checking the model file..."
-#: The bundled ROI model, relative to the folder that holds ``LungDDPMLib`` (the engine's ``registry.ROI_FILE``;
-#: not imported: the registry is not for Slicer's process).
-ROI_MODEL = ("LungDDPMLib", "models", "lungddpm-roi.pt")
+#: The bundled ROI models, relative to the folder that holds ``LungDDPMLib``, in the order the engine's
+#: ``registry.bundled_model('roi')`` prefers them: the fast student, else its teacher (not imported: the registry is
+#: not for Slicer's process).
+ROI_MODELS = (("LungDDPMLib", "models", "lungddpm-roi-fast.pt"), ("LungDDPMLib", "models", "lungddpm-roi.pt"))
 
 
 #: Where the module looks for the Lung-DDPM+ weights the user downloaded (the authors' file name, kept).
@@ -42,7 +43,12 @@ def model_to_describe(checkpoint: str, mode: str = "auto") -> str:
     if checkpoint or mode != "roi":
         return checkpoint
     root = engine_root()
-    return str(root.joinpath(*ROI_MODEL)) if root is not None else os.path.join(*ROI_MODEL)
+    if root is None:
+        return os.path.join(*ROI_MODELS[-1])
+    for parts in ROI_MODELS:
+        if root.joinpath(*parts).is_file():
+            return str(root.joinpath(*parts))
+    return str(root.joinpath(*ROI_MODELS[-1]))
 
 
 def file_key(path: str) -> Optional[Key]:

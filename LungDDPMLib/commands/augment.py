@@ -50,7 +50,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     nod.add_argument("--nodules-per-variant", default="1", help="N or a range LO:HI (default 1)")
     nod.add_argument("--gap-mm", type=float, default=5.0, help="clearance from every other nodule (default 5)")
     m = p.add_argument_group("model and sampling")
-    m.add_argument("--checkpoint", default="", help="an ROI-mode model file (default: the bundled ROI model)")
+    m.add_argument(
+        "--checkpoint",
+        default="",
+        help="an ROI-mode model file, or a bundled model's name (default: the bundled "
+        "ROI model's fast student; lungddpm-roi: the teacher)",
+    )
     m.add_argument("--seed", type=int, default=0, help="run seed; each variant's seed is derived from it")
     add_sampler_arguments(m)
     p.add_argument("--quiet", action="store_true", help="no progress lines (warnings and errors stay)")
@@ -91,7 +96,7 @@ def run(args: argparse.Namespace) -> int:
     from ..device import resolve_device
     from ..errors import SamplingCancelled
     from ..nodule_density import resolve_density
-    from ..registry import bundled_model
+    from ..registry import model_file
     from ..sampling import AASConfig, RuntimeOptions
     from ..sampling.distilled import sampler_for
 
@@ -121,7 +126,7 @@ def run(args: argparse.Namespace) -> int:
     runtime = RuntimeOptions(precision=args.precision, channels_last=args.channels_last, compile=args.compile)
     cases = cases_from_folders(Path(args.ct_dir), Path(args.layout_dir) if args.layout_dir else None)
     device = resolve_device(args.device)
-    ckpt = load_checkpoint(args.checkpoint or str(bundled_model("roi")), map_location=device)
+    ckpt = load_checkpoint(str(model_file(args.checkpoint, "roi")), map_location=device)
     sampler, warning = sampler_for(ckpt.distillation, args.sampler, args.steps, args.eta)  # a student: its own
     if warning:
         print(f"warning: {warning}", file=sys.stderr)

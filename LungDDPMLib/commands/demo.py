@@ -22,7 +22,7 @@ from typing import Any, Dict, Optional
 import numpy as np
 
 from ..registry import DEMO_FILE as BUNDLED
-from ..registry import ROI_FILE as ROI_BUNDLED
+from ..registry import bundled_model, model_file
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -232,12 +232,13 @@ def run(args: argparse.Namespace) -> int:
             path = _quick_model(out, args.quick_train_steps, args.seed, str(device))
         models["full"] = (path, source)
     if args.mode in ("both", "roi"):
+        roi_bundled = bundled_model("roi")
         if args.roi_checkpoint:
-            models["roi"] = (Path(args.roi_checkpoint), "checkpoint")
-        elif ROI_BUNDLED.is_file():
-            models["roi"] = (ROI_BUNDLED, "bundled nodule ROI model")
+            models["roi"] = (model_file(args.roi_checkpoint, "roi"), "checkpoint")
+        elif roi_bundled.is_file():
+            models["roi"] = (roi_bundled, f"bundled nodule ROI model ({roi_bundled.name})")
         elif args.mode == "roi":
-            raise InputError(f"the bundled nodule ROI model is missing ({ROI_BUNDLED}); pass --roi-checkpoint")
+            raise InputError(f"the bundled nodule ROI model is missing ({roi_bundled}); pass --roi-checkpoint")
         else:
             _log("the bundled nodule ROI model is missing: the whole-lung model draws the nodules (every class dense)")
     loaded = {role: load_checkpoint(path, map_location=device) for role, (path, _) in models.items()}

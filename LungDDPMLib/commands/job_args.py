@@ -38,7 +38,8 @@ def add_job_arguments(p: argparse.ArgumentParser, *, job_file: bool) -> None:
     m.add_argument(
         "--checkpoint",
         default="",
-        help="model file (default: the bundled demo model; with --mode roi the bundled ROI model)",
+        help="model file or a bundled model's name (default: the bundled demo model; with --mode roi the bundled "
+        "ROI model's fast student, and lungddpm-roi its teacher)",
     )
     m.add_argument(
         "--recipe",

@@ -74,12 +74,14 @@ def synthetic_layout(config: Any, index: int, patch_zyx: Optional[Tuple[int, ...
 def load_model(config: Any, model: Any, device: Any) -> Tuple[Any, Dict[str, Any]]:
     """The diffusion model (given, or loaded from the checkpoint / the bundled model of the mode) and what it is."""
     from ..checkpoint import file_sha256, load_checkpoint
-    from ..registry import bundled_model
+    from ..registry import ROI_FILE, model_file
 
     if model is not None:
         info = {"source": "object passed to run_downstream", "preset": model.config.preset}
         return model.to(device), {**info, "sha256": None}
-    path = Path(config.checkpoint) if config.checkpoint else bundled_model(config.mode)
+    # The design's synthetic cases are the teacher's (DPM-Solver++ 20): the bundled student is not its default, so
+    # the cached cases and finished runs stay valid when the default of roi mode changes.
+    path = ROI_FILE if not config.checkpoint and config.mode == "roi" else model_file(config.checkpoint, config.mode)
     if not path.is_file():
         what = "checkpoint" if config.checkpoint else f"bundled {config.mode} model"
         raise InputError(f"{what} not found: {path} (pass an existing .pt file)")
