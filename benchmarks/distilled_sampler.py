@@ -2,7 +2,8 @@
 
 Usage:
     python benchmarks/distilled_sampler.py --student STUDENT.pt [--teacher LungDDPMLib/models/lungddpm-roi.pt]
-        [--cases 3] [--repeats 2] [--fidelity-cases 12] [--seeds 0 1 2] [--out distilled.json]
+        [--cases 3] [--repeats 2] [--fidelity-cases 12] [--seeds 0 1 2] [--density auto] [--montages DIR]
+        [--out distilled.json]
     python benchmarks/distilled_sampler.py --measure-step [--teacher ...] [--updates 5] [--teacher-steps 64]
         [--steps 4] [--round-steps 2000]
 
@@ -102,8 +103,10 @@ def compare(args: argparse.Namespace) -> dict:
         own, _ = sampler_for(student.distillation)
         fid = fidelity_report({"student-default": args.student, "teacher-dpm++20": args.teacher},
                               {"student-default": own, "teacher-dpm++20": SamplerConfig("dpm++", steps=20)},
-                              range(args.fidelity_cases), args.seeds)  # fmt: skip
-        report["fidelity"] = {n: {k: s[k] for k in ("sampler", "looks", "targets", "seam_score_median")}
+                              range(args.fidelity_cases), args.seeds, args.montages,
+                              {"student-default": args.density, "teacher-dpm++20": args.density})  # fmt: skip
+        report["fidelity"] = {n: {k: s[k] for k in ("sampler", "density", "looks", "targets", "classes",
+                                                    "seam_score_median", "kept_max_abs_diff_hu")}
                               for n, s in fid["summary"].items()}  # fmt: skip
     return report
 
@@ -158,6 +161,9 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--fidelity-cases", type=int, default=12, help="0: timing only")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    ap.add_argument("--density", default="auto", help="density control of both in the fidelity part (synthesize's "
+                    "default, auto)")  # fmt: skip
+    ap.add_argument("--montages", default=None, help="folder for the fidelity montages (one PNG per model and class)")
     ap.add_argument("--threads", type=int, default=int(os.environ.get("OMP_NUM_THREADS", "1")))
     ap.add_argument("--measure-step", action="store_true")
     ap.add_argument("--updates", type=int, default=5)
