@@ -46,3 +46,40 @@ class SamplingCancelled(LungDDPMError):
         super().__init__(f"sampling cancelled at step {step} of {total}")
         self.step = step
         self.total = total
+
+
+def classify_error(exc: BaseException) -> str:
+    """Error kinds for the worker protocol: what a front end needs to choose its message and its remedy."""
+    if isinstance(exc, CheckpointError):
+        return "checkpoint"
+    if isinstance(exc, DiskFullError):
+        return "disk-full"
+    if isinstance(exc, NumericalError):
+        return "numerical"
+    if isinstance(exc, InputError):
+        return "input"
+    text = str(exc).lower()
+    if (
+        isinstance(exc, MemoryError)
+        or type(exc).__name__ == "OutOfMemoryError"
+        or "out of memory" in text
+        or "can't allocate memory" in text
+        or "defaultcpuallocator" in text
+    ):
+        return "out-of-memory"
+    return "internal"
+
+
+def error_message(exc: BaseException, kind: str) -> str:
+    """The line a user reads for an error of ``kind``: for running out of memory, what to change."""
+    if kind == "out-of-memory":
+        if type(exc).__name__ == "OutOfMemoryError" or "cuda" in str(exc).lower():
+            return (
+                "the GPU ran out of memory; try --mode roi (small patches), fewer samples per call (--batch-size 1), "
+                "--precision bf16, or --device cpu"
+            )
+        return (
+            "the computer ran out of memory; use fewer samples per case (--num-samples), fewer per call "
+            "(--batch-size 1), or crop the CT to the chest"
+        )
+    return str(exc) or type(exc).__name__

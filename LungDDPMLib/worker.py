@@ -33,7 +33,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
-from .errors import CaseLockedError, DiskFullError, InputError, LungDDPMError, NumericalError, SamplingCancelled
+from .errors import CaseLockedError, InputError, LungDDPMError, SamplingCancelled, classify_error, error_message
 from .job import (  # noqa: F401 - the job model's names, re-exported: callers import them from here
     CHOICES,
     MINIMA,
@@ -48,44 +48,6 @@ from .job import (  # noqa: F401 - the job model's names, re-exported: callers i
 )
 
 Emit = Callable[[Dict[str, Any]], None]
-
-
-def classify_error(exc: BaseException) -> str:
-    """Error kinds for the protocol: what a front end needs to choose its message and its remedy."""
-    from .errors import CheckpointError
-
-    if isinstance(exc, CheckpointError):
-        return "checkpoint"
-    if isinstance(exc, DiskFullError):
-        return "disk-full"
-    if isinstance(exc, NumericalError):
-        return "numerical"
-    if isinstance(exc, InputError):
-        return "input"
-    text = str(exc).lower()
-    if (
-        isinstance(exc, MemoryError)
-        or type(exc).__name__ == "OutOfMemoryError"
-        or "out of memory" in text
-        or "can't allocate memory" in text
-        or "defaultcpuallocator" in text
-    ):
-        return "out-of-memory"
-    return "internal"
-
-
-def error_message(exc: BaseException, kind: str) -> str:
-    if kind == "out-of-memory":
-        if type(exc).__name__ == "OutOfMemoryError" or "cuda" in str(exc).lower():
-            return (
-                "the GPU ran out of memory; try --mode roi (small patches), fewer samples per call (--batch-size 1), "
-                "--precision bf16, or --device cpu"
-            )
-        return (
-            "the computer ran out of memory; use fewer samples per case (--num-samples), fewer per call "
-            "(--batch-size 1), or crop the CT to the chest"
-        )
-    return str(exc) or type(exc).__name__
 
 
 def estimate_case_bytes(voxels: int, pixel: int, num_samples: int, grid: Sequence[int], batch: int) -> Dict[str, int]:
