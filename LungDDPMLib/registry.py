@@ -96,8 +96,9 @@ KNOWN_MODELS: Tuple[KnownModel, ...] = (
         normalization="hu-window",
         grid=(32, 48, 48),
         source="bundled with LungDDPM (LungDDPMLib/models/)",
-        notes="progressive distillation of the bundled ROI model to 4 DDIM steps, weights stored in float16; the "
-        "default of roi mode; the teacher is --checkpoint lungddpm-roi",
+        notes="progressive distillation of the bundled ROI model to 4 DDIM steps; not shipped yet (the first one "
+        "missed the part-solid targets, docs/benchmarks.md); placed in the models folder it becomes roi mode's "
+        "default, and the teacher stays --checkpoint lungddpm-roi",
     ),
     KnownModel(
         key="lung-ddpm",
