@@ -393,8 +393,6 @@ def _to_storage(name: str, value: torch.Tensor, dtype: torch.dtype) -> torch.Ten
     Values below its normal range keep an absolute error under 3e-8 in float16, which no network notices, so
     only overflow is an error.
     """
-    if not value.is_floating_point():
-        return value
     limit = torch.finfo(dtype).max
     if bool((value.abs() > limit).any()):
         raise CheckpointError(f"parameter {name} has values beyond {dtype} range (+-{limit:g}); export it as float32")

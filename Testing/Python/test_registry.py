@@ -45,6 +45,27 @@ def test_model_file_takes_paths_names_and_defaults(
     assert registry.model_file("lungddpm-roi") == Path("lungddpm-roi")
 
 
+def test_the_slicer_module_describes_the_file_the_engine_picks(
+    models_folder: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The Slicer side keeps its own copy of the order (it may not import the registry): with the student present and
+    absent, its model line names the file ``bundled_model('roi')`` returns."""
+    import conftest_slicer
+
+    conftest_slicer.add_module_path()
+    from LungDDPMLogic import model_info
+
+    root = models_folder.parent / "engine"
+    (root / "LungDDPMLib").mkdir(parents=True)
+    (root / "LungDDPMLib" / "models").symlink_to(models_folder, target_is_directory=True)
+    monkeypatch.setattr(model_info, "engine_root", lambda: root)
+    for expected in ("lungddpm-roi-fast.pt", "lungddpm-roi.pt"):
+        engine = registry.bundled_model("roi")
+        assert engine.name == expected
+        assert Path(model_info.model_to_describe("", "roi")).resolve() == engine.resolve()
+        (models_folder / "lungddpm-roi-fast.pt").unlink(missing_ok=True)  # then only the teacher ships
+
+
 def test_every_bundled_name_is_a_known_model_with_its_file_name() -> None:
     known = {m.key: m for m in registry.KNOWN_MODELS}
     for key, path in registry.BUNDLED_FILES.items():
