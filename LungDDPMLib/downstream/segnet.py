@@ -70,6 +70,9 @@ class SegNet3D(nn.Module):
                 [_block(self.channels[i] + self.channels[i + 1], self.channels[i]) for i in range(len(channels) - 1)]
             )
             self.head = nn.Conv3d(self.channels[0], 1, 1)
+        # Channels-last activations: the same arithmetic, about 1.4x faster per training step on a CPU (oneDNN's
+        # 3D convolutions prefer it; docs/evaluation.md, "The own U-Net half"). Weights follow the input's layout.
+        self.to(memory_format=torch.channels_last_3d)
 
     @property
     def factor(self) -> int:
@@ -85,6 +88,7 @@ class SegNet3D(nn.Module):
             pad += [0, (-n) % self.factor]
         if any(pad):
             x = F.pad(x, pad, mode="replicate")
+        x = x.contiguous(memory_format=torch.channels_last_3d)
         skips = []
         for i, block in enumerate(self.down):
             x = block(x if i == 0 else F.max_pool3d(x, 2))

@@ -75,6 +75,39 @@ def test_segnet_weights_depend_on_the_seed_only() -> None:
     assert not all(torch.equal(x, y) for x, y in zip(a.parameters(), c.parameters()))
 
 
+def test_segnet_channels_last_computes_what_the_plain_layout_does() -> None:
+    """The channels-last layout is a speed choice only: the same U-Net written out with plain (contiguous) tensors and
+    the same weights gives the same logits and the same gradients."""
+    import torch.nn.functional as F
+
+    net = SegNet3D(seed=5)
+    x = torch.rand(2, 1, 12, 20, 16, generator=torch.Generator().manual_seed(0))
+    weights = {k: v.detach().contiguous().requires_grad_() for k, v in net.named_parameters()}
+
+    def conv_block(prefix: str, h: torch.Tensor) -> torch.Tensor:
+        for conv, norm in ((0, 1), (3, 4)):
+            h = F.conv3d(h, weights[f"{prefix}.{conv}.weight"], padding=1)
+            h = F.instance_norm(h, weight=weights[f"{prefix}.{norm}.weight"], bias=weights[f"{prefix}.{norm}.bias"])
+            h = F.leaky_relu(h, 0.01)
+        return h
+
+    skips, h = [], x
+    for i in range(len(net.down)):
+        h = conv_block(f"down.{i}", h if i == 0 else F.max_pool3d(h, 2))
+        skips.append(h)
+    for i in reversed(range(len(net.up))):
+        h = F.interpolate(h, size=skips[i].shape[2:], mode="trilinear", align_corners=False)
+        h = conv_block(f"up.{i}", torch.cat([skips[i], h], dim=1))
+    plain = F.conv3d(h, weights["head.weight"], weights["head.bias"])
+    assert all(w.is_contiguous(memory_format=torch.channels_last_3d) for w in net.parameters() if w.dim() == 5)
+    out = net(x)
+    torch.testing.assert_close(out, plain, rtol=1e-5, atol=1e-5)
+    out.square().mean().backward()
+    plain.square().mean().backward()
+    for k, p in net.named_parameters():
+        torch.testing.assert_close(p.grad, weights[k].grad, rtol=1e-4, atol=1e-6, msg=k)
+
+
 def test_segnet_overfits_one_patch() -> None:
     target = _ball((16, 16, 16), (8, 7, 9), 4.0)
     rng = np.random.default_rng(0)
