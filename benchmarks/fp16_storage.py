@@ -1,10 +1,11 @@
 """What storing a model's weights in float16 changes in its output (the bundle's 20 MB budget).
 
 Usage: OMP_NUM_THREADS=1 python benchmarks/fp16_storage.py [--checkpoint LungDDPMLib/models/lungddpm-roi.pt]
-    [--phantom-seed 8] [--nodules 3] [--seeds 0 1] [--out fp16.json]
+    [--mode roi|full] [--phantom-seed 8] [--nodules 3] [--seeds 0 1] [--out fp16.json]
 
 Exports the checkpoint twice (``lungddpm export --storage float32`` and ``float16``), draws the same phantom with
-both (``synthesize --mode roi --precision fp32``, same seeds), and reports the file sizes and, per seed, how many
+both (``synthesize --mode MODE --precision fp32``, same seeds; ``full`` for the
+whole-lung demo model), and reports the file sizes and, per seed, how many
 voxels differ, the largest and 99th-percentile difference, and per nodule class the mean HU of both. Computation is
 fp32 either way: only the stored weights are rounded.
 """
@@ -36,6 +37,7 @@ def _array(path: Path) -> np.ndarray:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--checkpoint", default=str(ROI_FILE))
+    ap.add_argument("--mode", choices=("roi", "full"), default="roi", help="synthesize's mode for this model")
     ap.add_argument("--phantom-seed", type=int, default=8)
     ap.add_argument("--nodules", type=int, default=3)
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
@@ -49,12 +51,17 @@ def main(argv=None) -> int:
         _cli("phantom", str(work / "ph"), "--seed", str(args.phantom_seed), "--nodules", str(args.nodules))
         ct, layout = next((work / "ph").glob("*_ct.nrrd")), next((work / "ph").glob("*_layout.nrrd"))
         labels = _array(layout)
-        report = {"checkpoint": args.checkpoint, "bytes": {s: p.stat().st_size for s, p in files.items()}, "seeds": {}}
+        report = {
+            "checkpoint": args.checkpoint,
+            "mode": args.mode,
+            "bytes": {s: p.stat().st_size for s, p in files.items()},
+            "seeds": {},
+        }
         for seed in args.seeds:
             outs = {}
             for storage, path in files.items():
                 outs[storage] = work / f"out-{storage}-{seed}.nrrd"
-                _cli("synthesize", "--mode", "roi", "--checkpoint", str(path), "--ct", str(ct), "--layout",
+                _cli("synthesize", "--mode", args.mode, "--checkpoint", str(path), "--ct", str(ct), "--layout",
                      str(layout), "--out", str(outs[storage]), "--seed", str(seed), "--precision", "fp32",
                      "--device", "cpu", "--quiet")  # fmt: skip
             a, b = _array(outs["float32"]), _array(outs["float16"])

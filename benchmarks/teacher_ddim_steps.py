@@ -1,0 +1,52 @@
+"""The bundled ROI teacher with plain DDIM at a few step counts: the control a distilled student must beat.
+
+Usage: OMP_NUM_THREADS=1 python benchmarks/teacher_ddim_steps.py [--steps 4 8 16] [--cases 4] [--seeds 0]
+    [--density auto] [--out teacher-ddim.json]
+
+Runs the per-class fidelity report of ``benchmarks/roi_model_fidelity.py`` (held-out cases 0..N-1) with the teacher
+sampled by DDIM (trailing spacing, as distillation uses) at each step count. It tells which teacher step count is
+already good enough to distil from, and whether a student at N steps improves on the teacher at N steps.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from roi_model_fidelity import fidelity_report
+
+from LungDDPMLib.registry import ROI_FILE
+from LungDDPMLib.sampling import SamplerConfig
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--checkpoint", default=str(ROI_FILE))
+    ap.add_argument("--steps", type=int, nargs="+", default=[4, 8, 16])
+    ap.add_argument("--cases", type=int, default=4)
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0])
+    ap.add_argument("--density", default="auto", help="synthesize's --density for every step count")
+    ap.add_argument("--out", type=Path, default=None)
+    args = ap.parse_args(argv)
+    names = {n: f"ddim{n}" for n in args.steps}
+    models = {name: args.checkpoint for name in names.values()}
+    samplers = {names[n]: SamplerConfig("ddim", steps=n, spacing="trailing") for n in args.steps}
+    report = fidelity_report(
+        models, samplers, range(args.cases), args.seeds, densities=dict.fromkeys(models, args.density)
+    )
+    summary = {name: {"looks": s["looks"], "targets": s["targets"]} for name, s in report["summary"].items()}
+    for name, s in summary.items():
+        for kind, looks in s["looks"].items():
+            met = all(s["targets"][kind].values())
+            print(f"{name:8s} {kind:13s} mean diff {looks['abs_mean_diff_hu']:6.1f}  SD ratio {looks['sd_ratio']:.2f}  "
+                  f"W1 {looks['w1_hu']:5.1f}  holes {looks['holes']:.3f}  {'met' if met else 'MISSED'}")  # fmt: skip
+    if args.out:
+        args.out.write_text(json.dumps({"args": vars(args) | {"out": str(args.out)}, "summary": summary}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
