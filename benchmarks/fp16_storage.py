@@ -4,10 +4,9 @@ Usage: OMP_NUM_THREADS=1 python benchmarks/fp16_storage.py [--checkpoint LungDDP
     [--mode roi|full] [--phantom-seed 8] [--nodules 3] [--seeds 0 1] [--out fp16.json]
 
 Exports the checkpoint twice (``lungddpm export --storage float32`` and ``float16``), draws the same phantom with
-both (``synthesize --mode MODE --precision fp32``, same seeds; ``full`` for the
-whole-lung demo model), and reports the file sizes and, per seed, how many
-voxels differ, the largest and 99th-percentile difference, and per nodule class the mean HU of both. Computation is
-fp32 either way: only the stored weights are rounded.
+both (``synthesize --mode MODE --precision fp32``, same seeds; ``full`` for the whole-lung demo model), and reports
+the file sizes and, per seed, how many voxels differ, the largest and 99th-percentile difference, and per nodule
+class the mean HU of both. Computation is fp32 either way: only the stored weights are rounded.
 """
 
 from __future__ import annotations
