@@ -270,3 +270,24 @@ def four_readers() -> Tuple[List[ReaderSphere], List[Tuple[str, str, str, Tuple[
         ("222", "non", "NN-2", (60, 44, 4)),
     ]
     return spheres, points
+
+
+def make_case(tmp: Path, namespace: Optional[str] = NIH, **series_kwargs):
+    """A chest series with the four readers' XML beside its slices: (series, xml, spheres, points, holes)."""
+    series = write_chest_series(tmp / "series", **series_kwargs)
+    spheres, points = four_readers()
+    text, holes = reader_xml(series, spheres, points, namespace=namespace)
+    xml = tmp / "series" / "069.xml"  # LIDC keeps the XML beside the slices; the reader must pass over it
+    xml.write_text(text)
+    return series, xml, spheres, points, holes
+
+
+def positions(steps: Sequence[float]) -> List[Tuple[float, float, float]]:
+    """Slice positions from the origin along z by the given steps (gaps, duplicates and uneven steps for refusals)."""
+    z = np.concatenate([[ORIGIN[2]], ORIGIN[2] + np.cumsum(steps)])
+    return [(ORIGIN[0], ORIGIN[1], float(v)) for v in z]
+
+
+def nothing_written(out: Path) -> bool:
+    """No output folder, or an empty one."""
+    return not out.exists() or not any(out.iterdir())

@@ -34,15 +34,6 @@ from LungDDPMLib.errors import InputError
 SX, SY, SZ = F.SPACING
 
 
-def make_case(tmp: Path, namespace=F.NIH, **series_kwargs):
-    series = F.write_chest_series(tmp / "series", **series_kwargs)
-    spheres, points = F.four_readers()
-    text, holes = F.reader_xml(series, spheres, points, namespace=namespace)
-    xml = tmp / "series" / "069.xml"  # LIDC keeps the XML beside the slices; the reader must pass over it
-    xml.write_text(text)
-    return series, xml, spheres, points, holes
-
-
 def reader_mask(s: F.ReaderSphere, holes) -> np.ndarray:
     mask = F.sphere(s.centre, s.radius_mm)
     for k, outline in holes.get((s.reader, s.nodule_id), {}).items():
@@ -78,10 +69,6 @@ def rows_of(path: Path) -> Dict[str, dict]:
         return {r["marks"].split(";")[0].split(":")[1]: r for r in csv.DictReader(fh)}
 
 
-def nothing_written(out: Path) -> bool:
-    return not out.exists() or not any(out.iterdir())
-
-
 # --- the series reader ---------------------------------------------------------------------------------------------
 
 
@@ -111,77 +98,6 @@ def test_slices_listed_from_head_to_feet_are_ordered_by_position_too(tmp_path) -
     series = read_ct_series(tmp_path / "s")
     assert sitk.GetArrayFromImage(series.image)[:, 0, 0].tolist() == [v - 1024 for v in (4, 3, 2, 1, 0)]
     assert series.z_positions == [0.0, 2.5, 5.0, 7.5, 10.0]
-
-
-def _positions(steps):
-    z = np.concatenate([[F.ORIGIN[2]], F.ORIGIN[2] + np.cumsum(steps)])
-    return [(F.ORIGIN[0], F.ORIGIN[1], float(v)) for v in z]
-
-
-def _bad_series(tmp: Path, kind: str) -> None:
-    stored = (F.chest_hu() + 1024).astype(np.uint16)
-    n = stored.shape[0]
-    folder = tmp / "series"
-    if kind == "gap":
-        F.write_series(folder, stored[:-1], positions=_positions([SZ] * 6 + [2 * SZ] + [SZ] * (n - 9)))
-    elif kind == "duplicate":
-        F.write_series(folder, stored, positions=_positions([SZ] * 6 + [0.0] + [SZ] * (n - 8)))
-    elif kind == "uneven":
-        F.write_series(folder, stored, positions=_positions([SZ] * 6 + [SZ * 1.3] + [SZ] * (n - 8)))
-    elif kind == "tilt-tag":
-        F.write_series(folder, stored, extra={"GantryDetectorTilt": 15.0})
-    elif kind == "tilt-drift":
-        tilted = [(F.ORIGIN[0], F.ORIGIN[1] + 0.4 * k, F.ORIGIN[2] + k * SZ) for k in range(n)]
-        F.write_series(folder, stored, positions=tilted)
-    elif kind == "oblique":
-        F.write_series(folder, stored, orientation=(1, 0, 0, 0.1, 0.995, 0))
-    elif kind == "two-series":
-        F.write_series(folder, stored, series_uid="1.2.3.1")
-        F.write_series(folder, stored[:3], series_uid="1.2.3.2", prefix="b")
-    elif kind == "mr":
-        F.write_series(folder, stored, modality="MR")
-    elif kind == "junk":
-        F.write_series(folder, stored)
-        (folder / "junk.dcm").write_bytes(b"not a dicom file at all" * 10)
-
-
-BAD_SERIES = {
-    "gap": "missing slice(s) between z=-90.400 and z=-87.200 mm",
-    "duplicate": "duplicate slice position",
-    "uneven": "uneven slice spacing: a 2.080 mm step",
-    "tilt-tag": "gantry tilt of 15",
-    "tilt-drift": "off the stack's normal through the first slice (gantry tilt",
-    "oblique": "non-orthogonal ImageOrientationPatient",
-    "two-series": "holds 2 series: 1.2.3.1 (20 file(s), CT, e.g. ",
-    "mr": "Modality is MR, not CT",
-    "junk": "junk.dcm: not a readable DICOM file",
-}
-
-
-@pytest.mark.parametrize("kind", sorted(BAD_SERIES))
-def test_bad_series_are_refused_with_one_line_and_nothing_written(tmp_path, capsys, kind) -> None:
-    _bad_series(tmp_path, kind)
-    # The XML is fine: it names the first of the two series (the series refusal comes first in every case).
-    stub = F.Series(tmp_path / "series", "1.2.3.1", "1.2.3", "p", [], [], [])
-    (tmp_path / "x.xml").write_text(F.reader_xml(stub, [], [])[0])
-    out = tmp_path / "out"
-    code = main(
-        ["import-lidc", "--dicom", str(tmp_path / "series"), "--xml", str(tmp_path / "x.xml"), "--out", str(out)]
-    )
-    err = capsys.readouterr().err.strip()
-    assert code == 1 and err.startswith("error: ") and len(err.splitlines()) == 1
-    assert BAD_SERIES[kind] in err and str(tmp_path / "series") in err
-    assert kind != "two-series" or "1.2.3.2 (3 file(s)" in err
-    assert nothing_written(out)
-
-
-def test_a_missing_pydicom_is_met_with_the_install_line(monkeypatch, tmp_path) -> None:
-    import sys
-
-    monkeypatch.setitem(sys.modules, "pydicom", None)
-    F.write_series(tmp_path / "s", np.zeros((2, 3, 3), dtype=np.uint16))
-    with pytest.raises(InputError, match=r"pip install 'lungddpm\[dicom\]'"):
-        read_ct_series(tmp_path / "s")
 
 
 # --- contours --------------------------------------------------------------------------------------------------------
@@ -214,7 +130,7 @@ def test_a_contour_too_thin_to_enclose_anything_still_marks_its_outline() -> Non
 
 
 def test_each_reader_mark_is_its_discs_less_the_inside_of_its_hole(tmp_path) -> None:
-    series_f, xml, spheres, _, holes = make_case(tmp_path)
+    series_f, xml, spheres, _, holes = F.make_case(tmp_path)
     series = read_ct_series(series_f.folder)
     marks = {m.nodule_id: m for m in reader_marks(read_lidc_xml(xml).sessions, series, str(xml))}
     for s in spheres:
@@ -232,7 +148,7 @@ def test_each_reader_mark_is_its_discs_less_the_inside_of_its_hole(tmp_path) -> 
 
 @pytest.mark.parametrize("namespace", [F.NIH, None], ids=["nih-namespace", "no-namespace"])
 def test_import_writes_the_consensus_layout_and_the_nodule_table(tmp_path, capsys, namespace) -> None:
-    series, xml, spheres, _, holes = make_case(tmp_path, namespace=namespace)
+    series, xml, spheres, _, holes = F.make_case(tmp_path, namespace=namespace)
     out = tmp_path / "out"
     assert main(["import-lidc", "--dicom", str(series.folder), "--xml", str(xml), "--out", str(out)]) == 0
     paths = {k: Path(v) for k, v in json.loads(capsys.readouterr().out).items()}
@@ -290,7 +206,7 @@ def _layout(paths) -> np.ndarray:
 
 
 def test_the_rules_are_options(tmp_path) -> None:
-    series, xml, spheres, _, holes = make_case(tmp_path)
+    series, xml, spheres, _, holes = F.make_case(tmp_path)
     by = {k: [s for s in spheres if s.nodule_id[2] == k] for k in "ABCD"}
     # Consensus 1.0: only what every reader includes; reader 111's hole is cut out of nodule A.
     paths = import_lidc(series.folder, xml, tmp_path / "all", ConsensusRules(consensus=1.0))
@@ -315,76 +231,6 @@ def test_the_rules_are_options(tmp_path) -> None:
         ConsensusRules(consensus=0)
 
 
-# --- refusals of the XML and the pairing -----------------------------------------------------------------------------
-
-
-def _xml_variants(series: F.Series, text: str, kind: str) -> str:
-    if kind == "other-series":
-        spheres, points = F.four_readers()
-        return F.reader_xml(series, spheres, points, series_uid="1.2.840.99")[0]
-    if kind == "malformed":
-        return text[: len(text) // 2]
-    if kind == "outside":
-        return text.replace("<xCoord>", "<xCoord>50", 1)  # e.g. 31 -> 5031
-    if kind == "no-slice":
-        return text.replace(
-            f"<imageSOP_UID>{series.sop_uids[10]}</imageSOP_UID>", "<imageSOP_UID>9.9</imageSOP_UID>", 1
-        ).replace(f"<imageZposition>{series.z[10]:.6f}</imageZposition>", "<imageZposition>500.0</imageZposition>", 1)
-    raise AssertionError(kind)
-
-
-BAD_XML = {
-    "other-series": "is the reader XML of series 1.2.840.99, but ",
-    "malformed": "malformed XML",
-    "outside": "lies outside the 96x80 image",
-    "no-slice": "a mark on z=500.0 mm (SOP Instance UID 9.9) matches no slice",
-}
-
-
-@pytest.mark.parametrize("kind", sorted(BAD_XML))
-def test_bad_reader_xml_is_refused_with_one_line_and_nothing_written(tmp_path, capsys, kind) -> None:
-    series, xml, *_ = make_case(tmp_path)
-    xml.write_text(_xml_variants(series, xml.read_text(), kind))
-    out = tmp_path / "out"
-    assert main(["import-lidc", "--dicom", str(series.folder), "--xml", str(xml), "--out", str(out)]) == 1
-    err = capsys.readouterr().err.strip()
-    assert err.startswith("error: ") and len(err.splitlines()) == 1 and str(xml) in err
-    assert BAD_XML[kind] in err
-    assert nothing_written(out)
-
-
-def test_a_failure_while_writing_leaves_no_output(tmp_path, monkeypatch) -> None:
-    import LungDDPMLib.dicom.lidc_import as mod
-
-    series, xml, *_ = make_case(tmp_path)
-
-    def full_disk(*_args, **_kwargs):
-        raise OSError(28, "No space left on device")
-
-    monkeypatch.setattr(mod, "write_segmentation", full_disk)
-    with pytest.raises(OSError):
-        import_lidc(series.folder, xml, tmp_path / "out")
-    assert list((tmp_path / "out").iterdir()) == []  # the CT and layout written first were staged, then removed
-
-
-def test_earlier_outputs_are_replaced_only_with_overwrite(tmp_path, capsys) -> None:
-    series, xml, *_ = make_case(tmp_path)
-    out = tmp_path / "out"
-    argv = ["import-lidc", "--dicom", str(series.folder), "--xml", str(xml), "--out", str(out)]
-    (out).mkdir()
-    (out / "LIDC-TEST-0001_nodules.csv").write_text("mine")
-    assert main(argv) == 1
-    assert "LIDC-TEST-0001_nodules.csv exists; remove it" in capsys.readouterr().err
-    assert [p.name for p in out.iterdir()] == ["LIDC-TEST-0001_nodules.csv"]
-    assert main([*argv, "--overwrite"]) == 0 and len(list(out.iterdir())) == 4
-    assert (out / "LIDC-TEST-0001_nodules.csv").read_text().startswith("seriesuid,coordX")
-
-
-def test_the_single_form_needs_both_paths(tmp_path, capsys) -> None:
-    assert main(["import-lidc", "--dicom", str(tmp_path), "--out", str(tmp_path / "o")]) == 1
-    assert "--dicom and --xml go together" in capsys.readouterr().err
-
-
 # --- the batch -------------------------------------------------------------------------------------------------------
 
 
@@ -401,7 +247,7 @@ def test_a_lidc_tree_is_imported_case_by_case_and_a_bad_case_does_not_stop_it(tm
     (other.folder / "070.xml").write_text(F.reader_xml(other, spheres[4:7], [])[0])
     stored = (F.chest_hu() + 1024).astype(np.uint16)
     gap = F.write_series(
-        root / "LIDC-IDRI-0003" / "study" / "s", stored[:-1], positions=_positions([SZ] * 6 + [2 * SZ] + [SZ] * 11),
+        root / "LIDC-IDRI-0003" / "study" / "s", stored[:-1], positions=F.positions([SZ] * 6 + [2 * SZ] + [SZ] * 11),
         patient_id="LIDC-IDRI-0003",
     )  # fmt: skip
     (gap.folder / "071.xml").write_text(F.reader_xml(gap, [], [])[0])
