@@ -5,54 +5,19 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import SimpleITK as sitk
-
-from LungDDPMLib.phantom import NoduleSpec, make_phantom
-
-PHANTOM_SIZE, PHANTOM_SPACING = (64, 64, 40), (3.2, 3.2, 6.0)
+from slicer_scene_inputs import PHANTOM_SPACING, scene_inputs, scene_phantom
 
 
 @pytest.fixture(scope="module")
 def phantom():
-    return make_phantom(
-        PHANTOM_SIZE, PHANTOM_SPACING, seed=3, nodules=[NoduleSpec(14.0, "solid", "round", side="right")]
-    )
-
-
-def _other_grid(image: sitk.Image) -> sitk.Image:
-    """The same patient space sampled on a coarser, shifted, smaller grid (as a Segment Editor might)."""
-    spacing = [s * 1.5 for s in image.GetSpacing()]
-    size = [int(n / 1.5) - 2 for n in image.GetSize()]
-    origin = [o + 2.0 * s for o, s in zip(image.GetOrigin(), image.GetSpacing())]
-    ref = sitk.Image(size, sitk.sitkUInt8)
-    ref.SetSpacing(spacing)
-    ref.SetOrigin(origin)
-    ref.SetDirection(image.GetDirection())
-    return sitk.Resample(image, ref, sitk.Transform(), sitk.sitkNearestNeighbor, 0, sitk.sitkUInt8)
-
-
-def _scene_inputs(slicer, phantom, names=("Left Lung", "NODULE 1"), other_grid=True):
-    """CT volume node + segmentation node (lung and nodule segments, drawn on another grid by default)."""
-    from LungDDPMLogic import scene_outputs as so
-
-    ct = so.add_volume_from_sitk(phantom.ct, "Chest")
-    layout = _other_grid(phantom.layout) if other_grid else phantom.layout
-    drawing = so.add_volume_from_sitk(layout, "drawing grid", labelmap=True)
-    seg = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSegmentationNode", "Layout")
-    seg.SetReferenceImageGeometryParameterFromVolumeNode(drawing)
-    labels = sitk.GetArrayFromImage(layout)
-    # the phantom's nodule is labelled by its class (3 solid); named "NODULE 1" it is a nodule of unstated type (2)
-    for name, mask in zip(names, (labels == 1, labels >= 2)):
-        sid = seg.GetSegmentation().AddEmptySegment("", name, [0.5, 0.5, 0.5])
-        slicer.util.updateSegmentBinaryLabelmapFromArray(mask.astype(np.uint8), seg, sid, drawing)
-    slicer.mrmlScene.RemoveNode(drawing)
-    return ct, seg
+    return scene_phantom()
 
 
 def test_slicer_layout_from_segments_on_another_grid(slicer_scene, phantom):
     from LungDDPMLogic import layout_builder as lb
     from LungDDPMLogic import mrml_bridge as mb
 
-    ct, seg = _scene_inputs(slicer_scene, phantom)
+    ct, seg = scene_inputs(slicer_scene, phantom)
     lung_ids, nodule_ids = mb.guess_segments(seg)
     assert len(lung_ids) == 1 and len(nodule_ids) == 1  # "Left Lung" and "NODULE 1", case-insensitive
     layout = lb.layout_from_segmentation(seg, ct)
@@ -128,7 +93,7 @@ def test_slicer_segments_on_the_ct_grid_are_copied_and_equal_the_export(slicer_s
             exported = lb._segment_exported(seg, sid, ct)
             assert fast is not None and fast.dtype == bool and exported.any(), (seg.GetName(), sid)
             assert np.array_equal(fast, exported), (seg.GetName(), sid)
-    drawn_elsewhere = _scene_inputs(slicer, phantom)[1]  # a coarser grid: exported
+    drawn_elsewhere = scene_inputs(slicer, phantom)[1]  # a coarser grid: exported
     assert all(lb._segment_on_same_grid(drawn_elsewhere, sid, ct) is None for sid in lb.segment_names(drawn_elsewhere))
     moved = scene.AddNewNodeByClass("vtkMRMLLinearTransformNode", "moved")
     on_ct.SetAndObserveTransformNodeID(moved.GetID())  # the CT is not under it: the export applies it
@@ -173,7 +138,7 @@ def test_slicer_synthesis_outputs_geometry_provenance_hierarchy(slicer_scene, ph
     from LungDDPMLogic.synthesis_run import RunSettings, SynthesisRun
 
     slicer = slicer_scene
-    ct, seg = _scene_inputs(slicer, phantom)
+    ct, seg = scene_inputs(slicer, phantom)
     sh = slicer.mrmlScene.GetSubjectHierarchyNode()
     patient = sh.CreateFolderItem(sh.GetSceneItemID(), "Patient 1")
     sh.SetItemParent(so.sh_item(ct), patient)
@@ -247,7 +212,7 @@ def test_slicer_cancel_leaves_scene_unchanged(slicer_scene, phantom, tiny_checkp
     from LungDDPMLogic.synthesis_run import RunSettings, SynthesisRun
 
     slicer = slicer_scene
-    ct, seg = _scene_inputs(slicer, phantom, other_grid=False)
+    ct, seg = scene_inputs(slicer, phantom, on_other_grid=False)
     before = slicer.mrmlScene.GetNumberOfNodes()
     run = SynthesisRun(ct, seg, RunSettings(checkpoint=tiny_checkpoint, steps=200, sampler="ddim", device="cpu"))
     run.prepare()
@@ -274,7 +239,7 @@ def test_slicer_bad_inputs_give_clear_errors_and_add_no_nodes(slicer_scene, phan
     from LungDDPMLogic.synthesis_run import RunSettings, SynthesisRun
 
     slicer = slicer_scene
-    ct, seg = _scene_inputs(slicer, phantom, other_grid=False)
+    ct, seg = scene_inputs(slicer, phantom, on_other_grid=False)
     segmentation = seg.GetSegmentation()
     lung_id, nodule_id = segmentation.GetNthSegmentID(0), segmentation.GetNthSegmentID(1)
     shape = mb.shape_kji(ct)
@@ -323,7 +288,7 @@ def test_slicer_nodule_placement_adds_a_sized_nodule_segment(slicer_scene, phant
     from LungDDPMLogic import nodule_placement as npl
 
     slicer = slicer_scene
-    ct, seg = _scene_inputs(slicer, phantom, other_grid=False)
+    ct, seg = scene_inputs(slicer, phantom, on_other_grid=False)
     lung = lb.layout_from_segmentation(seg, ct).array == 1
     k, j, i = np.argwhere(lung)[len(np.argwhere(lung)) // 2]
     centre = (mb.ijk_to_ras(ct) @ np.array([i, j, k, 1.0]))[:3]
@@ -351,83 +316,13 @@ def test_slicer_nodule_placement_adds_a_sized_nodule_segment(slicer_scene, phant
         npl.nodule_mask(ct, centre, 50.0)
 
 
-def test_slicer_set_metrics_over_scene_volumes(slicer_scene, phantom):
-    """FID/MMD and diversity of two 'samples' against the real CT, through `lungddpm evaluate` in a worker."""
-    from LungDDPMLogic import mrml_bridge as mb
-    from LungDDPMLogic import scene_outputs as so
-    from LungDDPMLogic.set_metrics_run import SetMetricsRun
-
-    slicer = slicer_scene
-    ct, seg = _scene_inputs(slicer, phantom, other_grid=False)
-    real = mb.volume_array(ct)
-    lung = sitk.GetArrayFromImage(phantom.layout) > 0
-    samples = []
-    for k, shift in enumerate((30, 40)):
-        arr = real.copy()
-        arr[lung] += shift  # each "sample" brighter in the lung by a known amount: diversity 10 HU
-        samples.append(so.add_volume_like(ct, arr, f"Chest synthetic {k}"))
-    before = slicer.mrmlScene.GetNumberOfNodes()
-    run = SetMetricsRun([ct], samples, seg)
-    run.prepare()
-    workdir = run.worker.workdir
-    run.wait(timeout=120)
-    table = run.finish()
-    assert not workdir.exists()
-    assert slicer.mrmlScene.GetNumberOfNodes() == before + 1
-    t = table.GetTable()
-    values = {t.GetValue(r, 0).ToString(): t.GetValue(r, 1).ToString() for r in range(t.GetNumberOfRows())}
-    assert values["status"] == "ok", (values, run.log)
-    assert values["unit"] == "patch" and int(values["n_real"]) >= 2 and int(values["n_synthetic"]) > 0
-    assert float(values["fid"]) > 0
-    mae = float(values["diversity r0: mean pairwise MAE (HU)"])
-    assert 0 < mae <= 10.0  # exactly 10 HU inside the lung, 0 on nodule voxels drawn over it
-
-
-def test_slicer_set_metrics_bad_selections_are_clear(slicer_scene, phantom):
-    from LungDDPMLogic import mrml_bridge as mb
-    from LungDDPMLogic import scene_outputs as so
-    from LungDDPMLogic.set_metrics_run import SetMetricsRun
-
-    ct, _seg = _scene_inputs(slicer_scene, phantom, other_grid=False)
-    other = so.add_volume_like(ct, mb.volume_array(ct), "copy")
-    before = slicer_scene.mrmlScene.GetNumberOfNodes()
-    with pytest.raises(mb.LayoutError, match="at least one real and one synthetic"):
-        SetMetricsRun([ct], []).prepare()
-    with pytest.raises(mb.LayoutError, match="both as real and as synthetic"):
-        SetMetricsRun([ct], [ct]).prepare()
-    with pytest.raises(mb.LayoutError, match="at least 2 real and 2 synthetic"):
-        SetMetricsRun([ct], [other], unit="volume").prepare()
-    assert slicer_scene.mrmlScene.GetNumberOfNodes() == before
-
-
-def test_slicer_set_metrics_pairs_samples_with_the_ct_they_came_from(slicer_scene, phantom):
-    """Two real CTs on one grid: a sample goes to the CT recorded at synthesis; off-grid samples are refused."""
-    from LungDDPMLogic import mrml_bridge as mb
-    from LungDDPMLogic import scene_outputs as so
-    from LungDDPMLogic.set_metrics_run import SetMetricsRun
-
-    ct, _seg = _scene_inputs(slicer_scene, phantom, other_grid=False)
-    twin = so.add_volume_like(ct, mb.volume_array(ct), "Twin")
-    sample = so.add_volume_like(ct, mb.volume_array(ct), "Twin synthetic 0")
-    sample.SetAttribute("LungDDPM.referenceVolumeID", twin.GetID())
-    run = SetMetricsRun([ct, twin], [sample])
-    assert run.owner(sample) == 1
-    sample.RemoveAttribute("LungDDPM.referenceVolumeID")
-    assert run.owner(sample) == 0  # no record: the first real CT on its grid
-    grid = _other_grid(phantom.ct)  # a coarser grid (its uint8 values are not used)
-    moved = sitk.Resample(phantom.ct, grid, sitk.Transform(), sitk.sitkLinear, -1000, sitk.sitkInt16)
-    off = so.add_volume_from_sitk(moved, "Resampled")
-    with pytest.raises(mb.LayoutError, match="not on the grid of any checked real volume"):
-        SetMetricsRun([ct], [off]).check_inputs()
-
-
 def test_slicer_loading_failure_leaves_nothing_behind(slicer_scene, phantom, tiny_checkpoint, monkeypatch):
     """All or nothing: if loading fails after the volumes and the layout were created, all of them go again (the
     layout label map is never left at the scene root)."""
     from LungDDPMLogic import scene_outputs as so
     from LungDDPMLogic.synthesis_run import RunSettings, SynthesisRun
 
-    ct, seg = _scene_inputs(slicer_scene, phantom, other_grid=False)
+    ct, seg = scene_inputs(slicer_scene, phantom, on_other_grid=False)
     run = SynthesisRun(ct, seg, RunSettings(checkpoint=tiny_checkpoint, steps=2, device="cpu"))
     run.prepare()
     run.wait(timeout=120)
