@@ -10,29 +10,50 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pytest
 import SimpleITK as sitk
 
-from LungDDPMLib.checkpoint import load_checkpoint
+from LungDDPMLib.checkpoint import file_sha256, load_checkpoint
 from LungDDPMLib.cli import main
 from LungDDPMLib.evaluation.nodule_classes import CLASS_RANGES, nodule_fidelity
 from LungDDPMLib.phantom import NoduleSpec, make_phantom, save_phantom
-from LungDDPMLib.registry import DEMO_FILE, ROI_FILE, identify
+from LungDDPMLib.registry import DEMO_FILE, ROI_FAST_FILE, ROI_FILE, bundled_model, identify
 
 
 def test_bundled_models_fit_the_budget_and_are_recognised() -> None:
-    sizes = [p.stat().st_size for p in ROI_FILE.parent.glob("*.pt")]
-    assert ROI_FILE.is_file() and DEMO_FILE.is_file() and len(sizes) == 2
-    assert sum(sizes) <= 20 * 2**20, sizes  # everything bundled: at most 20 MB
-    known, how = identify(str(ROI_FILE))
-    assert known is not None and known.key == "lungddpm-roi" and how == "sha256"
-    cfg = load_checkpoint(ROI_FILE).config  # weights_only loading, strict architecture check
+    sizes = {p.name: p.stat().st_size for p in ROI_FILE.parent.glob("*.pt")}
+    assert set(sizes) == {DEMO_FILE.name, ROI_FILE.name, ROI_FAST_FILE.name}, sizes
+    assert sum(sizes.values()) <= 20 * 10**6, sizes  # everything bundled: at most 20 MB
+    entries = {}
+    for path, key in ((ROI_FILE, "lungddpm-roi"), (ROI_FAST_FILE, "lungddpm-roi-fast"), (DEMO_FILE, "lungddpm-demo")):
+        known, how = identify(str(path))
+        assert known is not None and known.key == key and how == "sha256", path
+        entries[key] = known
+    teacher, student = load_checkpoint(ROI_FILE), load_checkpoint(ROI_FAST_FILE)  # weights_only, strict architecture
+    cfg = teacher.config
     assert cfg.spatial_mode == "roi" and cfg.nodule_types == ("solid", "part-solid", "ground-glass")
-    assert "nodule_type" in cfg.unet.layout_channels and tuple(cfg.grid) == tuple(known.grid)
+    assert "nodule_type" in cfg.unet.layout_channels and tuple(cfg.grid) == tuple(entries["lungddpm-roi"].grid)
+    # the default ROI model is the 8-step student of exactly this teacher, stored at half size
+    assert bundled_model("roi") == ROI_FAST_FILE and student.config == teacher.config
+    record = student.distillation
+    assert record is not None and (record.sampler, record.steps) == ("ddim", 8)
+    assert record.teacher_sha256 == file_sha256(ROI_FILE) and teacher.distillation is None
+    assert (
+        student.provenance["stored_as"] == "float16" and load_checkpoint(DEMO_FILE).provenance["stored_as"] == "float16"
+    )
 
 
-def test_bundled_roi_model_draws_each_class_through_the_cli(tmp_path: Path, capsys) -> None:
+@pytest.mark.parametrize(
+    "how",
+    [
+        pytest.param([], id="default-student"),
+        pytest.param(["--checkpoint", "lungddpm-roi", "--steps", "20"], id="teacher-one-option-away"),
+    ],
+)
+def test_bundled_roi_model_draws_each_class_through_the_cli(tmp_path: Path, capsys, how: list) -> None:
     """Held-out phantom (seed 5; training used 1000-1047) with one nodule of each class; ``--mode roi`` without a
-    checkpoint picks the bundled ROI model; the mean HU inside each nodule is checked against its class (module doc)."""
+    checkpoint picks the bundled 8-step student, ``--checkpoint lungddpm-roi`` the teacher; the mean HU inside each
+    nodule is checked against its class (module doc)."""
     specs = [
         NoduleSpec(12.0, "solid", "round", side="right"),
         NoduleSpec(14.0, "part-solid", "round", side="left"),
@@ -42,10 +63,12 @@ def test_bundled_roi_model_draws_each_class_through_the_cli(tmp_path: Path, caps
     paths = save_phantom(tmp_path / "in", ph, name="case", seg_nrrd=False)
     out = tmp_path / "out" / "case.nrrd"
     args = ["synthesize", "--ct", str(paths["ct"]), "--layout", str(paths["layout"]), "--out", str(out)]
-    assert main([*args, "--mode", "roi", "--steps", "20", "--device", "cpu", "--seed", "0"]) == 0
+    assert main([*args, "--mode", "roi", *how, "--device", "cpu", "--seed", "0"]) == 0
     capsys.readouterr()
     provenance = json.loads(Path(str(out.with_suffix("")) + ".lungddpm.json").read_text())
-    assert provenance["model"]["path"] == str(ROI_FILE) and provenance["nodule_types"]["used"] is True
+    expected = (ROI_FILE, "dpm++", 20) if how else (ROI_FAST_FILE, "ddim", 8)
+    assert (Path(provenance["model"]["path"]), provenance["sampler"], provenance["steps"]) == expected
+    assert provenance["nodule_types"]["used"] is True
     assert provenance["regenerated"] == "nodules + 3 mm"
     real, lay = sitk.GetArrayFromImage(ph.ct), sitk.GetArrayFromImage(ph.layout)
     synth = sitk.GetArrayFromImage(sitk.ReadImage(str(out)))
