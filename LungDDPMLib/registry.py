@@ -97,8 +97,8 @@ KNOWN_MODELS: Tuple[KnownModel, ...] = (
         grid=(32, 48, 48),
         source="bundled with LungDDPM (LungDDPMLib/models/)",
         notes="progressive distillation of the bundled ROI model (its DDIM 16 into 8 steps); roi mode's default, "
-        "2.4x faster per nodule than the teacher with DPM-Solver++ 20 and within every per-class target "
-        "(docs/benchmarks.md); the teacher stays --checkpoint lungddpm-roi",
+        "2.4x faster per nodule than the teacher with DPM-Solver++ 20 and within every per-class target, as is the "
+        "teacher's own DDIM 8 (docs/benchmarks.md); the teacher stays --checkpoint lungddpm-roi",
     ),
     KnownModel(
         key="lung-ddpm",
