@@ -22,9 +22,9 @@ from __future__ import annotations
 from typing import Optional, Sequence, Tuple
 
 import numpy as np
-from scipy import ndimage as ndi
 
 from ..config import CT_CHANNELS, LABEL_NODULE, LABEL_OF_TYPE, condition_values, is_nodule
+from .masks import within_distance
 from .normalize import DEFAULT_HU_WINDOW, window_forward
 
 #: ``roi`` mode regenerates each nodule and the lung within this distance; the rest of the patch stays real. Without
@@ -40,10 +40,7 @@ OPAQUE_LABELS = (LABEL_NODULE, LABEL_OF_TYPE["solid"], LABEL_OF_TYPE["part-solid
 
 def near_nodules(labels: np.ndarray, spacing: Sequence[float], margin_mm: float) -> np.ndarray:
     """Voxels of any nodule, or within ``margin_mm`` of one (``spacing`` in the array's own axis order)."""
-    nodule = is_nodule(labels)
-    if not nodule.any():
-        return nodule
-    return ndi.distance_transform_edt(~nodule, sampling=spacing) <= margin_mm
+    return within_distance(is_nodule(np.asarray(labels)), spacing, margin_mm)
 
 
 def known_voxels(

@@ -7,12 +7,12 @@ from typing import Iterable, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import SimpleITK as sitk
-from scipy import ndimage as ndi
 
 from ..config import LABEL_BACKGROUND, LABEL_LUNG, LABEL_NODULE, LABEL_OF_TYPE, NODULE_LABELS, TYPE_OF_LABEL
 from ..errors import InputError
 from .auto_lung import AUTO_LUNG_HINT
 from .io import Geometry
+from .masks import largest_component
 from .nodule_types import ALL, TypeTable, parse_type_table
 from .validation import warn
 
@@ -139,8 +139,7 @@ def _check_typed_values_are_nodules(labels: sitk.Image, array: np.ndarray, value
     (a right lung labelled 3 would otherwise become a solid "nodule")."""
     voxel = float(np.prod(labels.GetSpacing()))
     for value in values:
-        components, n = ndi.label(array == value)
-        largest = float(np.bincount(components.ravel())[1:].max()) * voxel if n else 0.0
+        largest = largest_component(array == value) * voxel
         if largest > MAX_NODULE_MM3:
             raise InputError(
                 f"label value [{value}] covers a region of {largest / 1000:.0f} cm^3, far larger than a nodule (by "

@@ -116,13 +116,16 @@ def check_model_types(counts: Mapping[str, int], model_types: Sequence[str]) -> 
 
 def type_counts(labels: np.ndarray) -> Dict[str, int]:
     """Number of nodules (connected components) per class; ``nodule`` counts those of unstated type."""
-    from scipy import ndimage as ndi
+    from .masks import count_components, mask_box
 
     out = {"nodule": 0, **{k: 0 for k in NODULE_TYPES}}
+    labels = np.asarray(labels)
+    box = mask_box(is_nodule(labels))
+    if box is None:
+        return out
+    inside = labels[box]  # every nodule lies in this box, so its components are the whole volume's
     for value, kind in [(LABEL_NODULE, "nodule"), *TYPE_OF_LABEL.items()]:
-        mask = labels == value
-        if mask.any():
-            out[kind] = int(ndi.label(mask)[1])
+        out[kind] = count_components(inside == value)
     return out
 
 
