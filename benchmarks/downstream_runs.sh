@@ -7,6 +7,7 @@
 #   bash benchmarks/downstream_runs.sh own-real4      # <= ~55 min of the own/4-real runs; rerun until "0 left"
 #   bash benchmarks/downstream_runs.sh own-real8 | monai-real4 | monai-real8
 #   bash benchmarks/downstream_runs.sh combine        # summary.json + table.md from whatever runs are done
+#   bash benchmarks/downstream_runs.sh ablation-phantom monai   # +4x drawn by the phantom itself (or: own)
 #   bash benchmarks/downstream_runs.sh status         # which runs are done and which are missing
 #
 # Every run writes OUT/<segnet>-real<n>/runs/<segnet>-real<n>-<arm>-seed<s>.json the moment it is scored; a rerun
@@ -16,7 +17,7 @@
 # when a chunk stops starting new runs; EXTRA (options appended to every lungddpm command, last wins) is for smoke
 # runs, e.g. EXTRA="--test 2 --validation 1 --steps 20 --phantom-size 128 128 80 ..." (see the report's smoke run).
 set -euo pipefail
-what=${1:?usage: downstream_runs.sh synth|own-real4|own-real8|monai-real4|monai-real8|combine|status}
+what=${1:?usage: downstream_runs.sh synth|own-real4|own-real8|monai-real4|monai-real8|ablation-phantom|combine|status}
 OUT=${OUT:-runs/downstream-powered}
 BUDGET=${BUDGET:-55}
 export OMP_NUM_THREADS=1
@@ -41,6 +42,18 @@ case $what in
     dice=(); [ "$segnet" = monai ] && dice=(--monai-dice batch)
     keep "$OUT/$what" lungddpm downstream --powered --segnet "$segnet" --real "$real" "${dice[@]}" \
       --out "$OUT/$what" --cache "$OUT/cache" --threads 1 --time-budget "$BUDGET" ${EXTRA:-} ;;
+  ablation-phantom)
+    # The ablation of docs/evaluation.md ("Which property of the synthetic nodules costs"), fixed before it ran: the
+    # +4x arm at 8 and at 4 real cases, seeds 0-4, with the synthetic layouts drawn by the phantom generator itself
+    # (a perfect model), compared pairwise with the design's +4x (model-drawn) and real-only arms.
+    segnet=${2:?usage: downstream_runs.sh ablation-phantom monai|own}
+    dice=(); [ "$segnet" = monai ] && dice=(--monai-dice batch)
+    for real in 8 4; do
+      stamp=$(date +%Y%m%d-%H%M%S)-$segnet-real$real  # one kept command line and log per invocation
+      keep "$OUT/ablation-phantom-drawn" lungddpm downstream --powered --segnet "$segnet" --real "$real" "${dice[@]}" \
+        --multiples 4 --synthetic-source phantom --out "$OUT/ablation-phantom-drawn" --cache "$OUT/cache" \
+        --threads 1 --time-budget "$BUDGET" ${EXTRA:-}
+    done ;;
   combine|status)
     # the four chunk folders by name: pilots and ablations kept beside them (pilot-*-real4 ...) are not the design
     folders=(); for f in own-real4 own-real8 monai-real4 monai-real8; do [ -d "$OUT/$f" ] && folders+=("$OUT/$f"); done

@@ -140,6 +140,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         choices=("as-drawn", "matched"),
         help="ablation: move synthetic nodules to the real class mean and SD (matched)",
     )
+    p.add_argument(
+        "--synthetic-source",
+        choices=("model", "phantom"),
+        help="who draws the synthetic cases' nodules: the diffusion model (default) or, as an ablation, the phantom "
+        "generator itself (the same layouts and anatomy: a perfect model)",
+    )
     p.set_defaults(func=run)
 
 
@@ -180,7 +186,17 @@ def config_from_args(args: argparse.Namespace):  # -> DownstreamConfig (imported
         values["n_validation"] = args.validation
     if args.overlap is not None:
         values["overlap"] = args.overlap
-    for option in ("mode", "types", "segnet", "cache", "synthetic_intensity", "monai_dice", "stop_on", "density"):
+    for option in (
+        "mode",
+        "types",
+        "segnet",
+        "cache",
+        "synthetic_intensity",
+        "synthetic_source",
+        "monai_dice",
+        "stop_on",
+        "density",
+    ):
         if getattr(args, option) is not None:
             values[option] = getattr(args, option)
     if args.lr is not None:

@@ -95,6 +95,15 @@ def cache_dir(config: Any, model_info: Dict[str, Any]) -> Optional[Path]:
     """One folder per model and synthesis setting: everything that decides a synthetic case is in its name (not
     ``n_real``: a case is keyed by its anatomy and layout seeds, so 4 and 8 real cases share theirs)."""
     root = config.cache or (str(Path(config.out) / "synthetic-cache") if config.out else None)
+    if root is not None and config.synthetic_source == "phantom":  # no model in it: keyed by the layouts alone
+        key = {
+            "source": "phantom",
+            "phantom": [list(config.phantom_size), list(config.phantom_spacing), config.nodules],
+            "seeds": [config.real_seed, config.synthetic_seed],
+            "version": CACHE_VERSION,
+        }
+        digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+        return Path(root) / f"phantom-drawn-{digest}"
     if root is None or not model_info.get("sha256"):
         return None
     key = {
@@ -144,10 +153,6 @@ def _cached_phantom(folder: Optional[Path], name: str, make: Callable[[], Any]) 
 def make_synthetic(config: Any, model: Any, index: int, cache: Optional[Path]) -> Tuple[Case, Dict[str, Any]]:
     """Synthetic case ``index``: from the cache, or made now (and cached)."""
     from ..data.io import read_image, write_image
-    from ..data.nodule_types import retype_image
-    from ..nodule_density import resolve_density
-    from ..sampling import SamplerConfig
-    from ..synthesis import synthesize_case
 
     real, seed = synthetic_source(index, config.n_real, config.real_seed, config.synthetic_seed)
     paths = (cache / f"synthetic{seed}_ct.nrrd", cache / f"synthetic{seed}_layout.nrrd") if cache else None
@@ -157,15 +162,11 @@ def make_synthetic(config: Any, model: Any, index: int, cache: Optional[Path]) -
     t = time.perf_counter()
     patch = tuple(model.config.grid) if model.config.spatial_mode == "roi" else None
     ph, real, seed = synthetic_layout(config, index, patch)
-    layout = ph.layout
-    if config.types == "off":  # the model is not told the classes; the target mask is the same
-        layout = retype_image(ph.layout, None)
-    sampler = SamplerConfig(config.sampler, steps=config.sampler_steps)
-    density = resolve_density(config.density, model.config)
-    result = synthesize_case(ph.ct, layout, model, sampler=sampler, seeds=[seed], density=density)
+    # the ablation's perfect model draws the layout as the phantom generator does: the phantom's own CT
+    image = ph.ct if config.synthetic_source == "phantom" else _model_drawn(config, model, ph, seed)
     if paths:
         write_image(ph.layout, paths[1])
-        write_image(result.images[0], paths[0])  # the CT last: a pair is complete only when both exist
+        write_image(image, paths[0])  # the CT last: a pair is complete only when both exist
     info = {
         "seed": seed,
         "anatomy_of_real_seed": real,
@@ -173,7 +174,22 @@ def make_synthetic(config: Any, model: Any, index: int, cache: Optional[Path]) -
         "seconds": round(time.perf_counter() - t, 2),
         "cached": False,
     }
-    return make_case(result.images[0], ph.layout, "synthetic", seed), info
+    return make_case(image, ph.layout, "synthetic", seed), info
+
+
+def _model_drawn(config: Any, model: Any, ph: Any, seed: int) -> Any:
+    """The diffusion model's drawing of phantom ``ph``'s nodules (and margin) into its CT."""
+    from ..data.nodule_types import retype_image
+    from ..nodule_density import resolve_density
+    from ..sampling import SamplerConfig
+    from ..synthesis import synthesize_case
+
+    layout = ph.layout
+    if config.types == "off":  # the model is not told the classes; the target mask is the same
+        layout = retype_image(ph.layout, None)
+    sampler = SamplerConfig(config.sampler, steps=config.sampler_steps)
+    density = resolve_density(config.density, model.config)
+    return synthesize_case(ph.ct, layout, model, sampler=sampler, seeds=[seed], density=density).images[0]
 
 
 def build_cases(

@@ -56,10 +56,12 @@ def run_name(segnet: str, n_real: int, arm: str, seed: int) -> str:
 
 
 def load_runs(folders: Iterable[Path]) -> List[Dict[str, Any]]:
-    """Every complete run record under ``folder/runs/`` (half-written files are skipped: they are not done)."""
+    """Every complete run record under ``folder/runs/``, or in ``folder`` itself where it has no ``runs/`` (the copies
+    kept in docs/results); half-written files are skipped: they are not done."""
     runs = []
     for folder in folders:
-        for path in sorted((Path(folder) / RUNS).glob("*.json")):
+        where = Path(folder) / RUNS if (Path(folder) / RUNS).is_dir() else Path(folder)
+        for path in sorted(where.glob("*.json")):
             try:
                 record = json.loads(path.read_text(encoding="utf-8"))
             except (OSError, ValueError):
@@ -159,6 +161,42 @@ def summarize_group(runs: Sequence[Dict[str, Any]], n_boot: int, seed: int) -> D
                 entry[metric] = {**d, "excludes_zero": excludes_zero(d)}
             differences[arm] = entry
     return {"arms": arms, "differences": differences, "test_case_seeds": cases}
+
+
+def compare_arms(
+    a: Sequence[Dict[str, Any]], b: Sequence[Dict[str, Any]], n_boot: int = 2000, seed: int = 0
+) -> Dict[str, Any]:
+    """Paired difference ``a - b`` of two sets of runs of one segmenter and real-case count, whatever folders or
+    settings they come from (an ablation arm against the design's arm of the same multiple, or its real-only arm):
+    over the training seeds both have, on the test phantoms both were scored on, each replicate resampling the same
+    seeds and cases for both. Every metric of :data:`METRICS`, with each side's own estimate.
+
+    Raises:
+        InputError: the sets differ in segmenter, real cases or test phantoms, hold a seed twice, or share no seed.
+    """
+    keys = {(r["segnet"], int(r["n_real"])) for r in [*a, *b]}
+    if len(keys) != 1:
+        raise InputError(f"compare runs of one segmenter and real-case count, got {sorted(keys)}")
+    for side in (a, b):
+        seeds_of = [int(r["seed"]) for r in side]
+        if len(set(seeds_of)) != len(seeds_of):
+            raise InputError(f"a set of runs to compare holds a training seed twice: {sorted(seeds_of)}")
+    cases = _check_cases([*a, *b])
+    seeds = sorted({int(r["seed"]) for r in a} & {int(r["seed"]) for r in b})
+    if not seeds:
+        raise InputError("the two sets of runs share no training seed, so they cannot be paired")
+    a = [r for r in a if int(r["seed"]) in seeds]
+    b = [r for r in b if int(r["seed"]) in seeds]
+    out: Dict[str, Any] = {"seeds": seeds, "test_cases": len(cases)}
+    for metric in METRICS:
+        ga, gb = _grid(a, metric, seeds, cases), _grid(b, metric, seeds, cases)
+        d = bootstrap_difference(ga, gb, n_boot=n_boot, seed=seed)
+        out[metric] = {
+            "a": bootstrap_ratio(*ga, n_boot=n_boot, seed=seed),
+            "b": bootstrap_ratio(*gb, n_boot=n_boot, seed=seed),
+            "difference": {**d, "excludes_zero": excludes_zero(d)},
+        }
+    return out
 
 
 def _evidence(runs: Sequence[Dict[str, Any]]) -> Dict[str, Any]:

@@ -43,6 +43,8 @@ from .train import MONAI_DICE, SEGNETS
 
 MODES = ("roi", "full")
 INTENSITY = ("as-drawn", "matched")
+#: Who draws the nodules of the synthetic cases: the diffusion model, or (ablation) the phantom generator itself.
+SOURCES = ("model", "phantom")
 
 
 def arm_name(multiple: float) -> str:
@@ -68,6 +70,9 @@ class DownstreamConfig:
         synthetic_fraction: share of an arm's patches that come from synthetic cases (``None``: pooled, i.e. in
             proportion to the numbers of cases, as if the two sets were merged).
         synthetic_intensity: ``as-drawn`` or ``matched`` (ablation: class mean and SD moved to the real ones).
+        synthetic_source: ``model`` (the diffusion model draws the synthetic cases' nodules) or ``phantom``
+            (ablation: the phantom generator draws the same layouts in the same anatomy, i.e. a perfect model:
+            what more cases of the real distribution would give, against which the model's drawing is measured).
         density: the diffusion model's nodule density control (``lungddpm synthesize --density``: ``auto``, the
             class densities, is the default of every command; ``off``: the model alone, as the earlier runs).
         monai_dice: ``per-patch`` (MONAI's default) or ``batch`` (ablation: one Dice over the batch, like ours).
@@ -121,6 +126,7 @@ class DownstreamConfig:
     density: str = "auto"
     monai_dice: str = "per-patch"
     stop_on: str = "loss"
+    synthetic_source: str = "model"
 
     def __post_init__(self) -> None:
         from ..nodule_density import parse_density
@@ -161,6 +167,7 @@ class DownstreamConfig:
             ("segnet", self.segnet, SEGNETS),
             ("monai_dice", self.monai_dice, MONAI_DICE),
             ("stop_on", self.stop_on, ("loss", "dice")),
+            ("synthetic_source", self.synthetic_source, SOURCES),
         ):
             if value not in choices:
                 raise InputError(f"{name} must be one of {', '.join(choices)}, got {value!r}")

@@ -24,12 +24,19 @@ from .report import write_atomic
 
 #: Config fields that do not change a run's numbers (where it is written, which runs a chunk holds, the device).
 NOT_IN_FINGERPRINT = ("out", "cache", "device", "multiples", "repeats", "seed")
+#: Settings added after runs were recorded, left out of the fingerprint at their default value: the runs made before
+#: a setting existed were made with its default, and keep their fingerprint.
+LATER_DEFAULTS = {"synthetic_source": "model"}
 RUNS = "runs"
 
 
 def fingerprint(config: Any) -> str:
     """A short hash of every setting that decides a run's numbers."""
-    values = {k: v for k, v in dataclasses.asdict(config).items() if k not in NOT_IN_FINGERPRINT}
+    values = {
+        k: v
+        for k, v in dataclasses.asdict(config).items()
+        if k not in NOT_IN_FINGERPRINT and not (k in LATER_DEFAULTS and v == LATER_DEFAULTS[k])
+    }
     return hashlib.sha256(json.dumps(values, sort_keys=True, default=list).encode()).hexdigest()[:16]
 
 
