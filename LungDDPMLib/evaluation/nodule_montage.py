@@ -9,7 +9,7 @@ Needs matplotlib (the ``report`` extra).
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Dict, Sequence, Union
+from typing import Any, Dict, Optional, Sequence, Union
 
 import numpy as np
 
@@ -35,8 +35,11 @@ def nodule_tiles(
     return tiles
 
 
-def write_montage(rows: Sequence[Dict[str, Any]], path: Union[str, Path], title: str) -> Path:
-    """Write ``rows`` (each: ``tiles`` from :func:`nodule_tiles`, ``label`` str, ``means`` per tile) as a PNG."""
+def write_montage(
+    rows: Sequence[Dict[str, Any]], path: Union[str, Path], title: str, names: Optional[Sequence[str]] = None
+) -> Path:
+    """Write ``rows`` (each: ``tiles`` from :func:`nodule_tiles`, ``label`` str, ``means`` per tile) as a PNG;
+    ``names`` titles the columns (default: real, seed 0, seed 1, ...)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -56,9 +59,12 @@ def write_montage(rows: Sequence[Dict[str, Any]], path: Union[str, Path], title:
                 ax.axis("off")
                 continue
             image = ax.imshow(row["tiles"][j], cmap="gray", vmin=lo, vmax=hi, interpolation="nearest")
-            name = "real" if j == 0 else f"seed {j - 1}"
+            name = names[j] if names is not None else "real" if j == 0 else f"seed {j - 1}"
             ax.set_title(f"{name}: {row['means'][j]:.0f} HU", fontsize=7)
-            if j == 0:
+            per_tile = row.get("labels")  # several nodules in one row: each pair of tiles gets its own label
+            if per_tile and j % (len(row["tiles"]) // len(per_tile)) == 0:
+                ax.set_ylabel(per_tile[j // (len(row["tiles"]) // len(per_tile))].replace(", ", "\n", 1), fontsize=6)
+            elif j == 0 and not per_tile:
                 ax.set_ylabel(row["label"].replace(", ", "\n", 1), fontsize=6)
     fig.suptitle(title, fontsize=9)
     fig.tight_layout(rect=(0, 0, 0.86, 0.98))
