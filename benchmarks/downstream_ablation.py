@@ -37,7 +37,7 @@ def _runs(spec: str, segnet: str, n_real: int):
         r for r in load_runs([Path(folder)]) if r["arm"] == arm and r["segnet"] == segnet and int(r["n_real"]) == n_real
     ]
     if not runs:
-        raise SystemExit(f"no finished {segnet}-real{n_real} runs of arm {arm!r} under {folder}/runs")
+        raise SystemExit(f"no finished {segnet}-real{n_real} runs of arm {arm!r} in {folder} (or its runs/)")
     return name, runs
 
 
@@ -60,17 +60,22 @@ def main(argv=None) -> int:
     if not result["comparisons"]:
         raise SystemExit("give at least two sets")
     comparisons = list(result["comparisons"].values())
+    base_alone = compare_arms(sets[base], sets[base])  # its estimate over all of its own seeds
+    base_alone = {m: base_alone[m]["a"] for m in METRICS}
     head = ["metric", base, *(n for n in sets if n != base), *result["comparisons"]]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for metric in SHOWN:
         digits = 1 if metric == "false_positives" else 3
-        row = [metric, fmt_interval(comparisons[0][metric]["b"], digits)]
+        row = [metric, fmt_interval(base_alone[metric], digits)]
         row += [fmt_interval(c[metric]["a"], digits) for c in comparisons]
         row += [fmt_interval(c[metric]["difference"], digits, sign=True) for c in comparisons]
         lines.append("| " + " | ".join(row) + " |")
     seeds = {k: v["seeds"] for k, v in result["comparisons"].items()}
     lines.append("")
-    lines.append(f"Seeds paired: {seeds}; `*`: the difference's 95 % interval excludes 0.")
+    lines.append(
+        f"Each set's column over all of its seeds; the differences over the seeds both sets hold: {seeds}; "
+        "`*`: the difference's 95 % interval excludes 0."
+    )
     print("\n".join(lines))
     if args.out:
         args.out.write_text(json.dumps(result, indent=1), encoding="utf-8")

@@ -45,7 +45,9 @@ case $what in
   ablation-phantom)
     # The ablation of docs/evaluation.md ("Which property of the synthetic nodules costs"), fixed before it ran: the
     # +4x arm at 8 and at 4 real cases, seeds 0-4, with the synthetic layouts drawn by the phantom generator itself
-    # (a perfect model), compared pairwise with the design's +4x (model-drawn) and real-only arms.
+    # (a perfect model), compared pairwise with the design's +4x (model-drawn) and real-only arms
+    # (benchmarks/downstream_ablation.py). Every invocation shares one folder: the run records are named per
+    # segmenter, real cases, arm and seed, while downstream.json / .csv there hold the last invocation only.
     segnet=${2:?usage: downstream_runs.sh ablation-phantom monai|own}
     dice=(); [ "$segnet" = monai ] && dice=(--monai-dice batch)
     for real in 8 4; do

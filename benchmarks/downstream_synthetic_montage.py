@@ -5,8 +5,9 @@ Usage:
         --out montage.png
 
 Both caches hold ``synthetic<seed>_ct.nrrd`` / ``_layout.nrrd`` of the same layouts (the phantom-drawn ablation's
-cache and the model's, under ``runs/downstream-powered/cache/``). One row per nodule (connected component of the
-layout), the axial slice through its centre, lung window, titled with the mean HU inside the layout's nodule mask.
+cache and the model's, under ``runs/downstream-powered/cache/``). Per nodule (connected component of the layout), a
+pair of tiles, three pairs to a row: the axial slice through its centre, lung window, titled with the mean HU inside
+the layout's nodule mask.
 """
 
 from __future__ import annotations

@@ -21,6 +21,8 @@ def mask_box(mask: np.ndarray, pad: Union[int, Sequence[int]] = 0) -> Optional[B
     """The bounding box of ``mask``'s true voxels, grown by ``pad`` voxels per axis and clipped to the array;
     ``None`` for an empty mask."""
     pads = [int(pad)] * mask.ndim if np.isscalar(pad) else [int(p) for p in pad]  # type: ignore[arg-type]
+    if min(pads) < 0:
+        raise ValueError(f"pad must be >= 0 voxels, got {pad}")
     box = []
     for axis in range(mask.ndim):
         hit = np.flatnonzero(mask.any(axis=tuple(a for a in range(mask.ndim) if a != axis)))
@@ -53,10 +55,13 @@ def within_distance(mask: np.ndarray, spacing: Sequence[float], distance: float)
     per axis, and the transform inside that box sees the component itself (and perhaps others, which are also
     nodules): the union over the boxes is the whole-volume answer.
     """
+    mask = np.asarray(mask, bool)  # ``~`` of an integer mask would be a bitwise not
     out = np.zeros(mask.shape, bool)
     outer = mask_box(mask)
-    if outer is None or distance < 0:
+    if outer is None or not distance >= 0:  # NaN reaches nothing, as in the whole-volume comparison
         return out
+    if not np.isfinite(distance):
+        return np.ones(mask.shape, bool)
     pads = [int(np.floor(distance / float(s))) + 1 for s in spacing]
     components, _ = ndi.label(mask[outer])
     for found in ndi.find_objects(components):

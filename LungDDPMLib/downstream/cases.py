@@ -91,13 +91,16 @@ def load_model(config: Any, model: Any, device: Any) -> Tuple[Any, Dict[str, Any
     return ckpt.model, info
 
 
-def cache_dir(config: Any, model_info: Dict[str, Any]) -> Optional[Path]:
+def cache_dir(config: Any, model_info: Dict[str, Any], patch: Optional[Tuple[int, ...]] = None) -> Optional[Path]:
     """One folder per model and synthesis setting: everything that decides a synthetic case is in its name (not
-    ``n_real``: a case is keyed by its anatomy and layout seeds, so 4 and 8 real cases share theirs)."""
+    ``n_real``: a case is keyed by its anatomy and layout seeds, so 4 and 8 real cases share theirs). Phantom-drawn
+    cases have no model, so their name holds what shapes their layouts instead: ``patch``, the ROI patch every
+    nodule is redrawn to fit (``None`` in full mode; see :func:`synthetic_layout`)."""
     root = config.cache or (str(Path(config.out) / "synthetic-cache") if config.out else None)
-    if root is not None and config.synthetic_source == "phantom":  # no model in it: keyed by the layouts alone
+    if root is not None and config.synthetic_source == "phantom":
         key = {
             "source": "phantom",
+            "patch": list(patch) if patch is not None else None,
             "phantom": [list(config.phantom_size), list(config.phantom_spacing), config.nodules],
             "seeds": [config.real_seed, config.synthetic_seed],
             "version": CACHE_VERSION,
@@ -215,7 +218,8 @@ def build_cases(
         f"  {config.n_real} real, {config.n_validation} validation and {config.n_test} test phantoms in "
         f"{timing['phantoms']:.0f} s"
     )
-    cache = cache_dir(config, model_info)
+    patch = tuple(model.config.grid) if model.config.spatial_mode == "roi" else None
+    cache = cache_dir(config, model_info, patch)
     if cache is not None:
         cache.mkdir(parents=True, exist_ok=True)
     made = []

@@ -181,6 +181,10 @@ def compare_arms(
         seeds_of = [int(r["seed"]) for r in side]
         if len(set(seeds_of)) != len(seeds_of):
             raise InputError(f"a set of runs to compare holds a training seed twice: {sorted(seeds_of)}")
+        kinds = {(r["arm"], r.get("fingerprint")) for r in side}
+        if len(kinds) > 1:
+            which = sorted(kinds, key=str)
+            raise InputError(f"a set of runs to compare must be one arm made with one setting, got {which}")
     cases = _check_cases([*a, *b])
     seeds = sorted({int(r["seed"]) for r in a} & {int(r["seed"]) for r in b})
     if not seeds:

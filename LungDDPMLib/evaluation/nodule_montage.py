@@ -48,6 +48,12 @@ def write_montage(
     level, width = WINDOWS["lung"]
     lo, hi = level - width / 2.0, level + width / 2.0
     cols = max(len(r["tiles"]) for r in rows)
+    if names is not None and len(names) < cols:
+        raise ValueError(f"{len(names)} column names for {cols} columns")
+    for row in rows:
+        per_tile = row.get("labels")
+        if per_tile is not None and (not per_tile or len(row["tiles"]) % len(per_tile)):
+            raise ValueError(f"{len(row['tiles'])} tiles cannot be split evenly among {len(per_tile)} labels")
     fig, axes = plt.subplots(len(rows), cols, figsize=(1.9 * cols + 0.9, 2.0 * len(rows) + 0.6), squeeze=False)
     image = None
     for i, row in enumerate(rows):

@@ -53,12 +53,15 @@ def test_phantom_drawn_cases_are_the_phantoms_own_drawing_of_the_model_arms_layo
         assert meta["anatomy_of_real_seed"] == cfg.real_seed + i % cfg.n_real
         inside = drawn.nodule
         assert np.abs(perfect.image[inside] - drawn.image[inside]).mean() > 0  # the model redrew the nodules
-    # Cached apart from the model's cases, and keyed without the model (it draws nothing there).
+    # Cached apart from the model's cases, keyed without the model (it draws nothing there) but with the patch
+    # that every layout was redrawn to fit.
     cfg = dataclasses.replace(cfg, cache=str(tmp_path / "cache"))
     oracle = dataclasses.replace(oracle, cache=str(tmp_path / "cache"))
-    assert cache_dir(oracle, info) != cache_dir(cfg, info)
-    assert cache_dir(oracle, {**info, "sha256": "other"}) == cache_dir(oracle, info)
-    assert cache_dir(oracle, info).name.startswith("phantom-drawn-")
+    assert cache_dir(oracle, info, patch) != cache_dir(cfg, info, patch)
+    assert cache_dir(oracle, {**info, "sha256": "other"}, patch) == cache_dir(oracle, info, patch)
+    assert cache_dir(oracle, info, patch).name.startswith("phantom-drawn-")
+    assert cache_dir(oracle, info, (8, 32, 32)) != cache_dir(oracle, info, patch) != cache_dir(oracle, info, None)
+    assert cache_dir(cfg, info, (8, 32, 32)) == cache_dir(cfg, info, patch)  # the model's sha256 already says it
 
 
 def test_the_command_line_selects_the_ablation() -> None:
@@ -94,3 +97,5 @@ def test_cross_folder_comparison_reproduces_the_designs_paired_differences() -> 
         compare_arms(plus4[:1], real[1:], n_boot=50)
     with pytest.raises(InputError, match="one segmenter"):
         compare_arms(plus4, [{**real[0], "n_real": 4}], n_boot=50)
+    with pytest.raises(InputError, match="one arm"):  # seeds of two arms mixed on one side
+        compare_arms(real[:2] + plus4[2:], real, n_boot=50)

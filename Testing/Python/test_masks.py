@@ -27,7 +27,16 @@ def _blobs(seed: int, shape=(20, 37, 41), n=5) -> np.ndarray:
 
 
 @pytest.mark.parametrize("seed", range(6))
-@pytest.mark.parametrize(("spacing", "distance"), [((1.0, 1.0, 1.0), 2.0), ((2.5, 0.7, 0.9), 3.0), ((1.5, 1, 1), 0)])
+@pytest.mark.parametrize(
+    ("spacing", "distance"),
+    [
+        ((1.0, 1.0, 1.0), 2.0),
+        ((2.5, 0.7, 0.9), 3.0),
+        ((1.5, 1, 1), 0),
+        ((1.5, 0.8, 0.8), 0.5),  # under one voxel in every direction
+        ((1.1, 1.1, 1.1), 5.5),  # offsets (5, 0, 0) and (3, 4, 0): equal in exact arithmetic, not in floats
+    ],
+)
 def test_within_distance_is_the_whole_volume_distance_transform(seed, spacing, distance):
     mask = _blobs(seed)
     expected = ndi.distance_transform_edt(~mask, sampling=spacing) <= distance
@@ -37,6 +46,18 @@ def test_within_distance_is_the_whole_volume_distance_transform(seed, spacing, d
 def test_within_distance_of_nothing_is_nothing_and_a_negative_distance_reaches_nothing():
     assert not within_distance(np.zeros((4, 5, 6), bool), (1, 1, 1), 3.0).any()
     assert not within_distance(_blobs(0), (1, 1, 1), -1.0).any()
+
+
+def test_within_distance_takes_what_the_whole_volume_call_takes():
+    """An infinite or NaN margin and an integer mask give the whole-volume comparison's answer, not an error."""
+    mask = _blobs(1)
+    assert within_distance(mask, (1, 1, 1), float("inf")).all()
+    assert not within_distance(mask, (1, 1, 1), float("nan")).any()
+    spacing = (2.0, 1.0, 0.5)
+    expected = ndi.distance_transform_edt(~mask, sampling=spacing) <= 2.5
+    assert np.array_equal(within_distance(mask.astype(np.uint8), spacing, 2.5), expected)
+    with pytest.raises(ValueError, match="pad"):
+        mask_box(mask, -1)
 
 
 def test_a_far_voxel_is_not_reached_and_the_reach_is_anisotropic():
