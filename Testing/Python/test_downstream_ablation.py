@@ -28,10 +28,14 @@ def test_every_recorded_run_keeps_its_fingerprint_and_the_ablation_gets_its_own(
     hours of CPU); an ablation run must never be taken for one of them."""
     records = [json.loads(p.read_text()) for p in sorted(RESULTS.glob("*/*-seed*.json"))]
     assert len(records) >= 40
+    sources = set()
     for record in records:
         config = DownstreamConfig(**record["config"])
         assert fingerprint(config) == record["fingerprint"], record["config"]
-        assert fingerprint(dataclasses.replace(config, synthetic_source="phantom")) != record["fingerprint"]
+        other = "model" if config.synthetic_source == "phantom" else "phantom"
+        assert fingerprint(dataclasses.replace(config, synthetic_source=other)) != record["fingerprint"]
+        sources.add(config.synthetic_source)
+    assert "model" in sources  # the design's runs, most of them recorded before the setting existed
     with pytest.raises(InputError, match="synthetic_source"):
         DownstreamConfig(synthetic_source="gan")
 

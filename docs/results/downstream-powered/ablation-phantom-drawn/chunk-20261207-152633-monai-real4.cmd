@@ -1,0 +1,1 @@
+lungddpm downstream --powered --segnet monai --real 4 --monai-dice batch --multiples 4 --synthetic-source phantom --out runs/downstream-powered/ablation-phantom-drawn --cache runs/downstream-powered/cache --threads 1 --time-budget 135 
