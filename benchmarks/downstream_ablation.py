@@ -22,7 +22,7 @@ import json
 import sys
 from pathlib import Path
 
-from LungDDPMLib.downstream.combine import METRICS, compare_arms, load_runs
+from LungDDPMLib.downstream.combine import METRICS, compare_arms, load_runs, summarize_group
 from LungDDPMLib.downstream.tables import fmt_interval
 
 SHOWN = ("dice", "sensitivity", "false_positives", *(m for m in METRICS if m.startswith(("sensitivity_", "nodule_"))))
@@ -60,8 +60,8 @@ def main(argv=None) -> int:
     if not result["comparisons"]:
         raise SystemExit("give at least two sets")
     comparisons = list(result["comparisons"].values())
-    base_alone = compare_arms(sets[base], sets[base])  # its estimate over all of its own seeds
-    base_alone = {m: base_alone[m]["a"] for m in METRICS}
+    base_arm = sets[base][0]["arm"]  # its estimate over all of its own seeds
+    base_alone = summarize_group(sets[base], 2000, 0)["arms"][base_arm]
     head = ["metric", base, *(n for n in sets if n != base), *result["comparisons"]]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for metric in SHOWN:

@@ -153,6 +153,11 @@ def _cached_phantom(folder: Optional[Path], name: str, make: Callable[[], Any]) 
     return ph.ct, ph.layout
 
 
+def layout_patch(model: Any) -> Optional[Tuple[int, ...]]:
+    """The patch every synthetic layout's nodules must fit: the ROI model's grid (``None`` in full mode)."""
+    return tuple(model.config.grid) if model.config.spatial_mode == "roi" else None
+
+
 def make_synthetic(config: Any, model: Any, index: int, cache: Optional[Path]) -> Tuple[Case, Dict[str, Any]]:
     """Synthetic case ``index``: from the cache, or made now (and cached)."""
     from ..data.io import read_image, write_image
@@ -163,8 +168,7 @@ def make_synthetic(config: Any, model: Any, index: int, cache: Optional[Path]) -
         ct, layout = (read_image(p) for p in paths)
         return make_case(ct, layout, "synthetic", seed), {"seed": seed, "anatomy_of_real_seed": real, "cached": True}
     t = time.perf_counter()
-    patch = tuple(model.config.grid) if model.config.spatial_mode == "roi" else None
-    ph, real, seed = synthetic_layout(config, index, patch)
+    ph, real, seed = synthetic_layout(config, index, layout_patch(model))
     # the ablation's perfect model draws the layout as the phantom generator does: the phantom's own CT
     image = ph.ct if config.synthetic_source == "phantom" else _model_drawn(config, model, ph, seed)
     if paths:
@@ -218,8 +222,7 @@ def build_cases(
         f"  {config.n_real} real, {config.n_validation} validation and {config.n_test} test phantoms in "
         f"{timing['phantoms']:.0f} s"
     )
-    patch = tuple(model.config.grid) if model.config.spatial_mode == "roi" else None
-    cache = cache_dir(config, model_info, patch)
+    cache = cache_dir(config, model_info, layout_patch(model))
     if cache is not None:
         cache.mkdir(parents=True, exist_ok=True)
     made = []

@@ -57,6 +57,9 @@ def write_montage(
     fig, axes = plt.subplots(len(rows), cols, figsize=(1.9 * cols + 0.9, 2.0 * len(rows) + 0.6), squeeze=False)
     image = None
     for i, row in enumerate(rows):
+        # ``labels``: several nodules in one row, each group of tiles with its own label; else ``label`` on the first
+        labels = row.get("labels") or [row["label"]]
+        group = len(row["tiles"]) // len(labels) if row.get("labels") else cols
         for j in range(cols):
             ax = axes[i][j]
             ax.set_xticks([])
@@ -67,11 +70,8 @@ def write_montage(
             image = ax.imshow(row["tiles"][j], cmap="gray", vmin=lo, vmax=hi, interpolation="nearest")
             name = names[j] if names is not None else "real" if j == 0 else f"seed {j - 1}"
             ax.set_title(f"{name}: {row['means'][j]:.0f} HU", fontsize=7)
-            per_tile = row.get("labels")  # several nodules in one row: each pair of tiles gets its own label
-            if per_tile and j % (len(row["tiles"]) // len(per_tile)) == 0:
-                ax.set_ylabel(per_tile[j // (len(row["tiles"]) // len(per_tile))].replace(", ", "\n", 1), fontsize=6)
-            elif j == 0 and not per_tile:
-                ax.set_ylabel(row["label"].replace(", ", "\n", 1), fontsize=6)
+            if j % group == 0:
+                ax.set_ylabel(labels[j // group].replace(", ", "\n", 1), fontsize=6)
     fig.suptitle(title, fontsize=9)
     fig.tight_layout(rect=(0, 0, 0.86, 0.98))
     if image is not None:
