@@ -1,11 +1,12 @@
 """The bundled ROI teacher with plain DDIM at a few step counts: the control a distilled student must beat.
 
-Usage: OMP_NUM_THREADS=1 python benchmarks/teacher_ddim_steps.py [--steps 4 8 16] [--cases 4] [--seeds 0]
-    [--density auto] [--out teacher-ddim.json]
+Usage: OMP_NUM_THREADS=1 python benchmarks/teacher_ddim_steps.py [--steps 4 8 16] [--sampler ddim|dpm++] [--cases 4]
+    [--seeds 0] [--density auto] [--out teacher-ddim.json]
 
 Runs the per-class fidelity report of ``benchmarks/roi_model_fidelity.py`` (held-out cases 0..N-1) with the teacher
 sampled by DDIM (trailing spacing, as distillation uses) at each step count. It tells which teacher step count is
 already good enough to distil from, and whether a student at N steps improves on the teacher at N steps.
+``--sampler dpm++`` asks the same of DPM-Solver++ (2M, quadratic spacing): the training-free few-step control.
 """
 
 from __future__ import annotations
@@ -26,14 +27,18 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--checkpoint", default=str(ROI_FILE))
     ap.add_argument("--steps", type=int, nargs="+", default=[4, 8, 16])
+    ap.add_argument("--sampler", default="ddim", choices=["ddim", "dpm++"], help="training-free few-step control")
     ap.add_argument("--cases", type=int, default=4)
     ap.add_argument("--seeds", type=int, nargs="+", default=[0])
     ap.add_argument("--density", default="auto", help="synthesize's --density for every step count")
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args(argv)
-    names = {n: f"ddim{n}" for n in args.steps}
+    prefix = {"ddim": "ddim", "dpm++": "dpmpp"}[args.sampler]
+    names = {n: f"{prefix}{n}" for n in args.steps}
     models = {name: args.checkpoint for name in names.values()}
-    samplers = {names[n]: SamplerConfig("ddim", steps=n, spacing="trailing") for n in args.steps}
+    # DDIM with trailing spacing, as distillation uses; DPM-Solver++ with its own default spacing (quadratic)
+    spacing = "trailing" if args.sampler == "ddim" else "quadratic"
+    samplers = {names[n]: SamplerConfig(args.sampler, steps=n, spacing=spacing) for n in args.steps}
     report = fidelity_report(
         models, samplers, range(args.cases), args.seeds, densities=dict.fromkeys(models, args.density)
     )
