@@ -33,12 +33,10 @@ def main(argv=None) -> int:
     ap.add_argument("--density", default="auto", help="synthesize's --density for every step count")
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args(argv)
-    prefix = {"ddim": "ddim", "dpm++": "dpmpp"}[args.sampler]
-    names = {n: f"{prefix}{n}" for n in args.steps}
+    names = {n: f"{args.sampler.replace('+', 'p')}{n}" for n in args.steps}
     models = {name: args.checkpoint for name in names.values()}
-    # DDIM with trailing spacing, as distillation uses; DPM-Solver++ with its own default spacing (quadratic)
-    spacing = "trailing" if args.sampler == "ddim" else "quadratic"
-    samplers = {names[n]: SamplerConfig(args.sampler, steps=n, spacing=spacing) for n in args.steps}
+    # each sampler's default spacing: trailing for DDIM (as distillation uses), quadratic for DPM-Solver++
+    samplers = {names[n]: SamplerConfig(args.sampler, steps=n) for n in args.steps}
     report = fidelity_report(
         models, samplers, range(args.cases), args.seeds, densities=dict.fromkeys(models, args.density)
     )

@@ -4,7 +4,8 @@
 # benchmarks/distilled_sampler.py. About 6 min each on one thread.
 cd "$(dirname "$0")/../.."  # the repository root
 export OMP_NUM_THREADS=1
+mkdir -p runs/ddim4-controls
 .venv/bin/python benchmarks/teacher_ddim_steps.py --steps 4 --cases 12 --seeds 0 1 2 --density auto \
-  --out teacher-ddim4-12cases.json
+  --out runs/ddim4-controls/teacher-ddim4-12cases.json
 .venv/bin/python benchmarks/teacher_ddim_steps.py --checkpoint LungDDPMLib/models/lungddpm-roi-fast.pt --steps 4 \
-  --cases 12 --seeds 0 1 2 --density auto --out student8-ddim4-12cases.json
+  --cases 12 --seeds 0 1 2 --density auto --out runs/ddim4-controls/student8-ddim4-12cases.json
