@@ -25,7 +25,7 @@ import tempfile
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, Iterable, Mapping, Optional, Tuple, Union
+from typing import Any, Dict, Iterable, Mapping, Optional, Sequence, Tuple, Union
 
 import torch
 
@@ -354,8 +354,18 @@ def save_checkpoint(
 STORAGE_DTYPES = {"float32": torch.float32, "float16": torch.float16}
 
 
-def export_weights(source: PathLike, target: PathLike, *, weights: str = "ema", storage: str = "float32") -> Path:
+def export_weights(
+    source: PathLike,
+    target: PathLike,
+    *,
+    weights: str = "ema",
+    storage: str = "float32",
+    levels: Optional[Sequence[int]] = None,
+) -> Path:
     """Write a small inference-only file: one set of weights, the configuration and the provenance.
+
+    ``levels`` (students only) records a DDIM schedule chosen for the student after distillation as its default
+    (:class:`~LungDDPMLib.sampling.distilled.DistillationRecord`); the weights are unchanged.
 
     The chosen weights are stored under both ``model`` and ``ema``; the two dicts share their tensors, which
     ``torch.save`` writes once, so the file holds a single copy and no optimiser state. ``storage="float16"``
@@ -365,6 +375,12 @@ def export_weights(source: PathLike, target: PathLike, *, weights: str = "ema", 
     if storage not in STORAGE_DTYPES:
         raise CheckpointError(f"storage must be one of {', '.join(STORAGE_DTYPES)}, got {storage!r}")
     ckpt = load_checkpoint(source, weights=weights)
+    tuned: Dict[str, Any] = {}
+    if levels is not None:
+        if ckpt.distillation is None:
+            raise CheckpointError(f"{source} is not a distilled student; --levels sets a student's default schedule")
+        record = ckpt.distillation.tuned(levels, ckpt.model.schedule.num_timesteps)
+        tuned = {"distillation": record.to_dict()}
     parameters = {name for name, _ in ckpt.model.named_parameters()}
     state = {k: v.detach().cpu() for k, v in ckpt.model.state_dict().items()}
     if storage != "float32":
@@ -373,6 +389,7 @@ def export_weights(source: PathLike, target: PathLike, *, weights: str = "ema", 
         **ckpt.provenance,
         "exported_from": {"path": str(source), "sha256": ckpt.sha256, "weights": ckpt.weights, "step": ckpt.step},
         "stored_as": storage,
+        **tuned,
     }
     payload: Dict[str, Any] = {
         "format": FORMAT_OURS,

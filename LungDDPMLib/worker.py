@@ -124,6 +124,7 @@ def _write_case(
         "model": {"path": ckpt.path, "sha256": ckpt.sha256, "preset": ckpt.config.preset, "step": ckpt.step},
         "sampler": sampler.name,
         "steps": sampler.steps,
+        "levels": list(sampler.timesteps) if sampler.timesteps is not None else None,
         "distilled": ckpt.distillation.to_dict() if ckpt.distillation is not None else None,
         "aas": {"enabled": job.aas, "blend_from": job.blend_from, "feather_voxels": job.feather_voxels},
         "seeds": result.seeds,
@@ -289,7 +290,8 @@ def run_job(
                 if warning is not None:
                     emit({"type": "log", "level": "warning", "message": warning})
                 elif ckpt.distillation is not None:
-                    emit({"type": "log", "message": f"distilled model: {sampler.name} with {sampler.steps} steps"})
+                    at = f" at levels {list(sampler.timesteps)}" if sampler.timesteps is not None else ""
+                    emit({"type": "log", "message": f"distilled model: {sampler.name} with {sampler.steps} steps{at}"})
             except (LungDDPMError, RuntimeError, OSError, MemoryError) as exc:  # nothing can run without the model
                 kind = classify_error(exc)
                 emit({"type": "error", "kind": kind, "message": error_message(exc, kind)})

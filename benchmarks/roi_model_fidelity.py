@@ -137,7 +137,7 @@ def fidelity_report(models, samplers, case_seeds, sampling_seeds, montages=None,
         per_seed = [s for c in cases for s in c[name]["per_seed"]]
         summary[name] = {
             "checkpoint": models[name],
-            "sampler": {"name": samplers[name].name, "steps": samplers[name].steps},
+            "sampler": {"name": samplers[name].name, "steps": samplers[name].steps, "levels": samplers[name].timesteps},
             "density": densities.get(name, "off"),
             "sha256": loaded[name].sha256,
             "looks": looks_summary,

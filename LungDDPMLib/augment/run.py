@@ -196,7 +196,12 @@ class Augmenter:
                 "preset": self.ckpt.config.preset,
                 "step": self.ckpt.step,
             },
-            "sampler": {"name": self.sampler.name, "steps": self.sampler.steps, "eta": self.sampler.eta},
+            "sampler": {
+                "name": self.sampler.name,
+                "steps": self.sampler.steps,
+                "eta": self.sampler.eta,
+                "levels": list(self.sampler.timesteps) if self.sampler.timesteps is not None else None,
+            },
             "aas": {"enabled": self.aas.enabled, "blend_from": self.aas.blend_from},
             "density": density_record(self.density),
             "runtime": self.runtime.resolved(device).to_dict(),

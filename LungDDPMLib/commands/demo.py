@@ -316,7 +316,11 @@ def run(args: argparse.Namespace) -> int:
         "nodule_model": describe("roi") if "roi" in loaded else None,
         "sampler": {"name": sampler.name, "steps": args.steps, "aas": True},
         # a distilled nodule model runs its own sampler and steps (sampler_for), not the lung model's
-        "nodule_sampler": ({"name": samplers["roi"].name, "steps": samplers["roi"].steps} if "roi" in loaded else None),
+        "nodule_sampler": (
+            {"name": samplers["roi"].name, "steps": samplers["roi"].steps, "levels": samplers["roi"].timesteps}
+            if "roi" in loaded
+            else None
+        ),
         "device": str(device),
         "runtime": RuntimeOptions(precision=args.precision).resolved(device).to_dict(),
         "timing_s": {

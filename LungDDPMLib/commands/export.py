@@ -17,12 +17,25 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         default="float32",
         help="how the parameters are stored; float16 halves the file (loading casts back to float32)",
     )
+    p.add_argument(
+        "--levels",
+        default=None,
+        metavar="T1,T2,..",
+        help="students only: the DDIM levels to run at by default, a schedule chosen on validation phantoms",
+    )
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from ..checkpoint import export_weights, file_sha256
+    from ..errors import InputError
 
-    path = export_weights(args.source, args.target, weights=args.weights, storage=args.storage)
+    levels = None
+    if args.levels is not None:
+        try:
+            levels = [int(t) for t in args.levels.split(",")]
+        except ValueError:
+            raise InputError(f"--levels takes comma-separated integer levels, got {args.levels!r}") from None
+    path = export_weights(args.source, args.target, weights=args.weights, storage=args.storage, levels=levels)
     print(json.dumps({"path": str(path), "bytes": path.stat().st_size, "sha256": file_sha256(path)}))
     return 0

@@ -9,7 +9,7 @@ import contextlib
 import math
 import time
 from dataclasses import dataclass
-from typing import Callable, Iterator, List, Optional, Sequence, Union
+from typing import Callable, Iterator, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -36,6 +36,8 @@ class SamplerConfig:
         eta: DDIM stochasticity (0 = deterministic).
         spacing: timestep spacing (``trailing``, ``linspace``, ``quadratic``); ``None`` takes the sampler's default.
         clip_x0: clamp x0 estimates to [-1, 1] as published.
+        timesteps: explicit descending levels (0..T-1) instead of a spacing, for a schedule tuned to a model (a
+            bundled student's few-step schedule, chosen on validation phantoms); ``steps`` is then their count.
     """
 
     name: str = "dpm++"
@@ -43,6 +45,7 @@ class SamplerConfig:
     eta: float = 0.0
     spacing: Optional[str] = None
     clip_x0: bool = True
+    timesteps: Optional[Tuple[int, ...]] = None
 
     def __post_init__(self) -> None:
         if self.name not in SAMPLERS:
@@ -53,6 +56,18 @@ class SamplerConfig:
             raise InputError(f"eta applies to the ddim sampler only ({self.name} was chosen)")
         if self.steps is not None and (isinstance(self.steps, bool) or not isinstance(self.steps, int)):
             raise InputError(f"steps must be an integer, got {self.steps!r}")
+        if self.timesteps is not None:
+            levels = tuple(self.timesteps)
+            if not levels or any(isinstance(t, bool) or not isinstance(t, (int, np.integer)) for t in levels):
+                raise InputError(f"timesteps must be a non-empty list of integer levels, got {self.timesteps!r}")
+            if any(t < 0 for t in levels) or any(a <= b for a, b in zip(levels, levels[1:])):
+                raise InputError(f"timesteps must be strictly descending levels from T-1 towards 0, got {levels}")
+            if self.name == "ddpm":
+                raise InputError("the DDPM sampler walks every level; explicit timesteps apply to ddim and dpm++")
+            if self.steps is not None and self.steps != len(levels):
+                raise InputError(f"steps={self.steps} disagrees with the {len(levels)} timesteps given")
+            object.__setattr__(self, "timesteps", tuple(int(t) for t in levels))
+            object.__setattr__(self, "steps", len(levels))
 
 
 @dataclass(frozen=True)
@@ -230,7 +245,13 @@ def sample(
     steps = sampler.steps if sampler.steps is not None else (defaults["steps"] or schedule.num_timesteps)
     if sampler.name == "ddpm" and steps != schedule.num_timesteps:
         raise InputError(f"the DDPM sampler walks all {schedule.num_timesteps} levels; use ddim or dpm++ for fewer")
-    timesteps = make_timesteps(schedule, steps, sampler.spacing or str(defaults["spacing"]))
+    if sampler.timesteps is not None:
+        if sampler.timesteps[0] >= schedule.num_timesteps:
+            top = schedule.num_timesteps - 1
+            raise InputError(f"timesteps {sampler.timesteps} go above this model's top level {top}")
+        timesteps = list(sampler.timesteps)
+    else:
+        timesteps = make_timesteps(schedule, steps, sampler.spacing or str(defaults["spacing"]))
     device = next(model.parameters()).device
     runtime = resolve_runtime(runtime, precision)
     runtime.check_device(device)

@@ -4,16 +4,18 @@ A student of ``lungddpm distill`` is an ordinary checkpoint (same architecture, 
 a ``distillation`` record: the teacher's sha256, the method, the step count it was distilled for and the sampler
 those steps are meant for. A student only reproduces its teacher with that sampler (DDIM over its own ``trailing``
 levels): any other sampler or step count is allowed, but it runs the network at levels it was not distilled for, so
-callers warn. Everything that picks a sampler for a checkpoint (the worker, hence ``synthesize`` and the Slicer
+callers warn. A student may also carry ``levels``: a shorter DDIM schedule chosen for it after distillation, on
+validation phantoms, which then becomes its default (its distilled-for steps stay one ``--steps`` away, without a
+warning). Everything that picks a sampler for a checkpoint (the worker, hence ``synthesize`` and the Slicer
 module) goes through :func:`sampler_for`.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
-from typing import Any, Dict, Mapping, Optional, Tuple
+from dataclasses import asdict, dataclass, replace
+from typing import Any, Dict, Mapping, Optional, Sequence, Tuple
 
-from ..errors import CheckpointError
+from ..errors import CheckpointError, InputError
 from .api import SamplerConfig
 
 #: The provenance key of the record.
@@ -38,6 +40,8 @@ class DistillationRecord:
         rounds: halvings done (teacher_steps / steps = 2 ** rounds).
         round_steps: optimiser updates per round.
         weighting: the loss weighting (see :mod:`LungDDPMLib.distillation.targets`).
+        levels: the DDIM levels the student runs at by default, when a schedule was tuned for it after distillation
+            (``lungddpm export --levels``); None: its distilled-for ``steps`` with ``spacing``.
     """
 
     method: str
@@ -51,6 +55,7 @@ class DistillationRecord:
     rounds: int = 0
     round_steps: int = 0
     weighting: str = ""
+    levels: Optional[Tuple[int, ...]] = None
 
     def to_dict(self) -> Dict[str, Any]:
         return asdict(self)
@@ -76,12 +81,32 @@ class DistillationRecord:
             and record.sampler == "ddim"
             and isinstance(record.clip_x0, bool)
         )
+        if ok and record.levels is not None:
+            try:
+                tuned = SamplerConfig(record.sampler, timesteps=tuple(record.levels)).timesteps
+            except (InputError, TypeError):
+                ok = False
+            else:
+                record = replace(record, levels=tuned)
         if not ok:
             raise CheckpointError(f"{where} has a damaged distillation record: {block!r}")
         return record
 
+    def tuned(self, levels: Sequence[int], num_timesteps: int) -> DistillationRecord:
+        """This record with ``levels`` as the student's default schedule (checked against its T levels)."""
+        chosen = SamplerConfig(self.sampler, timesteps=tuple(levels)).timesteps
+        if chosen[0] >= num_timesteps:
+            raise InputError(f"levels {list(chosen)} go above this model's top level {num_timesteps - 1}")
+        return replace(self, levels=chosen)
+
     def sampler_config(self) -> SamplerConfig:
-        """The sampler the student is to be run with."""
+        """The sampler the student is to be run with: its tuned levels if it has them, else its distilled-for ones."""
+        if self.levels is not None:
+            return SamplerConfig(self.sampler, timesteps=self.levels, clip_x0=self.clip_x0)
+        return self.distilled_config()
+
+    def distilled_config(self) -> SamplerConfig:
+        """The sampler and steps the student was distilled for."""
         return SamplerConfig(self.sampler, steps=self.steps, spacing=self.spacing, clip_x0=self.clip_x0)
 
 
@@ -106,15 +131,20 @@ def sampler_for(
     if record is None:
         return SamplerConfig(name or "dpm++", steps=steps, eta=eta), None
     chosen = name or record.sampler
-    n = steps if steps is not None else (record.steps if chosen == record.sampler else None)
-    if chosen == record.sampler and n == record.steps and not eta:
-        return record.sampler_config(), None
+    default = record.sampler_config()
+    n = steps if steps is not None else (default.steps if chosen == record.sampler else None)
+    if chosen == record.sampler and not eta:
+        if n == default.steps:
+            return default, None
+        if n == record.steps:
+            return record.distilled_config(), None
     spacing = record.spacing if chosen == record.sampler else None
     config = SamplerConfig(chosen, steps=n, eta=eta, spacing=spacing, clip_x0=record.clip_x0)
     asked = f"{chosen} with {n if n is not None else 'its default'} steps" + (f" and eta {eta}" if eta else "")
+    tuned = f", and tuned to levels {list(record.levels)}" if record.levels is not None else ""
     warning = (
         f"this model is a student distilled for {record.sampler} with {record.steps} steps ({record.spacing} "
-        f"spacing); it was asked for {asked}, at which it was not distilled and may draw worse images. Leave the "
-        "sampler and steps unset to use its own."
+        f"spacing{tuned}); it was asked for {asked}, at which it was not distilled and may draw worse images. Leave "
+        "the sampler and steps unset to use its own."
     )
     return config, warning

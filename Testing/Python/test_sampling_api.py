@@ -204,6 +204,7 @@ def test_cancel_stops_within_one_step(model, layout, reference) -> None:
         ({"sampler": SamplerConfig("ddim", steps=251)}, "between 1 and 250"),
         ({"sampler": SamplerConfig("ddpm", steps=20)}, "walks all 250 levels"),
         ({"sampler": SamplerConfig("dpm++", spacing="leading")}, "unknown timestep spacing"),
+        ({"sampler": SamplerConfig("ddim", timesteps=(250, 100))}, "above this model's top level 249"),
         ({"seeds": []}, "at least one"),
         ({"seeds": [-1]}, "non-negative"),
         ({"reference": None, "aas": AASConfig(enabled=True)}, "AAS needs the real reference"),
@@ -261,8 +262,29 @@ def test_a_single_integer_seed_is_accepted(model, layout) -> None:
         (lambda: SamplerConfig("ddim", eta="0"), "eta must be a number"),
         (lambda: SamplerConfig("dpm++", eta=0.5), "ddim sampler only"),
         (lambda: SamplerConfig("ddim", steps=2.5), "steps must be an integer"),
+        (lambda: SamplerConfig("ddim", timesteps=()), "non-empty list"),
+        (lambda: SamplerConfig("ddim", timesteps=(249, 100.0)), "integer levels"),
+        (lambda: SamplerConfig("ddim", timesteps=(100, 249)), "strictly descending"),
+        (lambda: SamplerConfig("ddim", timesteps=(249, 100, 100)), "strictly descending"),
+        (lambda: SamplerConfig("dpm++", timesteps=(249, -1)), "strictly descending"),
+        (lambda: SamplerConfig("ddim", steps=3, timesteps=(249, 100)), "disagrees"),
+        (lambda: SamplerConfig("ddpm", timesteps=(249, 100)), "walks every level"),
     ],
 )
 def test_bad_settings_are_rejected_where_they_are_made(make, match) -> None:
     with pytest.raises(InputError, match=match):
         make()
+
+
+@pytest.mark.parametrize("name", ["ddim", "dpm++"])
+def test_explicit_timesteps_are_the_levels_the_network_sees(model, layout, reference, name) -> None:
+    """Explicit levels (a tuned few-step schedule) reach the network in order, and the trailing levels written out
+    by hand draw the same image bit for bit as ``spacing="trailing"``."""
+    seen: list = []
+    sample(model, layout, reference, sampler=SamplerConfig(name, timesteps=[249, 170, 100, 35]), callback=seen.append)
+    assert [s.level for s in seen] == [249, 170, 100, 35] and seen[-1].total == 4
+    # trailing 4 of T = 250: round(250 - 62.5 j) - 1 with round-half-even
+    by_hand = sample(model, layout, reference, sampler=SamplerConfig(name, timesteps=(249, 187, 124, 61)), seeds=[4])
+    spaced = sample(model, layout, reference, sampler=SamplerConfig(name, steps=4, spacing="trailing"), seeds=[4])
+    assert torch.equal(by_hand, spaced)
+    assert SamplerConfig(name, timesteps=np.array([249, 30])).timesteps == (249, 30)
