@@ -13,6 +13,10 @@ teacher at ``--sampler dpm++ --steps 20``, on held-out phantom cases (:func:`Lun
 .heldout_case`, three nodules each), and then the per-class fidelity measures and targets of
 ``benchmarks/roi_model_fidelity.py`` for both.
 
+``--augment-variants K`` adds the batch measure: whole-process ``lungddpm augment`` over the same cases, K variants
+each with three new nodules, student default against teacher DPM-Solver++ 20, alternating; one process pays the
+start-up once for all its nodules, as an augmentation run of thousands does.
+
 ``--measure-step`` times one distillation update of the teacher (batch 1, one thread, the teacher's own recipe and
 data handling, on ROI patches of training phantoms) next to one ordinary training update, and estimates the CPU
 time of a whole distillation from ``--teacher-steps`` to ``--steps``.
@@ -64,6 +68,26 @@ def _synthesize(ct: Path, layout: Path, out: Path, checkpoint: str, extra: list,
     return {"wall_s": round(wall, 2), "sampler": side["sampler"], "steps": side["steps"], "timing_s": side["timing_s"]}
 
 
+def _augment(cases: list, out: Path, checkpoint: str, extra: list, variants: int, threads: int) -> dict:
+    """Wall time of one ``lungddpm augment`` process over ``cases`` (three new nodules per variant)."""
+    ct_dir, lay_dir = out.parent / "aug-ct", out.parent / "aug-layout"
+    for ct, layout, _ in cases:  # one folder each, paired by name
+        for src, folder in ((ct, ct_dir), (layout, lay_dir)):
+            folder.mkdir(exist_ok=True)
+            target = folder / ct.name.replace("_ct", "")
+            if not target.exists():
+                target.symlink_to(src)
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
+    cmd = [sys.executable, "-m", "LungDDPMLib", "augment", "--ct-dir", str(ct_dir), "--layout-dir", str(lay_dir),
+           "--out", str(out), "--variants", str(variants), "--nodules-per-variant", "3", "--checkpoint", checkpoint,
+           "--device", "cpu", "--quiet", *extra]  # fmt: skip
+    start = time.perf_counter()
+    subprocess.run(cmd, check=True, env=env, capture_output=True, text=True)
+    wall = time.perf_counter() - start
+    nodules = 3 * variants * len(cases)
+    return {"wall_s": round(wall, 2), "nodules": nodules, "s_per_nodule": round(wall / nodules, 3)}
+
+
 def compare(args: argparse.Namespace) -> dict:
     teacher, student = load_checkpoint(args.teacher), load_checkpoint(args.student)
     if student.distillation is None:
@@ -86,6 +110,12 @@ def compare(args: argparse.Namespace) -> dict:
                     row.update(case=i, repeat=r, nodules=nodules)
                     timing[name].append(row)
                     print(json.dumps({name: row}), flush=True)
+        augment = {name: [] for name in runs}
+        for r in range(args.repeats if args.augment_variants else 0):
+            for name, (path, extra) in runs.items():
+                row = _augment(cases, Path(tmp) / f"aug-{name}-{r}", path, extra, args.augment_variants, args.threads)
+                augment[name].append(row)
+                print(json.dumps({f"augment {name}": row}), flush=True)
     summary = {}
     for name, rows in timing.items():
         summary[name] = {
@@ -99,6 +129,14 @@ def compare(args: argparse.Namespace) -> dict:
     ratio = summary["teacher-dpm++20"]["wall_s_median"] / summary["student-default"]["wall_s_median"]
     report = {"command": " ".join(sys.argv), "threads": args.threads, "timing": timing, "summary": summary,
               "whole_process_speedup": round(ratio, 2)}  # fmt: skip
+    if args.augment_variants:
+        walls = {n: statistics.median(r["wall_s"] for r in rows) for n, rows in augment.items()}
+        report["augment"] = {
+            "variants_per_case": args.augment_variants,
+            "runs": augment,
+            "wall_s_median": walls,
+            "whole_process_speedup": round(walls["teacher-dpm++20"] / walls["student-default"], 2),
+        }
     if args.fidelity_cases:
         own, _ = sampler_for(student.distillation)
         fid = fidelity_report({"student-default": args.student, "teacher-dpm++20": args.teacher},
@@ -159,6 +197,7 @@ def main() -> None:
     ap.add_argument("--student")
     ap.add_argument("--cases", type=int, default=3, help="timed held-out cases (three nodules each)")
     ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--augment-variants", type=int, default=0, help="batch measure: augment K variants per case")
     ap.add_argument("--fidelity-cases", type=int, default=12, help="0: timing only")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--density", default="auto", help="density control of both in the fidelity part (synthesize's "
