@@ -387,7 +387,13 @@ def export_weights(
         state = {k: _to_storage(k, v, STORAGE_DTYPES[storage]) if k in parameters else v for k, v in state.items()}
     provenance = {
         **ckpt.provenance,
-        "exported_from": {"path": str(source), "sha256": ckpt.sha256, "weights": ckpt.weights, "step": ckpt.step},
+        "exported_from": {
+            "path": str(source),
+            "sha256": ckpt.sha256,
+            "weights": ckpt.weights,
+            "step": ckpt.step,
+            **({"earlier": ckpt.provenance["exported_from"]} if "exported_from" in ckpt.provenance else {}),
+        },
         "stored_as": storage,
         **tuned,
     }

@@ -89,7 +89,7 @@ KNOWN_MODELS: Tuple[KnownModel, ...] = (
     ),
     KnownModel(
         key="lungddpm-roi-fast",
-        title="LungDDPM nodule ROI model, 8-step student (bundled; distilled from lungddpm-roi)",
+        title="LungDDPM nodule ROI model, fast student (bundled; distilled from lungddpm-roi, 4 tuned DDIM steps)",
         file_names=("lungddpm-roi-fast.pt",),
         sha256=None,
         preset="roi-context",

@@ -122,7 +122,7 @@ def test_every_variant_records_its_source_seeds_nodules_sampler_and_model(user_f
             record = json.loads((nifti_run / f"{case}_v{k}.json").read_text())
             assert record["source_case"] == case and record["variant"] == k and record["synthetic"] is True
             assert record["model"]["sha256"] == model_sha
-            assert record["sampler"] == {"name": "dpm++", "steps": 2, "eta": 0.0}
+            assert record["sampler"] == {"name": "dpm++", "steps": 2, "eta": 0.0, "levels": None}
             assert record["seeds"]["run"] == 0 and record["seeds"]["sampling"] == record["seeds"]["variant"]
             seeds.add(record["seeds"]["variant"])
             assert record["inputs"]["ct"]["path"] == str(user_folder[f"ct:{case}"].resolve())

@@ -33,10 +33,11 @@ def test_bundled_models_fit_the_budget_and_are_recognised() -> None:
     cfg = teacher.config
     assert cfg.spatial_mode == "roi" and cfg.nodule_types == ("solid", "part-solid", "ground-glass")
     assert "nodule_type" in cfg.unet.layout_channels and tuple(cfg.grid) == tuple(entries["lungddpm-roi"].grid)
-    # the default ROI model is the 8-step student of exactly this teacher, stored at half size
+    # the default ROI model is the 8-step student of exactly this teacher, stored at half size, run by default at the
+    # 4 levels chosen for it on validation phantoms (docs/benchmarks.md, "A tuned 4-step schedule")
     assert bundled_model("roi") == ROI_FAST_FILE and student.config == teacher.config
     record = student.distillation
-    assert record is not None and (record.sampler, record.steps) == ("ddim", 8)
+    assert record is not None and (record.sampler, record.steps, record.levels) == ("ddim", 8, (249, 218, 174, 100))
     assert record.teacher_sha256 == file_sha256(ROI_FILE) and teacher.distillation is None
     assert (
         student.provenance["stored_as"] == "float16" and load_checkpoint(DEMO_FILE).provenance["stored_as"] == "float16"
@@ -52,8 +53,8 @@ def test_bundled_models_fit_the_budget_and_are_recognised() -> None:
 )
 def test_bundled_roi_model_draws_each_class_through_the_cli(tmp_path: Path, capsys, how: list) -> None:
     """Held-out phantom (seed 5; training used 1000-1047) with one nodule of each class; ``--mode roi`` without a
-    checkpoint picks the bundled 8-step student, ``--checkpoint lungddpm-roi`` the teacher; the mean HU inside each
-    nodule is checked against its class (module doc)."""
+    checkpoint picks the bundled student at its 4 tuned levels, ``--checkpoint lungddpm-roi`` the teacher; the mean
+    HU inside each nodule is checked against its class (module doc)."""
     specs = [
         NoduleSpec(12.0, "solid", "round", side="right"),
         NoduleSpec(14.0, "part-solid", "round", side="left"),
@@ -66,8 +67,9 @@ def test_bundled_roi_model_draws_each_class_through_the_cli(tmp_path: Path, caps
     assert main([*args, "--mode", "roi", *how, "--device", "cpu", "--seed", "0"]) == 0
     capsys.readouterr()
     provenance = json.loads(Path(str(out.with_suffix("")) + ".lungddpm.json").read_text())
-    expected = (ROI_FILE, "dpm++", 20) if how else (ROI_FAST_FILE, "ddim", 8)
-    assert (Path(provenance["model"]["path"]), provenance["sampler"], provenance["steps"]) == expected
+    expected = (ROI_FILE, "dpm++", 20, None) if how else (ROI_FAST_FILE, "ddim", 4, [249, 218, 174, 100])
+    ran = (Path(provenance["model"]["path"]), provenance["sampler"], provenance["steps"], provenance["levels"])
+    assert ran == expected
     assert provenance["nodule_types"]["used"] is True
     assert provenance["regenerated"] == "nodules + 3 mm"
     real, lay = sitk.GetArrayFromImage(ph.ct), sitk.GetArrayFromImage(ph.layout)

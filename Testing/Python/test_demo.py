@@ -38,7 +38,7 @@ def test_reduced_demo_writes_all_outputs_with_input_geometry(tmp_path: Path, mon
     assert summary["mode"] == "both" and summary["nodule_model"]["source"].startswith("bundled nodule ROI model")
     assert len(summary["model"]["sha256"]) == 64 and summary["sampler"]["name"] == "dpm++"
     # the bundled nodule model is the distilled student: its own sampler (DDIM), at the steps asked for here
-    assert summary["nodule_sampler"] == {"name": "ddim", "steps": 3}
+    assert summary["nodule_sampler"] == {"name": "ddim", "steps": 3, "levels": None}
     real, synth = sitk.ReadImage(str(out / "real_ct.nrrd")), sitk.ReadImage(str(out / "synthetic_ct.nrrd"))
     assert synth.GetSize() == real.GetSize() and synth.GetSpacing() == real.GetSpacing()
     assert synth.GetOrigin() == real.GetOrigin() and synth.GetDirection() == real.GetDirection()
