@@ -32,9 +32,10 @@ import torch
 from .config import ModelConfig, preset
 from .device import resolve_device
 from .diffusion import DiffusionModel
-from .errors import CheckpointError, UnsafeCheckpointError
+from .errors import CheckpointError, InputError, UnsafeCheckpointError
 from .recognition import recognise, title
 from .registry import file_sha256
+from .sampling.api import check_top_level
 from .sampling.distilled import DistillationRecord
 
 PathLike = Union[str, "os.PathLike[str]"]
@@ -275,6 +276,11 @@ def load_checkpoint(
         config = infer_published_config(state)
     distillation = DistillationRecord.from_provenance(provenance, str(path))
     model = DiffusionModel(config)
+    if distillation is not None and distillation.levels is not None:
+        try:
+            check_top_level(distillation.levels, model.schedule.num_timesteps)
+        except InputError as exc:
+            raise CheckpointError(f"{path} has a damaged distillation record: {exc}") from None
     check_state_dict(model, state, str(path))
     check_finite([(weights, state)], str(path))
     model.load_state_dict(state, strict=True)

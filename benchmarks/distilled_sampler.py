@@ -65,7 +65,8 @@ def _synthesize(ct: Path, layout: Path, out: Path, checkpoint: str, extra: list,
     subprocess.run(cmd, check=True, env=env, capture_output=True, text=True)
     wall = time.perf_counter() - start
     side = json.loads(out.with_name(out.name.replace(".nrrd", ".lungddpm.json")).read_text())
-    return {"wall_s": round(wall, 2), "sampler": side["sampler"], "steps": side["steps"], "timing_s": side["timing_s"]}
+    return {"wall_s": round(wall, 2), "sampler": side["sampler"], "steps": side["steps"], "levels": side["levels"],
+            "timing_s": side["timing_s"]}  # fmt: skip
 
 
 def _augment(cases: list, out: Path, checkpoint: str, extra: list, variants: int, threads: int) -> dict:

@@ -57,7 +57,12 @@ class SamplerConfig:
         if self.steps is not None and (isinstance(self.steps, bool) or not isinstance(self.steps, int)):
             raise InputError(f"steps must be an integer, got {self.steps!r}")
         if self.timesteps is not None:
-            levels = tuple(self.timesteps)
+            try:
+                levels = tuple(self.timesteps)
+            except TypeError:
+                raise InputError(f"timesteps must be a list of integer levels, got {self.timesteps!r}") from None
+            if self.spacing is not None:
+                raise InputError("give either timesteps or a spacing, not both")
             if not levels or any(isinstance(t, bool) or not isinstance(t, (int, np.integer)) for t in levels):
                 raise InputError(f"timesteps must be a non-empty list of integer levels, got {self.timesteps!r}")
             if any(t < 0 for t in levels) or any(a <= b for a, b in zip(levels, levels[1:])):
@@ -68,6 +73,16 @@ class SamplerConfig:
                 raise InputError(f"steps={self.steps} disagrees with the {len(levels)} timesteps given")
             object.__setattr__(self, "timesteps", tuple(int(t) for t in levels))
             object.__setattr__(self, "steps", len(levels))
+
+
+def check_top_level(levels: Sequence[int], num_timesteps: int) -> None:
+    """Explicit levels must start at the model's top level T-1: sampling starts from pure noise, which is that
+    level's distribution and no lower one's."""
+    if levels[0] != num_timesteps - 1:
+        raise InputError(
+            f"timesteps {list(levels)} must start at this model's top level {num_timesteps - 1}, where sampling "
+            "starts from pure noise"
+        )
 
 
 @dataclass(frozen=True)
@@ -246,9 +261,7 @@ def sample(
     if sampler.name == "ddpm" and steps != schedule.num_timesteps:
         raise InputError(f"the DDPM sampler walks all {schedule.num_timesteps} levels; use ddim or dpm++ for fewer")
     if sampler.timesteps is not None:
-        if sampler.timesteps[0] >= schedule.num_timesteps:
-            top = schedule.num_timesteps - 1
-            raise InputError(f"timesteps {sampler.timesteps} go above this model's top level {top}")
+        check_top_level(sampler.timesteps, schedule.num_timesteps)
         timesteps = list(sampler.timesteps)
     else:
         timesteps = make_timesteps(schedule, steps, sampler.spacing or str(defaults["spacing"]))

@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass, replace
 from typing import Any, Dict, Mapping, Optional, Sequence, Tuple
 
 from ..errors import CheckpointError, InputError
-from .api import SamplerConfig
+from .api import SamplerConfig, check_top_level
 
 #: The provenance key of the record.
 DISTILLATION_KEY = "distillation"
@@ -57,6 +57,11 @@ class DistillationRecord:
     weighting: str = ""
     levels: Optional[Tuple[int, ...]] = None
 
+    def __post_init__(self) -> None:
+        if self.levels is not None:  # checked and stored as a tuple however it was given (JSON gives a list)
+            levels = SamplerConfig("ddim", timesteps=self.levels).timesteps
+            object.__setattr__(self, "levels", levels)
+
     def to_dict(self) -> Dict[str, Any]:
         return asdict(self)
 
@@ -72,7 +77,7 @@ class DistillationRecord:
             return None
         try:
             record = cls(**block)
-        except TypeError as exc:
+        except (TypeError, InputError) as exc:
             raise CheckpointError(f"{where} has a damaged distillation record: {exc}") from None
         ok = (
             record.method in METHODS
@@ -81,22 +86,14 @@ class DistillationRecord:
             and record.sampler == "ddim"
             and isinstance(record.clip_x0, bool)
         )
-        if ok and record.levels is not None:
-            try:
-                tuned = SamplerConfig(record.sampler, timesteps=tuple(record.levels)).timesteps
-            except (InputError, TypeError):
-                ok = False
-            else:
-                record = replace(record, levels=tuned)
         if not ok:
             raise CheckpointError(f"{where} has a damaged distillation record: {block!r}")
         return record
 
     def tuned(self, levels: Sequence[int], num_timesteps: int) -> DistillationRecord:
         """This record with ``levels`` as the student's default schedule (checked against its T levels)."""
-        chosen = SamplerConfig(self.sampler, timesteps=tuple(levels)).timesteps
-        if chosen[0] >= num_timesteps:
-            raise InputError(f"levels {list(chosen)} go above this model's top level {num_timesteps - 1}")
+        chosen = SamplerConfig(self.sampler, timesteps=levels).timesteps
+        check_top_level(chosen, num_timesteps)
         return replace(self, levels=chosen)
 
     def sampler_config(self) -> SamplerConfig:
@@ -133,13 +130,16 @@ def sampler_for(
     chosen = name or record.sampler
     default = record.sampler_config()
     n = steps if steps is not None else (default.steps if chosen == record.sampler else None)
-    if chosen == record.sampler and not eta:
-        if n == default.steps:
-            return default, None
-        if n == record.steps:
-            return record.distilled_config(), None
-    spacing = record.spacing if chosen == record.sampler else None
-    config = SamplerConfig(chosen, steps=n, eta=eta, spacing=spacing, clip_x0=record.clip_x0)
+    own = None  # one of the student's own schedules: the default (tuned) one, else the distilled-for one
+    if chosen == record.sampler:
+        own = default if n == default.steps else record.distilled_config() if n == record.steps else None
+    if own is not None and not eta:
+        return own, None
+    if own is not None:  # the same levels with stochasticity added
+        config = replace(own, eta=eta, steps=None if own.timesteps is not None else own.steps)
+    else:
+        spacing = record.spacing if chosen == record.sampler else None
+        config = SamplerConfig(chosen, steps=n, eta=eta, spacing=spacing, clip_x0=record.clip_x0)
     asked = f"{chosen} with {n if n is not None else 'its default'} steps" + (f" and eta {eta}" if eta else "")
     tuned = f", and tuned to levels {list(record.levels)}" if record.levels is not None else ""
     warning = (

@@ -50,9 +50,15 @@ def test_sampler_choice_with_tuned_levels() -> None:
     assert (cfg.steps, cfg.spacing, cfg.timesteps, warning) == (8, "trailing", None, None)
     cfg, warning = sampler_for(rec, "ddim", 6)
     assert cfg.timesteps is None and "tuned to levels [249, 170, 100, 35]" in warning
+    cfg, warning = sampler_for(rec, eta=0.5)  # stochastic DDIM at the tuned levels, not some other schedule
+    assert (cfg.timesteps, cfg.eta) == (tuple(TUNED), 0.5) and "eta 0.5" in warning
+    cfg, warning = sampler_for(rec, None, 8, eta=0.5)
+    assert (cfg.steps, cfg.spacing, cfg.timesteps, cfg.eta) == (8, "trailing", None, 0.5) and warning is not None
     assert sampler_for(RECORD)[0].timesteps is None  # untuned: as before
-    with pytest.raises(InputError, match="above this model's top level 249"):
-        RECORD.tuned([250, 100], 250)
+    assert DistillationRecord(**{**RECORD.to_dict(), "levels": [249, 9]}).levels == (249, 9)  # JSON's list: a tuple
+    for top in ([250, 100], [200, 100]):
+        with pytest.raises(InputError, match="must start at this model's top level 249"):
+            RECORD.tuned(top, 250)
     with pytest.raises(InputError, match="strictly descending"):
         RECORD.tuned([100, 249], 250)
 
@@ -108,11 +114,11 @@ def test_bad_levels_and_non_students_are_refused_in_one_line(tmp_path, capsys) -
     save_checkpoint(teacher, model, ema=model, provenance={"kind": "lungddpm-training"})
     target = tmp_path / "out.pt"
     assert "not a distilled student" in _error(capsys, "export", str(teacher), str(target), "--levels", "249,100")
-    for levels, message in (("300,9", "above this model's top level 249"), ("249,a", "comma-separated integer"),
-                            ("9,249", "strictly descending")):  # fmt: skip
+    for levels, message in (("300,9", "must start at this model's top level 249"), ("200,9", "top level 249"),
+                            ("249,a", "comma-separated integer"), ("9,249", "strictly descending")):  # fmt: skip
         assert message in _error(capsys, "export", str(student), str(target), "--levels", levels)
     assert not target.exists()  # nothing half-written
-    for bad in ("249", [249, 249], [249, "x"], [-1]):
+    for bad in ("249", 249, [249, 249], [249, "x"], [-1], [300, 9], [200, 9]):  # the last two: wrong for T = 250
         damaged = _student(tmp_path / "damaged.pt", {**RECORD.to_dict(), "levels": bad})
         with pytest.raises(CheckpointError, match="damaged distillation record"):
             load_checkpoint(damaged)
