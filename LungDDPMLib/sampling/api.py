@@ -36,8 +36,8 @@ class SamplerConfig:
         eta: DDIM stochasticity (0 = deterministic).
         spacing: timestep spacing (``trailing``, ``linspace``, ``quadratic``); ``None`` takes the sampler's default.
         clip_x0: clamp x0 estimates to [-1, 1] as published.
-        timesteps: explicit descending levels (0..T-1) instead of a spacing, for a schedule tuned to a model (a
-            bundled student's few-step schedule, chosen on validation phantoms); ``steps`` is then their count.
+        timesteps: explicit strictly descending levels, starting at T-1, instead of a spacing: a schedule tuned to a
+            model (a bundled student's few-step one, chosen on validation phantoms); ``steps`` is then their count.
     """
 
     name: str = "dpm++"
