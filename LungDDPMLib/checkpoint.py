@@ -32,10 +32,9 @@ import torch
 from .config import ModelConfig, preset
 from .device import resolve_device
 from .diffusion import DiffusionModel
-from .errors import CheckpointError, InputError, UnsafeCheckpointError
+from .errors import CheckpointError, UnsafeCheckpointError
 from .recognition import recognise, title
 from .registry import file_sha256
-from .sampling.api import check_top_level
 from .sampling.distilled import DistillationRecord
 
 PathLike = Union[str, "os.PathLike[str]"]
@@ -274,13 +273,8 @@ def load_checkpoint(
             raise CheckpointError(f"{path} has a damaged configuration record: {exc}") from None
     else:
         config = infer_published_config(state)
-    distillation = DistillationRecord.from_provenance(provenance, str(path))
+    distillation = DistillationRecord.from_provenance(provenance, str(path), config.schedule.timesteps)
     model = DiffusionModel(config)
-    if distillation is not None and distillation.levels is not None:
-        try:
-            check_top_level(distillation.levels, model.schedule.num_timesteps)
-        except InputError as exc:
-            raise CheckpointError(f"{path} has a damaged distillation record: {exc}") from None
     check_state_dict(model, state, str(path))
     check_finite([(weights, state)], str(path))
     model.load_state_dict(state, strict=True)

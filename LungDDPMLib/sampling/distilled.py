@@ -59,15 +59,17 @@ class DistillationRecord:
 
     def __post_init__(self) -> None:
         if self.levels is not None:  # checked and stored as a tuple however it was given (JSON gives a list)
-            levels = SamplerConfig("ddim", timesteps=self.levels).timesteps
-            object.__setattr__(self, "levels", levels)
+            object.__setattr__(self, "levels", SamplerConfig(self.sampler, timesteps=self.levels).timesteps)
 
     def to_dict(self) -> Dict[str, Any]:
         return asdict(self)
 
     @classmethod
-    def from_provenance(cls, provenance: Mapping[str, Any], where: str = "checkpoint") -> Optional[DistillationRecord]:
-        """The record in a checkpoint's provenance, None for an ordinary (undistilled) model.
+    def from_provenance(
+        cls, provenance: Mapping[str, Any], where: str = "checkpoint", num_timesteps: Optional[int] = None
+    ) -> Optional[DistillationRecord]:
+        """The record in a checkpoint's provenance, None for an ordinary (undistilled) model; with ``num_timesteps``
+        (the model's T) its tuned levels are checked against the model too.
 
         Raises:
             CheckpointError: the record is there but damaged (a student must never silently run as a teacher).
@@ -77,6 +79,8 @@ class DistillationRecord:
             return None
         try:
             record = cls(**block)
+            if record.levels is not None and num_timesteps is not None:
+                check_top_level(record.levels, num_timesteps)
         except (TypeError, InputError) as exc:
             raise CheckpointError(f"{where} has a damaged distillation record: {exc}") from None
         ok = (
@@ -92,9 +96,9 @@ class DistillationRecord:
 
     def tuned(self, levels: Sequence[int], num_timesteps: int) -> DistillationRecord:
         """This record with ``levels`` as the student's default schedule (checked against its T levels)."""
-        chosen = SamplerConfig(self.sampler, timesteps=levels).timesteps
-        check_top_level(chosen, num_timesteps)
-        return replace(self, levels=chosen)
+        record = replace(self, levels=levels)  # __post_init__ checks and normalises them
+        check_top_level(record.levels, num_timesteps)
+        return record
 
     def sampler_config(self) -> SamplerConfig:
         """The sampler the student is to be run with: its tuned levels if it has them, else its distilled-for ones."""
